@@ -1,0 +1,30 @@
+//! On-device adaptation: training a small classifier head on stored
+//! embeddings of a frozen backbone, evaluating it, and keeping versioned
+//! heads so that a bad retrain can be refused or rolled back.
+//!
+//! Only the head is trained because the backbone is far too large to
+//! fine-tune on a Raspberry Pi, and because embeddings of a good backbone
+//! are already linearly separable for most tasks: a softmax head trains in
+//! well under a second from a few thousand samples.
+//!
+//! - [`head`]: the head itself (inference, open-set decision, safetensors).
+//! - [`trainer`]: datasets, configuration and the Adam training loop.
+//! - [`metrics`]: accuracy / macro-F1 / confusion matrix.
+//! - [`registry`]: versioned heads on disk with a deploy policy.
+//! - [`workspace`]: one model's samples and heads together: add, train + deploy, classify.
+
+pub mod head;
+pub mod metrics;
+pub mod registry;
+pub mod trainer;
+pub mod workspace;
+
+pub use head::{
+    Head, HeadError, HeadKind, HeadParams, Prediction, BACKGROUND_LABEL, UNKNOWN_LABEL,
+};
+pub use metrics::{ClassMetrics, Metrics, MetricsError};
+pub use registry::{BackboneId, DeployDecision, HeadMeta, Registry, RegistryError};
+pub use trainer::{
+    calibrate_threshold, evaluate, train, Dataset, HeadKindConfig, StopReason, TrainConfig,
+    TrainError, TrainReport, ValidationSource,
+};

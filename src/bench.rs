@@ -1,0 +1,301 @@
+//! `adaptd bench`: per-stage latency of a model on a real image, against onnxruntime.
+//!
+//! Absolute milliseconds on a shared, noisy machine mean little; a ratio against a reference
+//! measured in the same run on the same input tensor means a lot. The reference is Python
+//! onnxruntime (`benches/ort_reference.py`), fed the exact tensor our preprocessing produced,
+//! so only the backbone runtime differs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Context;
+use crate::vision::{image_io, AnalyzeOptions, VisionModel};
+
+/// Arguments of `adaptd bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Models to measure (names or manifest paths); repeatable.
+    #[arg(long = "model", required = true)]
+    models: Vec<String>,
+    /// The image every run uses.
+    #[arg(long)]
+    image: PathBuf,
+    /// Timed iterations per stage.
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+    /// Untimed iterations first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Thread counts to measure the backbone with.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Python interpreter for the onnxruntime reference; `none` skips it.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// The reference script.
+    #[arg(long, default_value = "benches/ort_reference.py")]
+    reference: PathBuf,
+    /// Also print tract's time per operator type.
+    #[arg(long)]
+    profile: bool,
+    /// One JSON object per model instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Median and 95th percentile of a set of timings, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct Latency {
+    pub median_ms: f64,
+    pub p95_ms: f64,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of `samples`.
+    pub fn of(samples: &mut [Duration]) -> Latency {
+        if samples.is_empty() {
+            return Latency::default();
+        }
+        samples.sort();
+        let at = |q: f64| {
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1].as_secs_f64() * 1e3
+        };
+        Latency {
+            median_ms: at(0.5),
+            p95_ms: at(0.95),
+        }
+    }
+}
+
+/// The reference script's answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct OrtResult {
+    pub version: String,
+    pub threads: usize,
+    pub median_ms: f64,
+    pub p95_ms: f64,
+}
+
+/// One thread count's figures.
+#[derive(Debug, Serialize)]
+pub struct ThreadResult {
+    pub threads: usize,
+    pub tract: Latency,
+    pub onnxruntime: Option<OrtResult>,
+    /// tract median / onnxruntime median (above 1: tract is slower).
+    pub ratio: Option<f64>,
+}
+
+/// Everything measured for one model.
+#[derive(Debug, Serialize)]
+pub struct ModelReport {
+    pub model: String,
+    pub image: String,
+    pub load_ms: f64,
+    pub decode: Latency,
+    pub preprocess: Latency,
+    pub postprocess: Latency,
+    pub backbone: Vec<ThreadResult>,
+    /// (preprocess + postprocess) median / 1-thread inference median, in percent.
+    pub pre_post_percent_of_inference: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<(String, usize, f64)>,
+}
+
+fn time(iters: usize, warmup: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Latency> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        f()?;
+        samples.push(t.elapsed());
+    }
+    Ok(Latency::of(&mut samples))
+}
+
+/// Runs the benchmark for every `--model`.
+pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.iters == 0 || args.threads.iter().any(|t| *t == 0 || *t > 64) {
+        return Err(crate::cli::UsageError("--iters must be >= 1 and --threads 1..=64".into()).into());
+    }
+    for name in &args.models {
+        let report = bench_model(ctx, name, args)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_report(&report);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<ModelReport> {
+    let resolved = ctx.resolve_model(Some(name))?;
+    let model_path = resolved.model_path.clone();
+    let limits = ctx.config.image.limits();
+    let bytes = std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let label = args.image.display().to_string();
+    let img = image_io::decode_bytes(&bytes, &label, &limits)?;
+    let decode = time(args.iters, args.warmup, || {
+        image_io::decode_bytes(&bytes, &label, &limits)?;
+        Ok(())
+    })?;
+
+    let mut vm = VisionModel::load(resolved, 1)?;
+    let load_ms = vm.backbone().load_time.as_secs_f64() * 1e3;
+    let preprocess = time(args.iters, args.warmup, || {
+        vm.preprocess(&img)?;
+        Ok(())
+    })?;
+    let opts = AnalyzeOptions {
+        top_k: ctx.config.classify.top_k,
+        detect: vm.model.manifest.detect.as_ref().map(|d| ctx.config.detect.apply(d)),
+    };
+    // Postprocess = the whole analysis minus its own preprocess and inference stages.
+    let mut post = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters.max(1) {
+        let a = vm.analyze(&[&img], &opts)?;
+        let ms = a.first().map(|a| a.timings.postprocess_ms).unwrap_or(0.0);
+        post.push(Duration::from_secs_f64(ms / 1e3));
+    }
+    let postprocess = Latency::of(&mut post);
+
+    vm.preprocess(&img)?;
+    let input_file = tempfile::Builder::new().suffix(".npy").tempfile()?;
+    let shape = vm.backbone().input_shape().to_vec();
+    crate::npy::write(input_file.path(), &shape, vm.last_input())?;
+
+    let mut backbone = Vec::new();
+    for &threads in &args.threads {
+        vm.backbone_mut().set_threads(threads);
+        let tract = time(args.iters, args.warmup, || {
+            vm.infer()?;
+            Ok(())
+        })?;
+        let onnxruntime = if args.python == "none" {
+            None
+        } else {
+            Some(ort_reference(args, &model_path, input_file.path(), threads)?)
+        };
+        let ratio = onnxruntime.as_ref().map(|o| tract.median_ms / o.median_ms);
+        backbone.push(ThreadResult {
+            threads,
+            tract,
+            onnxruntime,
+            ratio,
+        });
+    }
+    vm.backbone_mut().set_threads(1);
+    let inference_1t = backbone.first().map(|b| b.tract.median_ms).unwrap_or(f64::NAN);
+    let pre_post_percent_of_inference = 100.0 * (preprocess.median_ms + postprocess.median_ms) / inference_1t;
+
+    let mut profile = Vec::new();
+    if args.profile {
+        let input = vm.last_input().to_vec();
+        let mut totals: std::collections::HashMap<String, (usize, Duration)> = Default::default();
+        let runs = args.iters.clamp(1, 10);
+        for _ in 0..runs {
+            for p in vm.backbone_mut().profile(&input)? {
+                let e = totals.entry(p.op).or_default();
+                e.0 = p.nodes;
+                e.1 += p.total;
+            }
+        }
+        profile = totals
+            .into_iter()
+            .map(|(op, (nodes, total))| (op, nodes, total.as_secs_f64() * 1e3 / runs as f64))
+            .collect();
+        profile.sort_by(|a, b| b.2.total_cmp(&a.2));
+    }
+    Ok(ModelReport {
+        model: name.to_string(),
+        image: label,
+        load_ms,
+        decode,
+        preprocess,
+        postprocess,
+        backbone,
+        pre_post_percent_of_inference,
+        profile,
+    })
+}
+
+fn ort_reference(args: &BenchArgs, model: &Path, input: &Path, threads: usize) -> anyhow::Result<OrtResult> {
+    let output = Command::new(&args.python)
+        .arg(&args.reference)
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .args(["--threads", &threads.to_string()])
+        .args(["--iters", &args.iters.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .output()
+        .with_context(|| {
+            format!(
+                "running the onnxruntime reference ({} {}); install it with `pip install onnxruntime numpy` or pass --python none",
+                args.python,
+                args.reference.display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "the onnxruntime reference failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("unexpected reference output: {line}"))
+}
+
+fn print_report(r: &ModelReport) {
+    println!("== {} on {} (load + optimise {:.0} ms)", r.model, r.image, r.load_ms);
+    let row = |stage: &str, l: &Latency| println!("  {stage:<22} median {:8.2} ms   p95 {:8.2} ms", l.median_ms, l.p95_ms);
+    row("decode", &r.decode);
+    row("preprocess", &r.preprocess);
+    row("postprocess", &r.postprocess);
+    for b in &r.backbone {
+        row(&format!("inference tract {}t", b.threads), &b.tract);
+        if let (Some(o), Some(ratio)) = (&b.onnxruntime, b.ratio) {
+            println!(
+                "  {:<22} median {:8.2} ms   p95 {:8.2} ms   tract/ort = {ratio:.2}x",
+                format!("onnxruntime {} {}t", o.version, o.threads),
+                o.median_ms,
+                o.p95_ms
+            );
+        }
+    }
+    println!(
+        "  preprocess + postprocess = {:.1} % of 1-thread inference",
+        r.pre_post_percent_of_inference
+    );
+    if !r.profile.is_empty() {
+        let total: f64 = r.profile.iter().map(|p| p.2).sum();
+        println!("  tract profile (per run, by operator):");
+        for (op, nodes, ms) in &r.profile {
+            println!("    {op:<28} {nodes:4} nodes {ms:8.2} ms {:5.1} %", 100.0 * ms / total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut s: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        let l = Latency::of(&mut s);
+        assert_eq!(l.median_ms, 10.0);
+        assert_eq!(l.p95_ms, 19.0);
+        assert_eq!(Latency::of(&mut []).median_ms, 0.0);
+    }
+}

@@ -1,0 +1,513 @@
+//! `samples`, `train`, `eval`, `classify` and `heads`: transfer learning from the command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use image::RgbImage;
+use serde::Serialize;
+
+use super::{Context, Format, UsageError};
+use crate::adapt::metrics::Metrics;
+use crate::adapt::workspace::{TrainOutcome, Workspace};
+use crate::adapt::{HeadKind, TrainConfig};
+use crate::store::{SampleSource, ThumbnailFilter};
+use crate::vision::{image_io, AnalyzeOptions, VisionModel};
+
+/// `--model` and `--state-dir`, shared by every adaptation command.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// A built-in model name or a manifest path (default: the config's).
+    #[arg(long, global = true)]
+    model: Option<String>,
+    /// Where samples and heads live (default: the config's state_dir, else /var/lib/adaptd
+    /// for root and $XDG_DATA_HOME/adaptd otherwise).
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SamplesCmd {
+    /// Add images as samples of one label.
+    Add {
+        #[arg(long)]
+        label: String,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Import a folder laid out as DIR/<label>/*.jpg|png (the ImageFolder convention).
+    Import {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Samples per label and split.
+    List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Remove samples by id, or every sample of a label.
+    Rm {
+        #[arg(long, conflicts_with = "ids")]
+        label: Option<String>,
+        #[arg(value_name = "ID")]
+        ids: Vec<i64>,
+    },
+    /// Write every sample's thumbnail to DIR/<label>/<id>.jpg (importable again).
+    Export {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HeadChoice {
+    Softmax,
+    Mlp,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Import this folder (DIR/<label>/*.jpg|png) before training.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "softmax")]
+    head: HeadChoice,
+    /// Deploy even if the new head is worse than the current one on the holdout.
+    #[arg(long)]
+    force: bool,
+    /// Seed of every random choice (same data + seed = same head).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeadsCmd {
+    /// Every saved head version.
+    List,
+    /// One version's metadata and training report (JSON).
+    Show { version: u32 },
+    /// Make an earlier version current again.
+    Rollback { version: u32 },
+}
+
+/// Default state directory: root gets the systemd StateDirectory, users their XDG data dir.
+pub fn default_state_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective uid: no libc call needed.
+    let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/adaptd");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("adaptd")
+}
+
+impl Target {
+    fn state_dir(&self, ctx: &Context) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| ctx.config.state_dir.clone())
+            .unwrap_or_else(default_state_dir)
+    }
+
+    fn workspace(&self, ctx: &Context) -> anyhow::Result<Workspace> {
+        let model = ctx.resolve_model(self.model.as_deref())?;
+        Ok(Workspace::open(&self.state_dir(ctx), &model, Default::default())?)
+    }
+
+    /// The backbone (batch 1) and the workspace.
+    fn load(&self, ctx: &Context) -> anyhow::Result<(VisionModel, Workspace)> {
+        let model = ctx.resolve_model(self.model.as_deref())?;
+        let ws = Workspace::open(&self.state_dir(ctx), &model, Default::default())?;
+        let vm = VisionModel::load(model, 1)?;
+        Ok((vm, ws))
+    }
+}
+
+/// Embeds one image with the backbone.
+fn embed(vm: &mut VisionModel, img: &RgbImage) -> anyhow::Result<Vec<f32>> {
+    let opts = AnalyzeOptions { top_k: 0, detect: None };
+    let a = vm.analyze(&[img], &opts)?;
+    a.into_iter()
+        .next()
+        .and_then(|a| a.embedding)
+        .context("the backbone produced no embedding")
+}
+
+/// Images of an ImageFolder tree: (label, path), sorted for reproducibility.
+fn image_folder(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let read = |d: &Path| -> anyhow::Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .with_context(|| format!("{}: cannot list the folder", d.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let mut out = Vec::new();
+    for label_dir in read(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let label = label_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for file in read(&label_dir)? {
+            let ext = file.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+            if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
+                out.push((label.clone(), file));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(UsageError(format!(
+            "{}: no images found; expected DIR/<label>/*.jpg|png (one folder per label)",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(out)
+}
+
+/// Adds (label, file) pairs, one committed sample each; prints a line per sample *after* its
+/// commit, so whatever was reported is on disk. Undecodable files are listed and skipped.
+fn add_files(ctx: &Context, vm: &mut VisionModel, ws: &mut Workspace, files: &[(String, PathBuf)]) -> anyhow::Result<usize> {
+    let limits = ctx.config.image.limits();
+    let mut failures = 0;
+    let mut checked_labels = std::collections::HashSet::new();
+    for (label, path) in files {
+        if checked_labels.insert(label.clone()) {
+            crate::store::validate_training_label(label)?;
+        }
+        let img = match image_io::decode_file(path, &limits) {
+            Ok(img) => img,
+            Err(e) => {
+                eprintln!("adaptd: skipped: {e}");
+                failures += 1;
+                continue;
+            }
+        };
+        let embedding = embed(vm, &img)?;
+        let thumb = image_io::thumbnail_jpeg(&img)?;
+        let source = SampleSource::File {
+            path: path.display().to_string(),
+        };
+        let sample = ws.sample(label, embedding, Some(thumb), source);
+        let outcome = ws.add(sample)?;
+        println!(
+            "added #{} {} ({}, {}){}",
+            outcome.id,
+            path.display(),
+            label,
+            outcome.split.as_str(),
+            if outcome.evicted.is_empty() {
+                String::new()
+            } else {
+                format!(", evicted {:?} (per-label cap)", outcome.evicted)
+            }
+        );
+    }
+    Ok(failures)
+}
+
+pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SamplesCmd::Add { label, files } => {
+            let (mut vm, mut ws) = target.load(ctx)?;
+            let pairs: Vec<_> = files.iter().map(|f| (label.clone(), f.clone())).collect();
+            let failures = add_files(ctx, &mut vm, &mut ws, &pairs)?;
+            Ok(exit(failures))
+        }
+        SamplesCmd::Import { dir } => {
+            let files = image_folder(dir)?;
+            let (mut vm, mut ws) = target.load(ctx)?;
+            let failures = add_files(ctx, &mut vm, &mut ws, &files)?;
+            eprintln!("imported {} of {} images from {}", files.len() - failures, files.len(), dir.display());
+            Ok(exit(failures))
+        }
+        SamplesCmd::List { format } => {
+            let ws = target.workspace(ctx)?;
+            let counts = ws.store.counts()?;
+            let stale = ws.store.count_other_backbones(&ws.backbone)?;
+            if *format == Format::Json {
+                #[derive(Serialize)]
+                struct Listing<'a> {
+                    labels: &'a [crate::store::LabelCount],
+                    other_backbones: usize,
+                }
+                println!(
+                    "{}",
+                    serde_json::to_string(&Listing {
+                        labels: &counts,
+                        other_backbones: stale.samples
+                    })?
+                );
+            } else {
+                println!("{:<24} {:>7} {:>7} {:>7}", "label", "train", "holdout", "total");
+                for c in &counts {
+                    println!("{:<24} {:>7} {:>7} {:>7}", c.label, c.train, c.holdout, c.total());
+                }
+                if stale.samples > 0 {
+                    println!("({} samples of another backbone need re-embedding)", stale.samples);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SamplesCmd::Rm { label, ids } => {
+            let mut ws = target.workspace(ctx)?;
+            match label {
+                Some(l) => println!("removed {} samples of '{l}'", ws.store.remove_label(l)?),
+                None if ids.is_empty() => return Err(UsageError("give sample ids or --label".into()).into()),
+                None => {
+                    let mut missing = 0;
+                    for id in ids {
+                        if ws.store.remove(*id)? {
+                            println!("removed #{id}");
+                        } else {
+                            eprintln!("adaptd: no sample #{id}");
+                            missing += 1;
+                        }
+                    }
+                    return Ok(exit(missing));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SamplesCmd::Export { dir } => {
+            let ws = target.workspace(ctx)?;
+            let mut n = 0;
+            let mut without = 0;
+            for row in ws.store.thumbnails(ThumbnailFilter::All) {
+                let row = row?;
+                let Some(jpeg) = row.thumbnail_jpeg else {
+                    without += 1;
+                    continue;
+                };
+                let label_dir = dir.join(&row.meta.label);
+                std::fs::create_dir_all(&label_dir).with_context(|| format!("creating {}", label_dir.display()))?;
+                let path = label_dir.join(format!("{}.jpg", row.meta.id));
+                crate::durable::write_atomic(&path, &jpeg).with_context(|| format!("writing {}", path.display()))?;
+                n += 1;
+            }
+            println!("exported {n} thumbnails to {}", dir.display());
+            if without > 0 {
+                println!("({without} samples have no thumbnail)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn train(ctx: &Context, target: &Target, args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let mut failures = 0;
+    if let Some(dir) = &args.data {
+        let files = image_folder(dir)?;
+        let (mut vm, mut ws) = target.load(ctx)?;
+        failures = add_files(ctx, &mut vm, &mut ws, &files)?;
+    }
+    let mut ws = target.workspace(ctx)?;
+    let mut config = match args.head {
+        HeadChoice::Softmax => TrainConfig::default(),
+        HeadChoice::Mlp => TrainConfig::mlp(),
+    };
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    let outcome = ws.train(&config, args.force, None)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        print_train(&outcome);
+    }
+    Ok(exit(failures))
+}
+
+fn print_train(o: &TrainOutcome) {
+    let r = &o.report;
+    let kind = match r.head_kind {
+        HeadKind::Softmax => "softmax".to_string(),
+        HeadKind::Mlp { hidden, .. } => format!("mlp ({hidden} hidden)"),
+    };
+    let n_train: usize = r.samples_per_class_train.iter().sum();
+    println!(
+        "trained v{} ({kind}) on {n_train} samples of {} classes in {} ms: {} epochs, stopped by {:?}",
+        o.version,
+        r.classes.len(),
+        r.train_time_ms,
+        r.epochs_run,
+        r.stopped_because
+    );
+    print_metrics("holdout", &r.metrics);
+    println!("unknown threshold {:.3} ({})", r.threshold, r.threshold_rule);
+    match o.current_macro_f1 {
+        Some(f1) => println!("current head on the same holdout: macro-F1 {f1:.3}"),
+        None => println!("no current head"),
+    }
+    println!(
+        "{}: {}",
+        if o.decision.deployed { "deployed" } else { "NOT deployed" },
+        o.decision.reason
+    );
+    if o.stale_samples > 0 {
+        println!("({} samples of another backbone were left out)", o.stale_samples);
+    }
+}
+
+fn print_metrics(what: &str, m: &Metrics) {
+    println!(
+        "{what}: accuracy {:.3}, macro-F1 {:.3} on {} samples",
+        m.accuracy, m.macro_f1, m.n
+    );
+    print!("{}", m.render_text());
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    head_version: u32,
+    accuracy: f64,
+    macro_f1: f64,
+    /// Share of images the open-set rule reported as `unknown` (or `none`).
+    unknown_rate: f64,
+    metrics: Metrics,
+    skipped: usize,
+}
+
+pub fn eval(ctx: &Context, target: &Target, data: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let files = image_folder(data)?;
+    let (mut vm, ws) = target.load(ctx)?;
+    let (version, head, _) = ws.current_head()?;
+    let mut classes: Vec<String> = head.classes().to_vec();
+    let limits = ctx.config.image.limits();
+    let (mut y_true, mut y_pred) = (Vec::new(), Vec::new());
+    let (mut skipped, mut unknown) = (0, 0);
+    for (label, path) in &files {
+        let img = match image_io::decode_file(path, &limits) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("adaptd: skipped: {e}");
+                skipped += 1;
+                continue;
+            }
+        };
+        let p = crate::adapt::workspace::predict(&head, &embed(&mut vm, &img)?)?;
+        // Closed-set metrics (argmax), like the training report; open-set rejections are
+        // reported separately as the unknown rate.
+        let argmax = p
+            .probabilities
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        unknown += usize::from(p.unknown);
+        let truth = match classes.iter().position(|c| c == label) {
+            Some(i) => i,
+            None => {
+                classes.push(label.clone());
+                classes.len() - 1
+            }
+        };
+        y_true.push(truth);
+        y_pred.push(argmax);
+    }
+    if y_true.is_empty() {
+        anyhow::bail!("{}: no image could be read", data.display());
+    }
+    let metrics = Metrics::compute(&y_true, &y_pred, &classes)?;
+    let report = EvalReport {
+        head_version: version,
+        accuracy: metrics.accuracy,
+        macro_f1: metrics.macro_f1,
+        unknown_rate: unknown as f64 / y_true.len() as f64,
+        metrics,
+        skipped,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("head v{version} on {}", data.display());
+        print_metrics("eval", &report.metrics);
+        println!("reported as unknown: {:.1} %", 100.0 * report.unknown_rate);
+    }
+    Ok(exit(skipped))
+}
+
+pub fn classify(ctx: &Context, target: &Target, images: &[PathBuf], format: Format) -> anyhow::Result<ExitCode> {
+    let (mut vm, ws) = target.load(ctx)?;
+    let (version, head, _) = ws.current_head()?;
+    let limits = ctx.config.image.limits();
+    let mut failures = 0;
+    for path in images {
+        let img = match image_io::decode_file(path, &limits) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("adaptd: {e}");
+                failures += 1;
+                continue;
+            }
+        };
+        let p = crate::adapt::workspace::predict(&head, &embed(&mut vm, &img)?)?;
+        let mut ranked: Vec<(String, f32)> = head.classes().iter().cloned().zip(p.probabilities.iter().copied()).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if format == Format::Json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "image": path.display().to_string(),
+                    "label": p.label,
+                    "score": p.score,
+                    "unknown": p.unknown,
+                    "head_version": version,
+                    "probabilities": ranked.iter().map(|(l, s)| serde_json::json!({"label": l, "score": s})).collect::<Vec<_>>(),
+                })
+            );
+        } else {
+            println!("{}  {} ({:.3}, head v{version})", path.display(), p.label, p.score);
+        }
+    }
+    Ok(exit(failures))
+}
+
+pub fn heads(ctx: &Context, target: &Target, cmd: &HeadsCmd) -> anyhow::Result<ExitCode> {
+    let ws = target.workspace(ctx)?;
+    match cmd {
+        HeadsCmd::List => {
+            let current = ws.registry.current_version()?;
+            println!("{:<3}{:<8} {:<10} {:>8} {:>8}  classes / decision", "", "version", "kind", "macro-F1", "samples");
+            for m in ws.registry.list()? {
+                let mark = if Some(m.version) == current { "*" } else { "" };
+                let n: usize = m.report.samples_per_class_train.iter().sum();
+                println!(
+                    "{mark:<3}v{:<7} {:<10} {:>8.3} {:>8}  {} / {}",
+                    m.version,
+                    m.head_kind.name(),
+                    m.report.metrics.macro_f1,
+                    n,
+                    m.classes.join(","),
+                    m.deploy_reason
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        HeadsCmd::Show { version } => {
+            let (_, meta) = ws.registry.load(*version)?;
+            println!("{}", serde_json::to_string_pretty(&meta)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        HeadsCmd::Rollback { version } => {
+            let d = ws.registry.rollback(*version)?;
+            println!("current head is now v{}: {}", d.version, d.reason);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit(failures: usize) -> ExitCode {
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

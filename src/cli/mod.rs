@@ -1,0 +1,222 @@
+//! The `adaptd` command line: argument definitions and dispatch.
+//!
+//! Commands live in submodules by area; each returns `anyhow::Result` because this is the
+//! binary's edge, where library errors become one line for a person. Usage mistakes are
+//! wrapped in [`UsageError`] so that `main` exits with 2 for them and 1 for failures.
+
+mod adapt_cmds;
+mod vision_cmds;
+
+pub use adapt_cmds::default_state_dir;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::model::{ModelDirs, ResolvedModel};
+
+/// A mistake in how adaptd was invoked (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(name = "adaptd", version, about = "Edge inference and on-device adaptation daemon")]
+pub struct Cli {
+    /// Configuration file (TOML); defaults apply without one.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory searched first for model files.
+    #[arg(long, global = true, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format for people or programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify or detect objects in images; one JSON object per image.
+    Infer {
+        /// A built-in model name or a manifest path (default: the config's).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Classes to print per image (default: the config's [classify].top_k).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Images per backbone run (default: the config's [model].batch).
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+    },
+    /// Write the backbone's embeddings of images to a NumPy .npy file (row i = image i).
+    Embed {
+        #[arg(long)]
+        model: Option<String>,
+        /// Output .npy file (float32, shape [images, dim]); `-` for stdout.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+    },
+    /// Validate a configuration file: exit 0, or list every problem and exit 1.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List a model's tensors (to find the embedding tensor for your own manifest).
+    Inspect {
+        #[arg(long)]
+        model: Option<String>,
+        /// Show every node, not only the likely embedding candidates.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Per-stage latency (median, p95) against onnxruntime on the same input.
+    Bench(crate::bench::BenchArgs),
+    /// Labeled samples: add, import, list, rm, export.
+    Samples {
+        #[command(flatten)]
+        target: adapt_cmds::Target,
+        #[command(subcommand)]
+        cmd: adapt_cmds::SamplesCmd,
+    },
+    /// Train a new classifier head on the stored samples; deploy it if not worse.
+    Train {
+        #[command(flatten)]
+        target: adapt_cmds::Target,
+        #[command(flatten)]
+        args: adapt_cmds::TrainArgs,
+    },
+    /// Accuracy, macro-F1 and confusion matrix of the current head on a labeled folder.
+    Eval {
+        #[command(flatten)]
+        target: adapt_cmds::Target,
+        /// DIR/<label>/*.jpg|png
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backbone + current head: the label of each image, with its score.
+    Classify {
+        #[command(flatten)]
+        target: adapt_cmds::Target,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+    },
+    /// Trained head versions: list, show, rollback.
+    Heads {
+        #[command(flatten)]
+        target: adapt_cmds::Target,
+        #[command(subcommand)]
+        cmd: adapt_cmds::HeadsCmd,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => {
+            let _ = e.print();
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    init_logging(cli.verbose);
+    let ctx = Context::new(cli.config.as_deref(), cli.model_dir.clone())?;
+    match cli.command {
+        Command::Infer {
+            model,
+            format,
+            top_k,
+            batch,
+            images,
+        } => vision_cmds::infer(&ctx, model.as_deref(), format, top_k, batch, &images),
+        Command::Embed {
+            model,
+            out,
+            batch,
+            images,
+        } => vision_cmds::embed(&ctx, model.as_deref(), &out, batch, &images),
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            let dirs = ModelDirs::new(config.model.dir.as_deref(), config.state_dir.as_deref());
+            crate::model::load_manifest(&config.model.name, &dirs)
+                .with_context(|| format!("{}: [model].name", file.display()))?;
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { model, all } => vision_cmds::inspect(&ctx, model.as_deref(), all),
+        Command::Bench(args) => crate::bench::run(&ctx, &args),
+        Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
+        Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
+        Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),
+        Command::Classify { target, format, images } => adapt_cmds::classify(&ctx, &target, &images, format),
+        Command::Heads { target, cmd } => adapt_cmds::heads(&ctx, &target, &cmd),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// What every command needs: the configuration and where models are.
+pub struct Context {
+    pub config: Config,
+    pub dirs: ModelDirs,
+}
+
+impl Context {
+    fn new(config_path: Option<&Path>, model_dir: Option<PathBuf>) -> anyhow::Result<Context> {
+        let config = match config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let explicit = model_dir.or_else(|| config.model.dir.clone());
+        let dirs = ModelDirs::new(explicit.as_deref(), config.state_dir.as_deref());
+        Ok(Context { config, dirs })
+    }
+
+    /// Resolves `--model` (or the config's model), verifying its files.
+    pub fn resolve_model(&self, name: Option<&str>) -> anyhow::Result<ResolvedModel> {
+        let name = name.unwrap_or(&self.config.model.name);
+        ResolvedModel::resolve(name, &self.dirs).map_err(|e| match e {
+            crate::model::ModelError::UnknownModel { .. } => anyhow::Error::new(UsageError(e.to_string())),
+            other => anyhow::Error::new(other),
+        })
+    }
+}

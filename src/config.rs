@@ -1,0 +1,287 @@
+//! The configuration file: one TOML document, strict, with every problem reported at once.
+//!
+//! A daemon on a pole is configured over SSH by someone who will not read source code, so a
+//! typo must never be silently ignored (unknown keys are errors) and one run of
+//! `adaptd check-config` must list every problem, each naming the file, the key and what is
+//! allowed. To get all problems rather than the first, each key is deserialised on its own
+//! (serde stops at the first error of a document), then the cross-field rules run.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::vision::image_io::DecodeLimits;
+
+/// A configuration that failed to load: every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {} problem{} in the configuration:\n{}", path.display(), problems.len(),
+    if problems.len() == 1 { "" } else { "s" },
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Samples, heads and downloaded models live here.
+    pub state_dir: Option<PathBuf>,
+    pub model: ModelConfig,
+    pub image: ImageConfig,
+    pub classify: ClassifyConfig,
+    pub detect: DetectConfig,
+}
+
+/// `[model]`: which backbone to run and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A built-in model name or a path to a manifest `.toml`.
+    pub name: String,
+    /// Where model files are looked for first.
+    pub dir: Option<PathBuf>,
+    /// Images per backbone run (the input shape is pinned to it).
+    pub batch: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            name: "mobilenetv2".into(),
+            dir: None,
+            batch: 1,
+        }
+    }
+}
+
+/// `[image]`: limits on untrusted images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    pub max_bytes: u64,
+    pub max_pixels: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        let d = DecodeLimits::default();
+        ImageConfig {
+            max_bytes: d.max_bytes,
+            max_pixels: d.max_pixels,
+        }
+    }
+}
+
+impl ImageConfig {
+    pub fn limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_bytes: self.max_bytes,
+            max_pixels: self.max_pixels,
+        }
+    }
+}
+
+/// `[classify]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifyConfig {
+    pub top_k: usize,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        ClassifyConfig { top_k: 5 }
+    }
+}
+
+/// `[detect]`: overrides of the manifest's detection thresholds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub score_threshold: Option<f32>,
+    pub iou_threshold: Option<f32>,
+    pub max_detections: Option<usize>,
+}
+
+impl DetectConfig {
+    /// The manifest's detection settings with this section's overrides applied.
+    pub fn apply(&self, spec: &crate::model::manifest::DetectSpec) -> crate::model::manifest::DetectSpec {
+        let mut s = spec.clone();
+        if let Some(v) = self.score_threshold {
+            s.score_threshold = v;
+        }
+        if let Some(v) = self.iou_threshold {
+            s.iou_threshold = v;
+        }
+        if let Some(v) = self.max_detections {
+            s.max_detections = v;
+        }
+        s
+    }
+}
+
+const SECTIONS: &[&str] = &["state_dir", "model", "image", "classify", "detect"];
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| fail(vec![syntax_error(text, &e)]))?;
+        let mut problems = Vec::new();
+        for (key, value) in &table {
+            match key.as_str() {
+                "state_dir" => check_key::<Config>(key, value, "", &mut problems),
+                "model" => check_section::<ModelConfig>(key, value, &mut problems),
+                "image" => check_section::<ImageConfig>(key, value, &mut problems),
+                "classify" => check_section::<ClassifyConfig>(key, value, &mut problems),
+                "detect" => check_section::<DetectConfig>(key, value, &mut problems),
+                other => problems.push(format!(
+                    "unknown key `{other}`; allowed top-level keys: {}",
+                    SECTIONS.join(", ")
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| fail(vec![e.message().to_string()]))?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
+    }
+
+    /// Cross-field and range rules; each message names the key and the allowed values.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.model.name.trim().is_empty() {
+            p.push("[model].name is empty; give a built-in model name (e.g. mobilenetv2) or a manifest path".into());
+        }
+        if !(1..=64).contains(&self.model.batch) {
+            p.push(format!("[model].batch = {} is out of range; allowed: 1 to 64", self.model.batch));
+        }
+        if self.image.max_bytes == 0 {
+            p.push("[image].max_bytes must be greater than 0".into());
+        }
+        if self.image.max_pixels == 0 {
+            p.push("[image].max_pixels must be greater than 0".into());
+        }
+        if !(1..=1000).contains(&self.classify.top_k) {
+            p.push(format!("[classify].top_k = {} is out of range; allowed: 1 to 1000", self.classify.top_k));
+        }
+        for (key, v) in [
+            ("score_threshold", self.detect.score_threshold),
+            ("iou_threshold", self.detect.iou_threshold),
+        ] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(&v) {
+                    p.push(format!("[detect].{key} = {v} is out of range; allowed: 0.0 to 1.0"));
+                }
+            }
+        }
+        if self.detect.max_detections == Some(0) {
+            p.push("[detect].max_detections must be at least 1".into());
+        }
+        p
+    }
+}
+
+/// Checks each key of a section on its own, so that every bad key is reported.
+fn check_section<T: DeserializeOwned>(section: &str, value: &toml::Value, problems: &mut Vec<String>) {
+    let Some(table) = value.as_table() else {
+        problems.push(format!("`{section}` must be a table ([{section}]), found a {}", value.type_str()));
+        return;
+    };
+    for (key, v) in table {
+        check_key::<T>(key, v, section, problems);
+    }
+}
+
+fn check_key<T: DeserializeOwned>(key: &str, value: &toml::Value, section: &str, problems: &mut Vec<String>) {
+    let mut one = toml::Table::new();
+    one.insert(key.to_string(), value.clone());
+    if let Err(e) = toml::Value::Table(one).try_into::<T>() {
+        let name = if section.is_empty() {
+            key.to_string()
+        } else {
+            format!("[{section}].{key}")
+        };
+        problems.push(format!("{name}: {}", e.message().trim_end()));
+    }
+}
+
+/// A TOML syntax error with its line number.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            format!("TOML syntax error at line {line}: {}", e.message().trim_end())
+        }
+        None => format!("TOML syntax error: {}", e.message().trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.model.name, "mobilenetv2");
+        assert_eq!(c.model.batch, 1);
+        assert_eq!(c.classify.top_k, 5);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_key_and_file() {
+        let err = parse(
+            "colour = 1\n[model]\nbatch = \"two\"\nnmae = \"x\"\n[classify]\ntop_k = 0\n[detect]\nscore_threshold = 3.0\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("test.toml:"), "{text}");
+        assert!(text.contains("unknown key `colour`"), "{text}");
+        assert!(text.contains("[model].batch"), "{text}");
+        assert!(text.contains("[model].nmae") && text.contains("expected one of"), "{text}");
+        assert_eq!(err.problems.len(), 3, "{text}");
+        // Range rules run once the types are right.
+        let err = parse("[classify]\ntop_k = 0\n[detect]\nscore_threshold = 3.0\n").unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.to_string().contains("[detect].score_threshold = 3"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = parse("[model]\nname = \"x\"\nbatch = = 2\n").unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        parse(include_str!("../systemd/adaptd.toml")).unwrap();
+    }
+}

@@ -1,0 +1,36 @@
+//! adaptd: edge inference and on-device adaptation.
+//!
+//! A frozen, pretrained backbone (MobileNetV2, EfficientNet-Lite, NanoDet... run by tract-onnx)
+//! turns camera frames into embeddings, class scores or boxes; a small classifier head is
+//! retrained on the device from a handful of labeled examples, so the model learns the user's
+//! own scene without a GPU, Python or a cloud.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration file; strict (unknown keys are errors) and reporting
+//!   every problem at once, each with its key and what is allowed.
+//! - [`model`]: model manifests (what an ONNX file needs: input tensor, normalisation,
+//!   embedding tensor, output meaning), finding model files and checking their sha256.
+//! - [`vision`]: images in, answers out: [`vision::image_io`] decodes untrusted JPEG/PNG
+//!   under size limits, [`vision::preprocess`] resizes and normalises into the input tensor,
+//!   [`vision::backbone`] loads and runs the tract plan, [`vision::classify`] ranks classes,
+//!   [`vision::detect`] decodes NanoDet/YOLO outputs and runs NMS; [`vision::VisionModel`]
+//!   ties them together.
+//! - [`store`]: the SQLite sample store (WAL, full sync): labeled embeddings with their
+//!   backbone identity, source, thumbnail and train/holdout split; per-label and total caps.
+//! - [`adapt`]: transfer learning on the device: the trainable head (softmax regression or
+//!   MLP, open-set `unknown`), its Adam trainer, metrics, and the versioned head registry
+//!   with its deploy-only-if-not-worse policy.
+//! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
+//! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
+//! - [`bench`]: the per-stage benchmark and its comparison with onnxruntime.
+//! - [`cli`]: the `adaptd` command line; `main.rs` only maps its errors to exit codes.
+
+pub mod adapt;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod durable;
+pub mod model;
+pub mod npy;
+pub mod store;
+pub mod vision;

@@ -1,0 +1,84 @@
+//! Shared test helpers: where the real models and photos are, and running the real binary.
+//!
+//! Models come from `models/` in the checkout; when they are not there yet, they are placed
+//! by the project's own `models/fetch --mirror ../shared/models` (checksums verified), the
+//! same path CI takes. `ADAPTD_TEST_MODEL_DIR` and `ADAPTD_TEST_IMAGES` override both.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding the five ONNX files and label files, fetched once per test binary.
+pub fn models_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("ADAPTD_TEST_MODEL_DIR") {
+            return PathBuf::from(d);
+        }
+        let dir = repo().join("models");
+        let mirror = repo().join("../shared/models");
+        let status = Command::new(repo().join("models/fetch"))
+            .arg("--mirror")
+            .arg(&mirror)
+            .arg("--dest")
+            .arg(&dir)
+            .status()
+            .expect("run models/fetch");
+        assert!(status.success(), "models/fetch --mirror {} failed", mirror.display());
+        dir
+    })
+    .clone()
+}
+
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("ADAPTD_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/images"))
+}
+
+pub fn image(name: &str) -> PathBuf {
+    images_dir().join(name)
+}
+
+/// The `adaptd` binary with the model directory set.
+pub fn adaptd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adaptd"));
+    c.arg("--model-dir").arg(models_dir());
+    c.env_remove("RUST_LOG");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    adaptd().args(args).output().expect("run adaptd")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a failure with `code`, one line on stderr naming `needle`, and no panic.
+pub fn assert_clean_failure(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "stderr should name {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "panic: {err}");
+}
+
+pub fn reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(repo().join("tests/reference/reference.json")).expect("reference.json");
+    serde_json::from_str(&text).expect("parse reference.json")
+}
+
+pub fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
+}
