@@ -107,7 +107,11 @@ pub struct ModelReport {
     pub profile: Vec<(String, usize, f64)>,
 }
 
-fn time(iters: usize, warmup: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Latency> {
+fn time(
+    iters: usize,
+    warmup: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Latency> {
     for _ in 0..warmup {
         f()?;
     }
@@ -123,7 +127,9 @@ fn time(iters: usize, warmup: usize, mut f: impl FnMut() -> anyhow::Result<()>) 
 /// Runs the benchmark for every `--model`.
 pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.iters == 0 || args.threads.iter().any(|t| *t == 0 || *t > 64) {
-        return Err(crate::cli::UsageError("--iters must be >= 1 and --threads 1..=64".into()).into());
+        return Err(
+            crate::cli::UsageError("--iters must be >= 1 and --threads 1..=64".into()).into(),
+        );
     }
     for name in &args.models {
         let report = bench_model(ctx, name, args)?;
@@ -140,7 +146,8 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
     let resolved = ctx.resolve_model(Some(name))?;
     let model_path = resolved.model_path.clone();
     let limits = ctx.config.image.limits();
-    let bytes = std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let bytes =
+        std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let label = args.image.display().to_string();
     let img = image_io::decode_bytes(&bytes, &label, &limits)?;
     let decode = time(args.iters, args.warmup, || {
@@ -156,7 +163,12 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
     })?;
     let opts = AnalyzeOptions {
         top_k: ctx.config.classify.top_k,
-        detect: vm.model.manifest.detect.as_ref().map(|d| ctx.config.detect.apply(d)),
+        detect: vm
+            .model
+            .manifest
+            .detect
+            .as_ref()
+            .map(|d| ctx.config.detect.apply(d)),
     };
     // Postprocess = the whole analysis minus its own preprocess and inference stages.
     let mut post = Vec::with_capacity(args.iters);
@@ -182,7 +194,12 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         let onnxruntime = if args.python == "none" {
             None
         } else {
-            Some(ort_reference(args, &model_path, input_file.path(), threads)?)
+            Some(ort_reference(
+                args,
+                &model_path,
+                input_file.path(),
+                threads,
+            )?)
         };
         let ratio = onnxruntime.as_ref().map(|o| tract.median_ms / o.median_ms);
         backbone.push(ThreadResult {
@@ -193,8 +210,12 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         });
     }
     vm.backbone_mut().set_threads(1);
-    let inference_1t = backbone.first().map(|b| b.tract.median_ms).unwrap_or(f64::NAN);
-    let pre_post_percent_of_inference = 100.0 * (preprocess.median_ms + postprocess.median_ms) / inference_1t;
+    let inference_1t = backbone
+        .first()
+        .map(|b| b.tract.median_ms)
+        .unwrap_or(f64::NAN);
+    let pre_post_percent_of_inference =
+        100.0 * (preprocess.median_ms + postprocess.median_ms) / inference_1t;
 
     let mut profile = Vec::new();
     if args.profile {
@@ -227,7 +248,12 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
     })
 }
 
-fn ort_reference(args: &BenchArgs, model: &Path, input: &Path, threads: usize) -> anyhow::Result<OrtResult> {
+fn ort_reference(
+    args: &BenchArgs,
+    model: &Path,
+    input: &Path,
+    threads: usize,
+) -> anyhow::Result<OrtResult> {
     let output = Command::new(&args.python)
         .arg(&args.reference)
         .arg("--model")
@@ -257,8 +283,16 @@ fn ort_reference(args: &BenchArgs, model: &Path, input: &Path, threads: usize) -
 }
 
 fn print_report(r: &ModelReport) {
-    println!("== {} on {} (load + optimise {:.0} ms)", r.model, r.image, r.load_ms);
-    let row = |stage: &str, l: &Latency| println!("  {stage:<22} median {:8.2} ms   p95 {:8.2} ms", l.median_ms, l.p95_ms);
+    println!(
+        "== {} on {} (load + optimise {:.0} ms)",
+        r.model, r.image, r.load_ms
+    );
+    let row = |stage: &str, l: &Latency| {
+        println!(
+            "  {stage:<22} median {:8.2} ms   p95 {:8.2} ms",
+            l.median_ms, l.p95_ms
+        )
+    };
     row("decode", &r.decode);
     row("preprocess", &r.preprocess);
     row("postprocess", &r.postprocess);
@@ -281,7 +315,10 @@ fn print_report(r: &ModelReport) {
         let total: f64 = r.profile.iter().map(|p| p.2).sum();
         println!("  tract profile (per run, by operator):");
         for (op, nodes, ms) in &r.profile {
-            println!("    {op:<28} {nodes:4} nodes {ms:8.2} ms {:5.1} %", 100.0 * ms / total);
+            println!(
+                "    {op:<28} {nodes:4} nodes {ms:8.2} ms {:5.1} %",
+                100.0 * ms / total
+            );
         }
     }
 }

@@ -108,7 +108,10 @@ pub struct DetectConfig {
 
 impl DetectConfig {
     /// The manifest's detection settings with this section's overrides applied.
-    pub fn apply(&self, spec: &crate::model::manifest::DetectSpec) -> crate::model::manifest::DetectSpec {
+    pub fn apply(
+        &self,
+        spec: &crate::model::manifest::DetectSpec,
+    ) -> crate::model::manifest::DetectSpec {
         let mut s = spec.clone();
         if let Some(v) = self.score_threshold {
             s.score_threshold = v;
@@ -141,7 +144,8 @@ impl Config {
             path: path.to_path_buf(),
             problems,
         };
-        let table: toml::Table = toml::from_str(text).map_err(|e| fail(vec![syntax_error(text, &e)]))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| fail(vec![syntax_error(text, &e)]))?;
         let mut problems = Vec::new();
         for (key, value) in &table {
             match key.as_str() {
@@ -177,7 +181,10 @@ impl Config {
             p.push("[model].name is empty; give a built-in model name (e.g. mobilenetv2) or a manifest path".into());
         }
         if !(1..=64).contains(&self.model.batch) {
-            p.push(format!("[model].batch = {} is out of range; allowed: 1 to 64", self.model.batch));
+            p.push(format!(
+                "[model].batch = {} is out of range; allowed: 1 to 64",
+                self.model.batch
+            ));
         }
         if self.image.max_bytes == 0 {
             p.push("[image].max_bytes must be greater than 0".into());
@@ -186,7 +193,10 @@ impl Config {
             p.push("[image].max_pixels must be greater than 0".into());
         }
         if !(1..=1000).contains(&self.classify.top_k) {
-            p.push(format!("[classify].top_k = {} is out of range; allowed: 1 to 1000", self.classify.top_k));
+            p.push(format!(
+                "[classify].top_k = {} is out of range; allowed: 1 to 1000",
+                self.classify.top_k
+            ));
         }
         for (key, v) in [
             ("score_threshold", self.detect.score_threshold),
@@ -194,7 +204,9 @@ impl Config {
         ] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    p.push(format!("[detect].{key} = {v} is out of range; allowed: 0.0 to 1.0"));
+                    p.push(format!(
+                        "[detect].{key} = {v} is out of range; allowed: 0.0 to 1.0"
+                    ));
                 }
             }
         }
@@ -206,9 +218,16 @@ impl Config {
 }
 
 /// Checks each key of a section on its own, so that every bad key is reported.
-fn check_section<T: DeserializeOwned>(section: &str, value: &toml::Value, problems: &mut Vec<String>) {
+fn check_section<T: DeserializeOwned>(
+    section: &str,
+    value: &toml::Value,
+    problems: &mut Vec<String>,
+) {
     let Some(table) = value.as_table() else {
-        problems.push(format!("`{section}` must be a table ([{section}]), found a {}", value.type_str()));
+        problems.push(format!(
+            "`{section}` must be a table ([{section}]), found a {}",
+            value.type_str()
+        ));
         return;
     };
     for (key, v) in table {
@@ -216,7 +235,12 @@ fn check_section<T: DeserializeOwned>(section: &str, value: &toml::Value, proble
     }
 }
 
-fn check_key<T: DeserializeOwned>(key: &str, value: &toml::Value, section: &str, problems: &mut Vec<String>) {
+fn check_key<T: DeserializeOwned>(
+    key: &str,
+    value: &toml::Value,
+    section: &str,
+    problems: &mut Vec<String>,
+) {
     let mut one = toml::Table::new();
     one.insert(key.to_string(), value.clone());
     if let Err(e) = toml::Value::Table(one).try_into::<T>() {
@@ -234,7 +258,10 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].lines().count().max(1);
-            format!("TOML syntax error at line {line}: {}", e.message().trim_end())
+            format!(
+                "TOML syntax error at line {line}: {}",
+                e.message().trim_end()
+            )
         }
         None => format!("TOML syntax error: {}", e.message().trim_end()),
     }
@@ -266,12 +293,18 @@ mod tests {
         assert!(text.starts_with("test.toml:"), "{text}");
         assert!(text.contains("unknown key `colour`"), "{text}");
         assert!(text.contains("[model].batch"), "{text}");
-        assert!(text.contains("[model].nmae") && text.contains("expected one of"), "{text}");
+        assert!(
+            text.contains("[model].nmae") && text.contains("expected one of"),
+            "{text}"
+        );
         assert_eq!(err.problems.len(), 3, "{text}");
         // Range rules run once the types are right.
         let err = parse("[classify]\ntop_k = 0\n[detect]\nscore_threshold = 3.0\n").unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
-        assert!(err.to_string().contains("[detect].score_threshold = 3"), "{err}");
+        assert!(
+            err.to_string().contains("[detect].score_threshold = 3"),
+            "{err}"
+        );
     }
 
     #[test]

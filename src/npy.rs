@@ -22,7 +22,11 @@ pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
         [one] => format!("({one},)"),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
@@ -51,8 +55,14 @@ pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| NpyError::Io { path: name.clone(), source })?;
-    parse(&bytes).map_err(|problem| NpyError::Format { path: name, problem })
+        .map_err(|source| NpyError::Io {
+            path: name.clone(),
+            source,
+        })?;
+    parse(&bytes).map_err(|problem| NpyError::Format {
+        path: name,
+        problem,
+    })
 }
 
 fn parse(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
@@ -83,12 +93,19 @@ fn parse(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|e| format!("bad dimension {s:?}: {e}")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|e| format!("bad dimension {s:?}: {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let body = &bytes[start + header_len..];
     let count: usize = shape.iter().product();
     if body.len() != count * 4 {
-        return Err(format!("{} data bytes for shape {shape:?} ({} expected)", body.len(), count * 4));
+        return Err(format!(
+            "{} data bytes for shape {shape:?} ({} expected)",
+            body.len(),
+            count * 4
+        ));
     }
     let data = body
         .chunks_exact(4)

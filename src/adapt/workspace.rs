@@ -13,7 +13,9 @@ use super::head::{Head, Prediction};
 use super::registry::{DeployDecision, HeadMeta, Registry, RegistryError};
 use super::trainer::{self, Dataset, TrainConfig, TrainError, TrainReport};
 use crate::model::ResolvedModel;
-use crate::store::{AddOutcome, BackboneId, NewSample, SampleSource, SampleStore, Split, StoreError, StoreOptions};
+use crate::store::{
+    AddOutcome, BackboneId, NewSample, SampleSource, SampleStore, Split, StoreError, StoreOptions,
+};
 
 /// Errors of adaptation operations.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +27,18 @@ pub enum WorkspaceError {
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error("{path}: could not create the state directory: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "model '{model}' has no [embedding] in its manifest, so it cannot carry a trainable head; \
          use a classification backbone such as mobilenetv2"
     )]
     NoEmbedding { model: String },
-    #[error("no head has been trained for model '{model}' yet; add samples and run `adaptd train`")]
+    #[error(
+        "no head has been trained for model '{model}' yet; add samples and run `adaptd train`"
+    )]
     NoHead { model: String },
     #[error(
         "{stale} stored sample(s) were embedded by another backbone and are ignored; \
@@ -62,10 +69,16 @@ pub struct Workspace {
 
 impl Workspace {
     /// Opens (creating when needed) `<state_dir>/samples.db` and `<state_dir>/heads/<model>/`.
-    pub fn open(state_dir: &Path, model: &ResolvedModel, options: StoreOptions) -> Result<Workspace, WorkspaceError> {
+    pub fn open(
+        state_dir: &Path,
+        model: &ResolvedModel,
+        options: StoreOptions,
+    ) -> Result<Workspace, WorkspaceError> {
         let m = &model.manifest;
         let Some(embedding) = &m.embedding else {
-            return Err(WorkspaceError::NoEmbedding { model: m.name.clone() });
+            return Err(WorkspaceError::NoEmbedding {
+                model: m.name.clone(),
+            });
         };
         std::fs::create_dir_all(state_dir).map_err(|source| WorkspaceError::StateDir {
             path: state_dir.to_path_buf(),
@@ -86,7 +99,13 @@ impl Workspace {
     }
 
     /// A labeled sample for this backbone, durable when this returns.
-    pub fn sample(&self, label: &str, embedding: Vec<f32>, thumbnail: Option<Vec<u8>>, source: SampleSource) -> NewSample {
+    pub fn sample(
+        &self,
+        label: &str,
+        embedding: Vec<f32>,
+        thumbnail: Option<Vec<u8>>,
+        source: SampleSource,
+    ) -> NewSample {
         NewSample {
             label: label.to_string(),
             embedding,
@@ -121,18 +140,29 @@ impl Workspace {
 
     /// Trains a new head, evaluates it and the current one on the same holdout, saves it and
     /// deploys it only if it is not worse (or `force`).
-    pub fn train(&mut self, config: &TrainConfig, force: bool, cancel: Option<&AtomicBool>) -> Result<TrainOutcome, WorkspaceError> {
+    pub fn train(
+        &mut self,
+        config: &TrainConfig,
+        force: bool,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<TrainOutcome, WorkspaceError> {
         let (train, holdout, stale_samples) = self.datasets()?;
         let (head, report) = trainer::train(&train, &holdout, config, cancel)?;
         // The current head is judged on exactly the data the new one was judged on: the
         // stored holdout, or the new head's own carve-out when there is no stored holdout.
         let current_macro_f1 = match self.registry.current() {
-            Ok(Some((_, current, _))) if !holdout.is_empty() => trainer::evaluate(&current, &holdout).ok().map(|m| m.macro_f1),
+            Ok(Some((_, current, _))) if !holdout.is_empty() => {
+                trainer::evaluate(&current, &holdout)
+                    .ok()
+                    .map(|m| m.macro_f1)
+            }
             Ok(Some(_)) => Some(report.metrics.macro_f1),
             _ => None,
         };
         let version = self.registry.save(&head, &report)?;
-        let decision = self.registry.deploy(version, report.metrics.macro_f1, current_macro_f1, force)?;
+        let decision =
+            self.registry
+                .deploy(version, report.metrics.macro_f1, current_macro_f1, force)?;
         Ok(TrainOutcome {
             version,
             report,
@@ -144,9 +174,11 @@ impl Workspace {
 
     /// The head in service.
     pub fn current_head(&self) -> Result<(u32, Head, HeadMeta), WorkspaceError> {
-        self.registry.current()?.ok_or_else(|| WorkspaceError::NoHead {
-            model: self.model_key.clone(),
-        })
+        self.registry
+            .current()?
+            .ok_or_else(|| WorkspaceError::NoHead {
+                model: self.model_key.clone(),
+            })
     }
 }
 

@@ -98,7 +98,9 @@ pub enum HeadsCmd {
 pub fn default_state_dir() -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the process's effective uid: no libc call needed.
-    let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/adaptd");
     }
@@ -119,7 +121,11 @@ impl Target {
 
     fn workspace(&self, ctx: &Context) -> anyhow::Result<Workspace> {
         let model = ctx.resolve_model(self.model.as_deref())?;
-        Ok(Workspace::open(&self.state_dir(ctx), &model, Default::default())?)
+        Ok(Workspace::open(
+            &self.state_dir(ctx),
+            &model,
+            Default::default(),
+        )?)
     }
 
     /// The backbone (batch 1) and the workspace.
@@ -133,7 +139,10 @@ impl Target {
 
 /// Embeds one image with the backbone.
 fn embed(vm: &mut VisionModel, img: &RgbImage) -> anyhow::Result<Vec<f32>> {
-    let opts = AnalyzeOptions { top_k: 0, detect: None };
+    let opts = AnalyzeOptions {
+        top_k: 0,
+        detect: None,
+    };
     let a = vm.analyze(&[img], &opts)?;
     a.into_iter()
         .next()
@@ -153,9 +162,14 @@ fn image_folder(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     };
     let mut out = Vec::new();
     for label_dir in read(dir)?.into_iter().filter(|p| p.is_dir()) {
-        let label = label_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let label = label_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for file in read(&label_dir)? {
-            let ext = file.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+            let ext = file
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase());
             if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
                 out.push((label.clone(), file));
             }
@@ -173,7 +187,12 @@ fn image_folder(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 
 /// Adds (label, file) pairs, one committed sample each; prints a line per sample *after* its
 /// commit, so whatever was reported is on disk. Undecodable files are listed and skipped.
-fn add_files(ctx: &Context, vm: &mut VisionModel, ws: &mut Workspace, files: &[(String, PathBuf)]) -> anyhow::Result<usize> {
+fn add_files(
+    ctx: &Context,
+    vm: &mut VisionModel,
+    ws: &mut Workspace,
+    files: &[(String, PathBuf)],
+) -> anyhow::Result<usize> {
     let limits = ctx.config.image.limits();
     let mut failures = 0;
     let mut checked_labels = std::collections::HashSet::new();
@@ -224,7 +243,12 @@ pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Resu
             let files = image_folder(dir)?;
             let (mut vm, mut ws) = target.load(ctx)?;
             let failures = add_files(ctx, &mut vm, &mut ws, &files)?;
-            eprintln!("imported {} of {} images from {}", files.len() - failures, files.len(), dir.display());
+            eprintln!(
+                "imported {} of {} images from {}",
+                files.len() - failures,
+                files.len(),
+                dir.display()
+            );
             Ok(exit(failures))
         }
         SamplesCmd::List { format } => {
@@ -245,12 +269,24 @@ pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Resu
                     })?
                 );
             } else {
-                println!("{:<24} {:>7} {:>7} {:>7}", "label", "train", "holdout", "total");
+                println!(
+                    "{:<24} {:>7} {:>7} {:>7}",
+                    "label", "train", "holdout", "total"
+                );
                 for c in &counts {
-                    println!("{:<24} {:>7} {:>7} {:>7}", c.label, c.train, c.holdout, c.total());
+                    println!(
+                        "{:<24} {:>7} {:>7} {:>7}",
+                        c.label,
+                        c.train,
+                        c.holdout,
+                        c.total()
+                    );
                 }
                 if stale.samples > 0 {
-                    println!("({} samples of another backbone need re-embedding)", stale.samples);
+                    println!(
+                        "({} samples of another backbone need re-embedding)",
+                        stale.samples
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -259,7 +295,9 @@ pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Resu
             let mut ws = target.workspace(ctx)?;
             match label {
                 Some(l) => println!("removed {} samples of '{l}'", ws.store.remove_label(l)?),
-                None if ids.is_empty() => return Err(UsageError("give sample ids or --label".into()).into()),
+                None if ids.is_empty() => {
+                    return Err(UsageError("give sample ids or --label".into()).into())
+                }
                 None => {
                     let mut missing = 0;
                     for id in ids {
@@ -286,9 +324,11 @@ pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Resu
                     continue;
                 };
                 let label_dir = dir.join(&row.meta.label);
-                std::fs::create_dir_all(&label_dir).with_context(|| format!("creating {}", label_dir.display()))?;
+                std::fs::create_dir_all(&label_dir)
+                    .with_context(|| format!("creating {}", label_dir.display()))?;
                 let path = label_dir.join(format!("{}.jpg", row.meta.id));
-                crate::durable::write_atomic(&path, &jpeg).with_context(|| format!("writing {}", path.display()))?;
+                crate::durable::write_atomic(&path, &jpeg)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 n += 1;
             }
             println!("exported {n} thumbnails to {}", dir.display());
@@ -340,18 +380,28 @@ fn print_train(o: &TrainOutcome) {
         r.stopped_because
     );
     print_metrics("holdout", &r.metrics);
-    println!("unknown threshold {:.3} ({})", r.threshold, r.threshold_rule);
+    println!(
+        "unknown threshold {:.3} ({})",
+        r.threshold, r.threshold_rule
+    );
     match o.current_macro_f1 {
         Some(f1) => println!("current head on the same holdout: macro-F1 {f1:.3}"),
         None => println!("no current head"),
     }
     println!(
         "{}: {}",
-        if o.decision.deployed { "deployed" } else { "NOT deployed" },
+        if o.decision.deployed {
+            "deployed"
+        } else {
+            "NOT deployed"
+        },
         o.decision.reason
     );
     if o.stale_samples > 0 {
-        println!("({} samples of another backbone were left out)", o.stale_samples);
+        println!(
+            "({} samples of another backbone were left out)",
+            o.stale_samples
+        );
     }
 }
 
@@ -434,7 +484,12 @@ pub fn eval(ctx: &Context, target: &Target, data: &Path, json: bool) -> anyhow::
     Ok(exit(skipped))
 }
 
-pub fn classify(ctx: &Context, target: &Target, images: &[PathBuf], format: Format) -> anyhow::Result<ExitCode> {
+pub fn classify(
+    ctx: &Context,
+    target: &Target,
+    images: &[PathBuf],
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let (mut vm, ws) = target.load(ctx)?;
     let (version, head, _) = ws.current_head()?;
     let limits = ctx.config.image.limits();
@@ -449,7 +504,12 @@ pub fn classify(ctx: &Context, target: &Target, images: &[PathBuf], format: Form
             }
         };
         let p = crate::adapt::workspace::predict(&head, &embed(&mut vm, &img)?)?;
-        let mut ranked: Vec<(String, f32)> = head.classes().iter().cloned().zip(p.probabilities.iter().copied()).collect();
+        let mut ranked: Vec<(String, f32)> = head
+            .classes()
+            .iter()
+            .cloned()
+            .zip(p.probabilities.iter().copied())
+            .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         if format == Format::Json {
             println!(
@@ -464,7 +524,12 @@ pub fn classify(ctx: &Context, target: &Target, images: &[PathBuf], format: Form
                 })
             );
         } else {
-            println!("{}  {} ({:.3}, head v{version})", path.display(), p.label, p.score);
+            println!(
+                "{}  {} ({:.3}, head v{version})",
+                path.display(),
+                p.label,
+                p.score
+            );
         }
     }
     Ok(exit(failures))
@@ -475,7 +540,10 @@ pub fn heads(ctx: &Context, target: &Target, cmd: &HeadsCmd) -> anyhow::Result<E
     match cmd {
         HeadsCmd::List => {
             let current = ws.registry.current_version()?;
-            println!("{:<3}{:<8} {:<10} {:>8} {:>8}  classes / decision", "", "version", "kind", "macro-F1", "samples");
+            println!(
+                "{:<3}{:<8} {:<10} {:>8} {:>8}  classes / decision",
+                "", "version", "kind", "macro-F1", "samples"
+            );
             for m in ws.registry.list()? {
                 let mark = if Some(m.version) == current { "*" } else { "" };
                 let n: usize = m.report.samples_per_class_train.iter().sum();

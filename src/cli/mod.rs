@@ -24,7 +24,11 @@ use crate::model::{ModelDirs, ResolvedModel};
 pub struct UsageError(pub String);
 
 #[derive(Debug, Parser)]
-#[command(name = "adaptd", version, about = "Edge inference and on-device adaptation daemon")]
+#[command(
+    name = "adaptd",
+    version,
+    about = "Edge inference and on-device adaptation daemon"
+)]
 pub struct Cli {
     /// Configuration file (TOML); defaults apply without one.
     #[arg(long, global = true, value_name = "FILE")]
@@ -175,7 +179,11 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
         Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
         Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),
-        Command::Classify { target, format, images } => adapt_cmds::classify(&ctx, &target, &images, format),
+        Command::Classify {
+            target,
+            format,
+            images,
+        } => adapt_cmds::classify(&ctx, &target, &images, format),
         Command::Heads { target, cmd } => adapt_cmds::heads(&ctx, &target, &cmd),
     }
 }
@@ -215,7 +223,9 @@ impl Context {
     pub fn resolve_model(&self, name: Option<&str>) -> anyhow::Result<ResolvedModel> {
         let name = name.unwrap_or(&self.config.model.name);
         ResolvedModel::resolve(name, &self.dirs).map_err(|e| match e {
-            crate::model::ModelError::UnknownModel { .. } => anyhow::Error::new(UsageError(e.to_string())),
+            crate::model::ModelError::UnknownModel { .. } => {
+                anyhow::Error::new(UsageError(e.to_string()))
+            }
             other => anyhow::Error::new(other),
         })
     }

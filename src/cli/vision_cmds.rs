@@ -10,7 +10,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::{Context, Format, UsageError};
-use crate::vision::{image_io, AnalyzeOptions, Analysis, VisionModel};
+use crate::vision::{image_io, Analysis, AnalyzeOptions, VisionModel};
 
 /// A decoded image or the reason it could not be decoded, with the decode time.
 struct Decoded {
@@ -87,7 +87,10 @@ fn for_each_batch(
                 break;
             }
         }
-        let images: Vec<&RgbImage> = pending.iter().filter_map(|d| d.image.as_ref().ok()).collect();
+        let images: Vec<&RgbImage> = pending
+            .iter()
+            .filter_map(|d| d.image.as_ref().ok())
+            .collect();
         if images.is_empty() {
             continue;
         }
@@ -111,7 +114,12 @@ pub fn infer(
     let mut vm = load(ctx, model, batch)?;
     let opts = AnalyzeOptions {
         top_k: top_k.unwrap_or(ctx.config.classify.top_k),
-        detect: vm.model.manifest.detect.as_ref().map(|d| ctx.config.detect.apply(d)),
+        detect: vm
+            .model
+            .manifest
+            .detect
+            .as_ref()
+            .map(|d| ctx.config.detect.apply(d)),
     };
     let name = vm.model.manifest.name.clone();
     let stdout = std::io::stdout();
@@ -133,7 +141,11 @@ pub fn infer(
         Ok(())
     })?;
     out.flush()?;
-    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `infer` prints classes and boxes; the 1280 embedding numbers belong to `embed`.
@@ -144,7 +156,13 @@ fn without_embedding(a: &Analysis) -> Analysis {
     }
 }
 
-fn write_text(out: &mut impl Write, path: &Path, model: &str, decode_ms: f64, a: &Analysis) -> std::io::Result<()> {
+fn write_text(
+    out: &mut impl Write,
+    path: &Path,
+    model: &str,
+    decode_ms: f64,
+    a: &Analysis,
+) -> std::io::Result<()> {
     let t = &a.timings;
     writeln!(
         out,
@@ -165,13 +183,23 @@ fn write_text(out: &mut impl Write, path: &Path, model: &str, decode_ms: f64, a:
         }
         for d in dets {
             let [x1, y1, x2, y2] = d.bbox;
-            writeln!(out, "  {:6.3}  {:<14} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]", d.score, d.label)?;
+            writeln!(
+                out,
+                "  {:6.3}  {:<14} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]",
+                d.score, d.label
+            )?;
         }
     }
     Ok(())
 }
 
-pub fn embed(ctx: &Context, model: Option<&str>, out: &Path, batch: Option<usize>, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+pub fn embed(
+    ctx: &Context,
+    model: Option<&str>,
+    out: &Path,
+    batch: Option<usize>,
+    paths: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
     let batch = batch_size(ctx, batch)?;
     let mut vm = load(ctx, model, batch)?;
     let Some(spec) = vm.model.manifest.embedding.clone() else {
@@ -181,25 +209,39 @@ pub fn embed(ctx: &Context, model: Option<&str>, out: &Path, batch: Option<usize
         ))
         .into());
     };
-    let opts = AnalyzeOptions { top_k: 0, detect: None };
+    let opts = AnalyzeOptions {
+        top_k: 0,
+        detect: None,
+    };
     let mut rows: Vec<f32> = Vec::with_capacity(paths.len() * spec.dim);
     let mut n = 0;
     let failures = for_each_batch(ctx, &mut vm, paths, &opts, |_, _, a| {
-        let e = a.embedding.as_ref().context("the backbone produced no embedding")?;
+        let e = a
+            .embedding
+            .as_ref()
+            .context("the backbone produced no embedding")?;
         rows.extend_from_slice(e);
         n += 1;
         Ok(())
     })?;
     if failures > 0 {
         // Row i must be image i: a partial file would silently misalign them.
-        anyhow::bail!("{failures} image(s) could not be read; nothing written to {}", out.display());
+        anyhow::bail!(
+            "{failures} image(s) could not be read; nothing written to {}",
+            out.display()
+        );
     }
     let shape = [n, spec.dim];
     if out == Path::new("-") {
         crate::npy::write_to(std::io::stdout().lock(), &shape, &rows)?;
     } else {
-        crate::npy::write(out, &shape, &rows).with_context(|| format!("writing {}", out.display()))?;
-        eprintln!("wrote {n} embeddings of dimension {} to {}", spec.dim, out.display());
+        crate::npy::write(out, &shape, &rows)
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!(
+            "wrote {n} embeddings of dimension {} to {}",
+            spec.dim,
+            out.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -208,13 +250,20 @@ pub fn inspect(ctx: &Context, model: Option<&str>, all: bool) -> anyhow::Result<
     let resolved = ctx.resolve_model(model)?;
     let nodes = crate::vision::backbone::inspect(&resolved)?;
     let m = &resolved.manifest;
-    println!("{} ({}), input {} {:?}", m.name, resolved.model_path.display(), m.input.name, m.input.shape);
+    println!(
+        "{} ({}), input {} {:?}",
+        m.name,
+        resolved.model_path.display(),
+        m.input.name,
+        m.input.shape
+    );
     println!("{:<48} {:<24} output shape", "tensor", "operator");
     for (i, (name, op, shape)) in nodes.iter().enumerate() {
         // The embedding is the input of the final classifier: the tensors just before a
         // Gemm/MatMul near the end, usually after a global pooling and a flatten/reshape.
         let near_end = i + 6 >= nodes.len();
-        let candidate = near_end || op.contains("Reshape") || op.contains("Flatten") || op.contains("Reduce");
+        let candidate =
+            near_end || op.contains("Reshape") || op.contains("Flatten") || op.contains("Reduce");
         if all || candidate {
             println!("{name:<48} {op:<24} {shape}");
         }

@@ -258,10 +258,12 @@ impl Manifest {
             path: origin.to_string(),
             problem: e.to_string().trim_end().to_string(),
         })?;
-        manifest.validate().map_err(|problem| ModelError::Manifest {
-            path: origin.to_string(),
-            problem,
-        })?;
+        manifest
+            .validate()
+            .map_err(|problem| ModelError::Manifest {
+                path: origin.to_string(),
+                problem,
+            })?;
         Ok(manifest)
     }
 
@@ -377,7 +379,10 @@ impl Manifest {
                     }
                     Decoder::Yolov5 | Decoder::Yolov8 => {
                         if self.outputs_with(OutputRole::Predictions).count() != 1 {
-                            return Err("YOLO decoders need exactly one output with role = \"predictions\"".into());
+                            return Err(
+                                "YOLO decoders need exactly one output with role = \"predictions\""
+                                    .into(),
+                            );
                         }
                     }
                 }
@@ -420,7 +425,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_the_key_named() {
-        let text = include_str!("../../models/mobilenetv2.toml").replace("[input]", "colour = 1\n[input]");
+        let text =
+            include_str!("../../models/mobilenetv2.toml").replace("[input]", "colour = 1\n[input]");
         let err = Manifest::parse(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
         assert!(err.contains("x.toml"), "{err}");
@@ -435,8 +441,7 @@ mod tests {
 
     #[test]
     fn bad_sha_is_refused() {
-        let text = include_str!("../../models/mobilenetv2.toml")
-            .replace("131a148e82c2bebd", "zz");
+        let text = include_str!("../../models/mobilenetv2.toml").replace("131a148e82c2bebd", "zz");
         let err = Manifest::parse(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("sha256"), "{err}");
     }

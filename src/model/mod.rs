@@ -242,7 +242,10 @@ mod tests {
         let err = load_manifest("resnet9000", &ModelDirs::only(vec![]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("mobilenetv2") && err.contains("resnet9000"), "{err}");
+        assert!(
+            err.contains("mobilenetv2") && err.contains("resnet9000"),
+            "{err}"
+        );
     }
 
     #[test]

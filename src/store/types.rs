@@ -21,7 +21,11 @@ pub struct BackboneId {
 
 impl std::fmt::Display for BackboneId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (embedding tensor '{}')", self.model_sha256, self.embedding_tensor)
+        write!(
+            f,
+            "{} (embedding tensor '{}')",
+            self.model_sha256, self.embedding_tensor
+        )
     }
 }
 

@@ -173,8 +173,8 @@ impl Backbone {
             None => run(),
         }
         .map_err(|e| BackboneError::Run {
-                detail: format!("{e:#}"),
-            })?;
+            detail: format!("{e:#}"),
+        })?;
         self.collect(values)
     }
 
@@ -198,7 +198,7 @@ impl Backbone {
             .into_iter()
             .map(|(op, (nodes, total))| OpProfile { op, nodes, total })
             .collect();
-        profile.sort_by(|a, b| b.total.cmp(&a.total));
+        profile.sort_by_key(|p| std::cmp::Reverse(p.total));
         Ok(profile)
     }
 
@@ -237,9 +237,11 @@ impl Backbone {
             .iter()
             .zip(&self.outputs)
             .map(|(v, (name, role, stride))| {
-                let view = v.to_plain_array_view::<f32>().map_err(|e| BackboneError::Run {
-                    detail: format!("output {name}: {e:#}"),
-                })?;
+                let view = v
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| BackboneError::Run {
+                        detail: format!("output {name}: {e:#}"),
+                    })?;
                 Ok(OutputTensor {
                     name: name.clone(),
                     role: *role,
@@ -268,7 +270,11 @@ fn output_plan(m: &Manifest) -> Vec<(String, OutputRole, Option<u32>)> {
     outputs
 }
 
-fn load_plan(model: &ResolvedModel, shape: &[usize], outputs: &[&str]) -> Result<Plan, BackboneError> {
+fn load_plan(
+    model: &ResolvedModel,
+    shape: &[usize],
+    outputs: &[&str],
+) -> Result<Plan, BackboneError> {
     let m = &model.manifest;
     let path = &model.model_path;
     let load_err = |e: TractError| BackboneError::Load {

@@ -27,7 +27,13 @@ pub fn softmax_in_place(x: &mut [f32]) {
 /// NaN scores sort last so a broken model cannot hide real classes.
 pub fn top_k(scores: &[f32], labels: &[String], k: usize) -> Vec<Ranked> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    let key = |i: usize| if scores[i].is_nan() { f32::NEG_INFINITY } else { scores[i] };
+    let key = |i: usize| {
+        if scores[i].is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            scores[i]
+        }
+    };
     let k = k.min(order.len());
     if k == 0 {
         return Vec::new();
@@ -39,7 +45,10 @@ pub fn top_k(scores: &[f32], labels: &[String], k: usize) -> Vec<Ranked> {
         .into_iter()
         .map(|i| Ranked {
             index: i,
-            label: labels.get(i).cloned().unwrap_or_else(|| format!("class_{i}")),
+            label: labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class_{i}")),
             score: scores[i],
         })
         .collect()

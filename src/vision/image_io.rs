@@ -77,7 +77,11 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, Image
 }
 
 /// Decodes JPEG or PNG bytes; `name` identifies the image in errors.
-pub fn decode_bytes(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
+pub fn decode_bytes(
+    bytes: &[u8],
+    name: &str,
+    limits: &DecodeLimits,
+) -> Result<RgbImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty { name: name.into() });
     }
@@ -102,10 +106,14 @@ pub fn decode_bytes(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<R
         name: name.into(),
         detail: e.to_string(),
     };
-    // Header only: no pixel buffer is allocated by `into_dimensions`.
-    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(corrupt)?;
+    // Header only: no pixel buffer is allocated by `into_dimensions`. A PNG's size is read
+    // straight from its IHDR, so even a file cut right after the header is judged by it.
+    let (width, height) = match png_ihdr_size(bytes) {
+        Some(size) if format == ImageFormat::Png => size,
+        _ => ImageReader::with_format(Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(corrupt)?,
+    };
     if width == 0 || height == 0 || u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(ImageError::TooManyPixels {
             name: name.into(),
@@ -122,7 +130,40 @@ pub fn decode_bytes(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<R
     l.max_alloc = Some(u64::from(width) * u64::from(height) * 8 + (1 << 20));
     reader.limits(l);
     let img = reader.decode().map_err(corrupt)?;
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The JPEG decoder pads a truncated scan with grey instead of failing; a sample or a
+        // frame that is half grey must not pass as an image.
+        return Err(ImageError::Corrupt {
+            name: name.into(),
+            detail: "the JPEG stream ends before its end-of-image marker (truncated file)".into(),
+        });
+    }
     Ok(img.into_rgb8())
+}
+
+/// Width and height from a PNG's IHDR chunk (signature, length, "IHDR", then the size).
+fn png_ihdr_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
+    Some((w, h))
+}
+
+/// True when an end-of-image marker (FF D9) follows the last start-of-scan (FF DA). Inside
+/// entropy-coded data every FF byte is stuffed (FF 00), so FF D9 there is a real marker; an
+/// EXIF thumbnail's own EOI comes before the main scan and does not count.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| {
+        bytes
+            .windows(2)
+            .rposition(|w| w[0] == 0xFF && w[1] == marker)
+    };
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// Shorter side of stored thumbnails: enough to re-embed them through a 256-then-crop-224
@@ -137,7 +178,10 @@ pub fn thumbnail_jpeg(img: &RgbImage) -> Result<Vec<u8>, ImageError> {
     let scaled;
     let src = if short > THUMBNAIL_SHORT_SIDE {
         let f = f64::from(THUMBNAIL_SHORT_SIDE) / f64::from(short);
-        let (nw, nh) = (((f64::from(w) * f).round() as u32).max(1), ((f64::from(h) * f).round() as u32).max(1));
+        let (nw, nh) = (
+            ((f64::from(w) * f).round() as u32).max(1),
+            ((f64::from(h) * f).round() as u32).max(1),
+        );
         scaled = image::imageops::resize(img, nw, nh, image::imageops::FilterType::Triangle);
         &scaled
     } else {
@@ -179,7 +223,11 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -194,16 +242,26 @@ mod tests {
 
     #[test]
     fn huge_claimed_size_is_refused_before_decoding() {
-        let err = decode_bytes(&png_claiming(30000, 30000), "big.png", &DecodeLimits::default())
-            .unwrap_err();
-        assert!(matches!(err, ImageError::TooManyPixels { width: 30000, .. }), "{err}");
+        let err = decode_bytes(
+            &png_claiming(30000, 30000),
+            "big.png",
+            &DecodeLimits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::TooManyPixels { width: 30000, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("big.png"));
     }
 
     #[test]
     fn empty_truncated_and_foreign_bytes_are_errors() {
         let l = DecodeLimits::default();
-        assert!(matches!(decode_bytes(b"", "e", &l), Err(ImageError::Empty { .. })));
+        assert!(matches!(
+            decode_bytes(b"", "e", &l),
+            Err(ImageError::Empty { .. })
+        ));
         let png = png_bytes(64, 64);
         let err = decode_bytes(&png[..png.len() / 2], "t.png", &l).unwrap_err();
         assert!(matches!(err, ImageError::Corrupt { .. }), "{err}");

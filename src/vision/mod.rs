@@ -31,7 +31,9 @@ pub enum VisionError {
     Preprocess(#[from] PreprocessError),
     #[error("{model}: {problem}")]
     Output { model: String, problem: String },
-    #[error("model '{model}' is an audio model; vision commands need an image model (e.g. mobilenetv2)")]
+    #[error(
+        "model '{model}' is an audio model; vision commands need an image model (e.g. mobilenetv2)"
+    )]
     NotVision { model: String },
 }
 
@@ -134,7 +136,11 @@ impl VisionModel {
     }
 
     /// Analyses images, `batch` at a time; a short last batch is padded with zeros.
-    pub fn analyze(&mut self, images: &[&RgbImage], opts: &AnalyzeOptions) -> Result<Vec<Analysis>, VisionError> {
+    pub fn analyze(
+        &mut self,
+        images: &[&RgbImage],
+        opts: &AnalyzeOptions,
+    ) -> Result<Vec<Analysis>, VisionError> {
         let batch = self.batch();
         let item = self.pre.tensor_len();
         let mut results = Vec::with_capacity(images.len());
@@ -178,7 +184,11 @@ impl VisionModel {
             let per = t.data.len() / batch;
             t.data.get(item * per..(item + 1) * per)
         };
-        let embedding = m.embedding.as_ref().and_then(|_| slice(OutputRole::Embedding)).map(|e| e.to_vec());
+        let embedding = m
+            .embedding
+            .as_ref()
+            .and_then(|_| slice(OutputRole::Embedding))
+            .map(|e| e.to_vec());
         if let (Some(spec), Some(e)) = (&m.embedding, &embedding) {
             if e.len() != spec.dim {
                 return Err(self.output_error(format!(
@@ -264,7 +274,12 @@ impl VisionModel {
                     return Err(self.output_error("no predictions output".into()));
                 };
                 let data = per_item(t, item, batch);
-                let rows = num_classes + if spec.decoder == Decoder::Yolov5 { 5 } else { 4 };
+                let rows = num_classes
+                    + if spec.decoder == Decoder::Yolov5 {
+                        5
+                    } else {
+                        4
+                    };
                 let n = data.len() / rows.max(1);
                 if spec.decoder == Decoder::Yolov5 {
                     detect::decode_yolov5(data, n, num_classes, spec.score_threshold, false)

@@ -160,7 +160,18 @@ impl Preprocessor {
                 let (px, py) = ((tw - nw) / 2, (th - nh) / 2);
                 canvas.clear();
                 canvas.resize(3 * tw as usize * th as usize, self.pad_value);
-                copy_rect(&resized, nw as usize, nh as usize, 0, 0, &mut canvas, tw as usize, th as usize, px as usize, py as usize);
+                copy_rect(
+                    &resized,
+                    nw as usize,
+                    nh as usize,
+                    0,
+                    0,
+                    &mut canvas,
+                    tw as usize,
+                    th as usize,
+                    px as usize,
+                    py as usize,
+                );
                 Ok(Transform {
                     scale_x: nw as f32 / w as f32,
                     scale_y: nh as f32 / h as f32,
@@ -179,7 +190,13 @@ impl Preprocessor {
     }
 
     /// Resizes the whole of `img` to `nw x nh` RGB bytes in `dst` (a copy when sizes match).
-    fn resize_into(&mut self, img: &RgbImage, nw: u32, nh: u32, dst: &mut Vec<u8>) -> Result<(), PreprocessError> {
+    fn resize_into(
+        &mut self,
+        img: &RgbImage,
+        nw: u32,
+        nh: u32,
+        dst: &mut Vec<u8>,
+    ) -> Result<(), PreprocessError> {
         self.resize_region(img, None, nw, nh, dst)
     }
 
@@ -209,11 +226,12 @@ impl Preprocessor {
         let src = fr::images::ImageRef::new(w, h, img.as_raw(), fr::PixelType::U8x3)
             .map_err(|e| err(e.to_string()))?;
         dst.resize(3 * nw as usize * nh as usize, 0);
-        let mut out = fr::images::Image::from_slice_u8(nw, nh, dst.as_mut_slice(), fr::PixelType::U8x3)
-            .map_err(|e| err(e.to_string()))?;
+        let mut out =
+            fr::images::Image::from_slice_u8(nw, nh, dst.as_mut_slice(), fr::PixelType::U8x3)
+                .map_err(|e| err(e.to_string()))?;
         let options = match crop {
             Some((l, t, cw, ch)) => self.options.crop(l, t, cw, ch),
-            None => self.options.clone(),
+            None => self.options,
         };
         self.resizer
             .resize(&src, &mut out, &options)
@@ -249,7 +267,18 @@ impl Preprocessor {
 /// Copies a `cw x ch` window starting at (`sx`, `sy`) of `src` (width `sw`) to (`dx`, `dy`)
 /// of `dst` (width `dw`), row by row; the window is clipped to both images.
 #[allow(clippy::too_many_arguments)]
-fn copy_rect(src: &[u8], sw: usize, sh: usize, sx: usize, sy: usize, dst: &mut [u8], dw: usize, dh: usize, dx: usize, dy: usize) {
+fn copy_rect(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    sx: usize,
+    sy: usize,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+    dx: usize,
+    dy: usize,
+) {
     let cw = (sw - sx.min(sw)).min(dw - dx.min(dw));
     let ch = (sh - sy.min(sh)).min(dh - dy.min(dh));
     let row = 3 * cw;
@@ -289,7 +318,8 @@ mod tests {
 
     #[test]
     fn bgr_swaps_channels_and_letterbox_pads_centred() {
-        let (spec, hw) = input("nanodet-m");
+        let (mut spec, hw) = input("nanodet-m");
+        spec.resize = ResizeMode::Letterbox;
         let mut p = Preprocessor::new(&spec, hw);
         // 832x416 red image -> 416x208 in the middle of a 416x416 tensor.
         let img = RgbImage::from_pixel(832, 416, image::Rgb([255, 0, 0]));

@@ -29,7 +29,11 @@ pub fn models_dir() -> PathBuf {
             .arg(&dir)
             .status()
             .expect("run models/fetch");
-        assert!(status.success(), "models/fetch --mirror {} failed", mirror.display());
+        assert!(
+            status.success(),
+            "models/fetch --mirror {} failed",
+            mirror.display()
+        );
         dir
     })
     .clone()
@@ -75,10 +79,12 @@ pub fn assert_clean_failure(o: &Output, code: i32, needle: &str) {
 }
 
 pub fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(repo().join("tests/reference/reference.json")).expect("reference.json");
+    let text = std::fs::read_to_string(repo().join("tests/reference/reference.json"))
+        .expect("reference.json");
     serde_json::from_str(&text).expect("parse reference.json")
 }
 
 pub fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
 }
