@@ -336,3 +336,86 @@ mod tests {
         assert_eq!(Latency::of(&mut []).median_ms, 0.0);
     }
 }
+
+/// Arguments of `adaptd bench-head`: the head trainer on given embeddings, so a reference
+/// (scikit-learn, `benches/head_vs_sklearn.py`) can train on exactly the same arrays.
+#[derive(Debug, clap::Args)]
+pub struct HeadBenchArgs {
+    /// Training embeddings, float32 `.npy` of shape [n, dim].
+    #[arg(long)]
+    train: PathBuf,
+    /// Training labels, float32 `.npy` of shape [n] holding class indices.
+    #[arg(long)]
+    train_y: PathBuf,
+    /// Holdout embeddings for early stopping and calibration (optional).
+    #[arg(long, requires = "holdout_y")]
+    holdout: Option<PathBuf>,
+    #[arg(long)]
+    holdout_y: Option<PathBuf>,
+    /// Test embeddings, never seen by training.
+    #[arg(long)]
+    test: PathBuf,
+    #[arg(long)]
+    test_y: PathBuf,
+    #[arg(long, value_enum, default_value = "softmax")]
+    head: HeadKindArg,
+    #[arg(long, default_value_t = 0x5eed_ada9)]
+    seed: u64,
+}
+
+/// Head architecture on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadKindArg {
+    Softmax,
+    Mlp,
+}
+
+fn dataset(x: &Path, y: &Path, classes: &[String]) -> anyhow::Result<crate::adapt::Dataset> {
+    let (xs, xd) = crate::npy::read(x)?;
+    let (_, yd) = crate::npy::read(y)?;
+    let [n, dim] = xs[..] else {
+        bail!("{}: expected a [n, dim] array, got shape {xs:?}", x.display());
+    };
+    if yd.len() != n {
+        bail!("{}: {} labels for {n} embeddings", y.display(), yd.len());
+    }
+    let labels = yd.iter().map(|v| *v as usize).collect();
+    Ok(crate::adapt::Dataset::new(dim, xd, labels, classes.to_vec())?)
+}
+
+/// Trains one head and prints one JSON line: test accuracy, macro-F1 and training time.
+pub fn run_head(args: &HeadBenchArgs) -> anyhow::Result<ExitCode> {
+    let (_, yd) = crate::npy::read(&args.train_y)?;
+    let k = yd.iter().map(|v| *v as usize).max().map_or(0, |m| m + 1);
+    let classes: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
+    let train = dataset(&args.train, &args.train_y, &classes)?;
+    let holdout = match (&args.holdout, &args.holdout_y) {
+        (Some(x), Some(y)) => dataset(x, y, &classes)?,
+        _ => crate::adapt::Dataset::empty(train.dim, classes.clone()),
+    };
+    let test = dataset(&args.test, &args.test_y, &classes)?;
+    let mut config = match args.head {
+        HeadKindArg::Softmax => crate::adapt::TrainConfig::default(),
+        HeadKindArg::Mlp => crate::adapt::TrainConfig::mlp(),
+    };
+    config.seed = args.seed;
+    let start = Instant::now();
+    let (head, report) = crate::adapt::train(&train, &holdout, &config, None)?;
+    let train_ms = start.elapsed().as_secs_f64() * 1e3;
+    let metrics = crate::adapt::evaluate(&head, &test)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "accuracy": metrics.accuracy,
+            "macro_f1": metrics.macro_f1,
+            "train_ms": train_ms,
+            "epochs": report.epochs_run,
+            "stopped_because": report.stopped_because,
+            "n_train": train.len(),
+            "n_holdout": holdout.len(),
+            "dim": train.dim,
+            "classes": k,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}

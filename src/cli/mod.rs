@@ -95,6 +95,9 @@ enum Command {
     },
     /// Per-stage latency (median, p95) against onnxruntime on the same input.
     Bench(crate::bench::BenchArgs),
+    /// Train a head on given .npy embeddings and report test accuracy and time (for
+    /// benches/head_vs_sklearn.py).
+    BenchHead(crate::bench::HeadBenchArgs),
     /// Labeled samples: add, import, list, rm, export.
     Samples {
         #[command(flatten)]
@@ -176,6 +179,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Inspect { model, all } => vision_cmds::inspect(&ctx, model.as_deref(), all),
         Command::Bench(args) => crate::bench::run(&ctx, &args),
+        Command::BenchHead(args) => crate::bench::run_head(&args),
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
         Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
         Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),
