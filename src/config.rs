@@ -33,6 +33,8 @@ pub struct Config {
     pub image: ImageConfig,
     pub classify: ClassifyConfig,
     pub detect: DetectConfig,
+    pub samples: SamplesConfig,
+    pub train: TrainSection,
 }
 
 /// `[model]`: which backbone to run and how.
@@ -126,7 +128,122 @@ impl DetectConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["state_dir", "model", "image", "classify", "detect"];
+/// `[samples]`: how many labeled samples are kept, and how they are split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplesConfig {
+    /// Samples kept per label; the next one evicts by `policy`.
+    pub max_per_label: usize,
+    /// `oldest` (evict the first stored) or `reservoir` (keep a uniform sample of all seen).
+    pub policy: String,
+    /// Seed of the reservoir's draws (reproducible eviction).
+    pub seed: u64,
+    /// Total embedding + thumbnail bytes; past it, adding is refused ("store full").
+    pub max_total_mb: u64,
+    /// Share of each label's samples held out to judge new heads.
+    pub holdout_fraction: f64,
+}
+
+impl Default for SamplesConfig {
+    fn default() -> Self {
+        let d = crate::store::StoreOptions::default();
+        SamplesConfig {
+            max_per_label: d.limits.max_per_label,
+            policy: "oldest".into(),
+            seed: 1,
+            max_total_mb: d.limits.max_total_bytes >> 20,
+            holdout_fraction: d.holdout_fraction,
+        }
+    }
+}
+
+impl SamplesConfig {
+    /// The sample store's options.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        let mut o = crate::store::StoreOptions::default();
+        o.limits.max_per_label = self.max_per_label;
+        o.limits.per_label_policy = if self.policy == "reservoir" {
+            crate::store::EvictionPolicy::Reservoir { seed: self.seed }
+        } else {
+            crate::store::EvictionPolicy::Oldest
+        };
+        o.limits.max_total_bytes = self.max_total_mb << 20;
+        o.holdout_fraction = self.holdout_fraction;
+        o
+    }
+}
+
+/// `[train]`: the head trainer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// `softmax` (logistic regression, the default) or `mlp` (one hidden layer).
+    pub head: String,
+    /// MLP hidden units.
+    pub hidden: usize,
+    /// MLP dropout during training.
+    pub dropout: f32,
+    pub learning_rate: f32,
+    pub weight_decay: f32,
+    pub batch_size: usize,
+    pub epochs_max: usize,
+    /// Epochs without holdout improvement before stopping.
+    pub patience: usize,
+    /// Training stops (keeping the best weights) after this long.
+    pub time_budget_secs: u64,
+    pub seed: u64,
+    /// Weight the loss so rare labels count as much as common ones.
+    pub class_balanced: bool,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        let d = crate::adapt::TrainConfig::default();
+        let (hidden, dropout) = match crate::adapt::TrainConfig::mlp().head {
+            crate::adapt::HeadKind::Mlp { hidden, dropout } => (hidden, dropout),
+            crate::adapt::HeadKind::Softmax => (128, 0.2),
+        };
+        TrainSection {
+            head: "softmax".into(),
+            hidden,
+            dropout,
+            learning_rate: d.learning_rate,
+            weight_decay: d.weight_decay,
+            batch_size: d.batch_size,
+            epochs_max: d.epochs_max,
+            patience: d.patience,
+            time_budget_secs: d.time_budget.as_secs(),
+            seed: d.seed,
+            class_balanced: d.class_balanced,
+        }
+    }
+}
+
+impl TrainSection {
+    /// The trainer's configuration; `head` overrides the section's head kind.
+    pub fn train_config(&self, head: Option<&str>) -> crate::adapt::TrainConfig {
+        let kind = match head.unwrap_or(&self.head) {
+            "mlp" => crate::adapt::HeadKind::Mlp {
+                hidden: self.hidden,
+                dropout: self.dropout,
+            },
+            _ => crate::adapt::HeadKind::Softmax,
+        };
+        crate::adapt::TrainConfig {
+            head: kind,
+            epochs_max: self.epochs_max,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+            patience: self.patience,
+            seed: self.seed,
+            time_budget: std::time::Duration::from_secs(self.time_budget_secs),
+            class_balanced: self.class_balanced,
+        }
+    }
+}
+
+const SECTIONS: &[&str] = &["state_dir", "model", "image", "classify", "detect", "samples", "train"];
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -154,6 +271,8 @@ impl Config {
                 "image" => check_section::<ImageConfig>(key, value, &mut problems),
                 "classify" => check_section::<ClassifyConfig>(key, value, &mut problems),
                 "detect" => check_section::<DetectConfig>(key, value, &mut problems),
+                "samples" => check_section::<SamplesConfig>(key, value, &mut problems),
+                "train" => check_section::<TrainSection>(key, value, &mut problems),
                 other => problems.push(format!(
                     "unknown key `{other}`; allowed top-level keys: {}",
                     SECTIONS.join(", ")
@@ -212,6 +331,26 @@ impl Config {
         }
         if self.detect.max_detections == Some(0) {
             p.push("[detect].max_detections must be at least 1".into());
+        }
+        let s = &self.samples;
+        if s.max_per_label == 0 {
+            p.push("[samples].max_per_label must be at least 1".into());
+        }
+        if !["oldest", "reservoir"].contains(&s.policy.as_str()) {
+            p.push(format!("[samples].policy = {:?}; allowed: \"oldest\", \"reservoir\"", s.policy));
+        }
+        if s.max_total_mb == 0 {
+            p.push("[samples].max_total_mb must be at least 1".into());
+        }
+        if !(s.holdout_fraction > 0.0 && s.holdout_fraction < 1.0) {
+            p.push(format!("[samples].holdout_fraction = {} is out of range; allowed: above 0 and below 1", s.holdout_fraction));
+        }
+        let t = &self.train;
+        if !["softmax", "mlp"].contains(&t.head.as_str()) {
+            p.push(format!("[train].head = {:?}; allowed: \"softmax\", \"mlp\"", t.head));
+        }
+        if let Err(e) = t.train_config(None).validate() {
+            p.push(format!("[train]: {e}"));
         }
         p
     }

@@ -40,6 +40,8 @@ pub enum WorkspaceError {
         "no head has been trained for model '{model}' yet; add samples and run `adaptd train`"
     )]
     NoHead { model: String },
+    #[error("training thread: {0}")]
+    Thread(String),
     #[error(
         "{stale} stored sample(s) were embedded by another backbone and are ignored; \
          they need re-embedding from their thumbnails"
@@ -147,7 +149,18 @@ impl Workspace {
         cancel: Option<&AtomicBool>,
     ) -> Result<TrainOutcome, WorkspaceError> {
         let (train, holdout, stale_samples) = self.datasets()?;
-        let (head, report) = trainer::train(&train, &holdout, config, cancel)?;
+        // Training runs on its own named thread so that a caller on an inference or async
+        // thread is never the one burning the CPU, and a panic in the numeric code (a bug)
+        // is reported as an error instead of taking the caller down.
+        let (head, report) = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("adaptd-train".into())
+                .spawn_scoped(s, || trainer::train(&train, &holdout, config, cancel))
+                .map_err(|e| WorkspaceError::Thread(e.to_string()))?
+                .join()
+                .map_err(|_| WorkspaceError::Thread("the training thread panicked".into()))?
+                .map_err(WorkspaceError::from)
+        })?;
         // The current head is judged on exactly the data the new one was judged on: the
         // stored holdout, or the new head's own carve-out when there is no stored holdout.
         let current_macro_f1 = match self.registry.current() {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Context, Format, UsageError};
 use crate::adapt::metrics::Metrics;
 use crate::adapt::workspace::{TrainOutcome, Workspace};
-use crate::adapt::{HeadKind, TrainConfig};
+use crate::adapt::HeadKind;
 use crate::store::{SampleSource, ThumbnailFilter};
 use crate::vision::{image_io, AnalyzeOptions, VisionModel};
 
@@ -71,8 +71,9 @@ pub struct TrainArgs {
     /// Import this folder (DIR/<label>/*.jpg|png) before training.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "softmax")]
-    head: HeadChoice,
+    /// Head architecture (default: the config's [train].head, else softmax).
+    #[arg(long, value_enum)]
+    head: Option<HeadChoice>,
     /// Deploy even if the new head is worse than the current one on the holdout.
     #[arg(long)]
     force: bool,
@@ -124,14 +125,14 @@ impl Target {
         Ok(Workspace::open(
             &self.state_dir(ctx),
             &model,
-            Default::default(),
+            ctx.config.samples.store_options(),
         )?)
     }
 
     /// The backbone (batch 1) and the workspace.
     fn load(&self, ctx: &Context) -> anyhow::Result<(VisionModel, Workspace)> {
         let model = ctx.resolve_model(self.model.as_deref())?;
-        let ws = Workspace::open(&self.state_dir(ctx), &model, Default::default())?;
+        let ws = Workspace::open(&self.state_dir(ctx), &model, ctx.config.samples.store_options())?;
         let vm = VisionModel::load(model, 1)?;
         Ok((vm, ws))
     }
@@ -348,10 +349,11 @@ pub fn train(ctx: &Context, target: &Target, args: &TrainArgs) -> anyhow::Result
         failures = add_files(ctx, &mut vm, &mut ws, &files)?;
     }
     let mut ws = target.workspace(ctx)?;
-    let mut config = match args.head {
-        HeadChoice::Softmax => TrainConfig::default(),
-        HeadChoice::Mlp => TrainConfig::mlp(),
-    };
+    let head = args.head.map(|h| match h {
+        HeadChoice::Softmax => "softmax",
+        HeadChoice::Mlp => "mlp",
+    });
+    let mut config = ctx.config.train.train_config(head);
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
@@ -406,10 +408,7 @@ fn print_train(o: &TrainOutcome) {
 }
 
 fn print_metrics(what: &str, m: &Metrics) {
-    println!(
-        "{what}: accuracy {:.3}, macro-F1 {:.3} on {} samples",
-        m.accuracy, m.macro_f1, m.n
-    );
+    println!("{what}:");
     print!("{}", m.render_text());
 }
 
