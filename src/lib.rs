@@ -20,6 +20,8 @@
 //! - [`adapt`]: transfer learning on the device: the trainable head (softmax regression or
 //!   MLP, open-set `unknown`), its Adam trainer, metrics, and the versioned head registry
 //!   with its deploy-only-if-not-worse policy.
+//! - [`consensus`]: N-of-M agreement over frames before a label changes, and the
+//!   `new`/`update`/`end` events that result.
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
 //! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
 //! - [`bench`]: the per-stage benchmark and its comparison with onnxruntime.
@@ -29,6 +31,7 @@ pub mod adapt;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod consensus;
 pub mod durable;
 pub mod model;
 pub mod npy;
