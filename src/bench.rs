@@ -374,13 +374,21 @@ fn dataset(x: &Path, y: &Path, classes: &[String]) -> anyhow::Result<crate::adap
     let (xs, xd) = crate::npy::read(x)?;
     let (_, yd) = crate::npy::read(y)?;
     let [n, dim] = xs[..] else {
-        bail!("{}: expected a [n, dim] array, got shape {xs:?}", x.display());
+        bail!(
+            "{}: expected a [n, dim] array, got shape {xs:?}",
+            x.display()
+        );
     };
     if yd.len() != n {
         bail!("{}: {} labels for {n} embeddings", y.display(), yd.len());
     }
     let labels = yd.iter().map(|v| *v as usize).collect();
-    Ok(crate::adapt::Dataset::new(dim, xd, labels, classes.to_vec())?)
+    Ok(crate::adapt::Dataset::new(
+        dim,
+        xd,
+        labels,
+        classes.to_vec(),
+    )?)
 }
 
 /// Trains one head and prints one JSON line: test accuracy, macro-F1 and training time.

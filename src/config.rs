@@ -243,7 +243,15 @@ impl TrainSection {
     }
 }
 
-const SECTIONS: &[&str] = &["state_dir", "model", "image", "classify", "detect", "samples", "train"];
+const SECTIONS: &[&str] = &[
+    "state_dir",
+    "model",
+    "image",
+    "classify",
+    "detect",
+    "samples",
+    "train",
+];
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -337,17 +345,26 @@ impl Config {
             p.push("[samples].max_per_label must be at least 1".into());
         }
         if !["oldest", "reservoir"].contains(&s.policy.as_str()) {
-            p.push(format!("[samples].policy = {:?}; allowed: \"oldest\", \"reservoir\"", s.policy));
+            p.push(format!(
+                "[samples].policy = {:?}; allowed: \"oldest\", \"reservoir\"",
+                s.policy
+            ));
         }
         if s.max_total_mb == 0 {
             p.push("[samples].max_total_mb must be at least 1".into());
         }
         if !(s.holdout_fraction > 0.0 && s.holdout_fraction < 1.0) {
-            p.push(format!("[samples].holdout_fraction = {} is out of range; allowed: above 0 and below 1", s.holdout_fraction));
+            p.push(format!(
+                "[samples].holdout_fraction = {} is out of range; allowed: above 0 and below 1",
+                s.holdout_fraction
+            ));
         }
         let t = &self.train;
         if !["softmax", "mlp"].contains(&t.head.as_str()) {
-            p.push(format!("[train].head = {:?}; allowed: \"softmax\", \"mlp\"", t.head));
+            p.push(format!(
+                "[train].head = {:?}; allowed: \"softmax\", \"mlp\"",
+                t.head
+            ));
         }
         if let Err(e) = t.train_config(None).validate() {
             p.push(format!("[train]: {e}"));

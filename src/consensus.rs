@@ -38,13 +38,22 @@ impl ConsensusConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.m == 0 || self.m > 1000 {
-            p.push(format!("[consensus].m = {} is out of range; allowed: 1 to 1000", self.m));
+            p.push(format!(
+                "[consensus].m = {} is out of range; allowed: 1 to 1000",
+                self.m
+            ));
         }
         if self.n == 0 || self.n > self.m {
-            p.push(format!("[consensus].n = {} must be between 1 and m ({})", self.n, self.m));
+            p.push(format!(
+                "[consensus].n = {} must be between 1 and m ({})",
+                self.n, self.m
+            ));
         }
         if !(0.0..=1.0).contains(&self.min_score) {
-            p.push(format!("[consensus].min_score = {} is out of range; allowed: 0.0 to 1.0", self.min_score));
+            p.push(format!(
+                "[consensus].min_score = {} is out of range; allowed: 0.0 to 1.0",
+                self.min_score
+            ));
         }
         p
     }
@@ -217,7 +226,11 @@ mod tests {
 
     #[test]
     fn a_label_needs_n_of_m_before_it_is_announced() {
-        let mut c = Consensus::new(ConsensusConfig { n: 3, m: 5, min_score: 0.5 });
+        let mut c = Consensus::new(ConsensusConfig {
+            n: 3,
+            m: 5,
+            min_score: 0.5,
+        });
         assert!(c.observe(&frame(&[("scene", "cat", 0.9)])).is_empty());
         assert!(c.observe(&frame(&[("scene", "cat", 0.9)])).is_empty());
         let e = c.observe(&frame(&[("scene", "cat", 0.6)]));
@@ -229,7 +242,11 @@ mod tests {
 
     #[test]
     fn flicker_does_not_flap_and_a_real_change_is_an_update() {
-        let mut c = Consensus::new(ConsensusConfig { n: 3, m: 5, min_score: 0.5 });
+        let mut c = Consensus::new(ConsensusConfig {
+            n: 3,
+            m: 5,
+            min_score: 0.5,
+        });
         for _ in 0..5 {
             c.observe(&frame(&[("scene", "day", 0.9)]));
         }
@@ -241,12 +258,19 @@ mod tests {
         for _ in 0..5 {
             events.extend(c.observe(&frame(&[("scene", "night", 0.9)])));
         }
-        assert_eq!(kinds(&events), vec![(EventKind::Update, Some("day"), Some("night"))]);
+        assert_eq!(
+            kinds(&events),
+            vec![(EventKind::Update, Some("day"), Some("night"))]
+        );
     }
 
     #[test]
     fn low_scores_do_not_count_and_absence_ends_the_track() {
-        let mut c = Consensus::new(ConsensusConfig { n: 2, m: 3, min_score: 0.5 });
+        let mut c = Consensus::new(ConsensusConfig {
+            n: 2,
+            m: 3,
+            min_score: 0.5,
+        });
         for _ in 0..3 {
             assert!(c.observe(&frame(&[("person", "alice", 0.3)])).is_empty());
         }
@@ -264,20 +288,32 @@ mod tests {
 
     #[test]
     fn tracks_are_independent() {
-        let mut c = Consensus::new(ConsensusConfig { n: 1, m: 1, min_score: 0.0 });
+        let mut c = Consensus::new(ConsensusConfig {
+            n: 1,
+            m: 1,
+            min_score: 0.0,
+        });
         let e = c.observe(&frame(&[("person", "alice", 0.9), ("car", "our_car", 0.8)]));
         assert_eq!(e.len(), 2);
         let e = c.observe(&frame(&[("person", "bob", 0.9)]));
         assert_eq!(
             kinds(&e),
-            vec![(EventKind::End, Some("our_car"), None), (EventKind::Update, Some("alice"), Some("bob"))]
+            vec![
+                (EventKind::End, Some("our_car"), None),
+                (EventKind::Update, Some("alice"), Some("bob"))
+            ]
         );
         assert_eq!(c.stable().collect::<Vec<_>>(), vec![("person", "bob")]);
     }
 
     #[test]
     fn validation_names_keys() {
-        let p = ConsensusConfig { n: 6, m: 5, min_score: 2.0 }.validate();
+        let p = ConsensusConfig {
+            n: 6,
+            m: 5,
+            min_score: 2.0,
+        }
+        .validate();
         assert_eq!(p.len(), 2);
         assert!(p[0].contains("[consensus].n"));
     }

@@ -22,6 +22,8 @@
 //!   with its deploy-only-if-not-worse policy.
 //! - [`consensus`]: N-of-M agreement over frames before a label changes, and the
 //!   `new`/`update`/`end` events that result.
+//! - [`daemon`]: the long-running service: the per-frame pipeline (backbone, head, sub-labels,
+//!   consensus) and its statistics.
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
 //! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
 //! - [`bench`]: the per-stage benchmark and its comparison with onnxruntime.
@@ -32,6 +34,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod consensus;
+pub mod daemon;
 pub mod durable;
 pub mod model;
 pub mod npy;

@@ -132,7 +132,11 @@ impl Target {
     /// The backbone (batch 1) and the workspace.
     fn load(&self, ctx: &Context) -> anyhow::Result<(VisionModel, Workspace)> {
         let model = ctx.resolve_model(self.model.as_deref())?;
-        let ws = Workspace::open(&self.state_dir(ctx), &model, ctx.config.samples.store_options())?;
+        let ws = Workspace::open(
+            &self.state_dir(ctx),
+            &model,
+            ctx.config.samples.store_options(),
+        )?;
         let vm = VisionModel::load(model, 1)?;
         Ok((vm, ws))
     }
