@@ -1,0 +1,121 @@
+//! The daemon's per-frame pipeline on real models and photos: backbone labels, a head swapped
+//! in while running, sub-labels of detections, consensus events.
+
+mod common;
+
+use std::sync::Arc;
+
+use adaptd::adapt::{train, Dataset, TrainConfig};
+use adaptd::consensus::{Consensus, ConsensusConfig, EventKind};
+use adaptd::daemon::pipeline::{crop, HeadSlot, Pipeline, ServingHead};
+use adaptd::model::{ModelDirs, ResolvedModel};
+use adaptd::vision::image_io::{decode_file, DecodeLimits};
+use adaptd::vision::{AnalyzeOptions, VisionModel};
+use arc_swap::ArcSwapOption;
+use common::*;
+use image::RgbImage;
+
+fn model(name: &str) -> VisionModel {
+    let r = ResolvedModel::resolve(name, &ModelDirs::only(vec![models_dir()])).unwrap();
+    VisionModel::load(r, 1).unwrap()
+}
+
+fn photo(name: &str) -> RgbImage {
+    decode_file(&image(name), &DecodeLimits::default()).unwrap()
+}
+
+/// Crops of a photo at a few offsets and scales: distinct real samples of one label.
+fn crops(img: &RgbImage, n: usize) -> Vec<RgbImage> {
+    let (w, h) = img.dimensions();
+    (0..n)
+        .map(|i| {
+            let f = 0.6 + 0.05 * (i % 5) as f32;
+            let (cw, ch) = ((w as f32 * f) as u32, (h as f32 * f) as u32);
+            let (x, y) = ((w - cw) * (i as u32 % 3) / 2, (h - ch) * (i as u32 % 2));
+            image::imageops::crop_imm(img, x, y, cw, ch).to_image()
+        })
+        .collect()
+}
+
+/// Trains a two-class head (`cat`, `coffee`) on crop embeddings from `vm`.
+fn cat_coffee_head(vm: &mut VisionModel) -> adaptd::adapt::Head {
+    let classes = vec!["cat".to_string(), "coffee".to_string()];
+    let mut train_set = Dataset::empty(1280, classes.clone());
+    let mut holdout = Dataset::empty(1280, classes);
+    for (label, name) in [(0, "chelsea.png"), (1, "coffee.png")] {
+        for (i, c) in crops(&photo(name), 8).iter().enumerate() {
+            let e = vm.analyze(&[c], &AnalyzeOptions { top_k: 0, detect: None }).unwrap().remove(0).embedding.unwrap();
+            let d = if i % 4 == 3 { &mut holdout } else { &mut train_set };
+            d.x.extend_from_slice(&e);
+            d.y.push(label);
+        }
+    }
+    train(&train_set, &holdout, &TrainConfig::default(), None).unwrap().0
+}
+
+#[test]
+fn classifier_scene_with_consensus_and_a_head_swapped_in_while_running() {
+    let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
+    let opts = AnalyzeOptions { top_k: 1, detect: None };
+    let cfg = ConsensusConfig { n: 2, m: 3, min_score: 0.5 };
+    let mut p = Pipeline::new(model("mobilenetv2"), None, slot.clone(), Consensus::new(cfg), opts, vec![]);
+    let cat = photo("chelsea.png");
+    // Without a head, the backbone's own label, announced once consensus is reached.
+    let r1 = p.process(1, 0, &cat).unwrap();
+    assert_eq!(r1.items[0].label, "Egyptian cat");
+    assert!(r1.items[0].head.is_none());
+    assert!(r1.events.is_empty(), "one frame is not consensus");
+    let r2 = p.process(2, 0, &cat).unwrap();
+    assert_eq!(r2.events.len(), 1);
+    assert_eq!(r2.events[0].kind, EventKind::New);
+    assert_eq!(r2.embeddings.len(), 1);
+
+    // A head appears (as the training thread would swap it in): the next frame uses it.
+    let mut vm = model("mobilenetv2");
+    slot.store(Some(Arc::new(ServingHead {
+        version: 7,
+        head: cat_coffee_head(&mut vm),
+    })));
+    let r3 = p.process(3, 0, &cat).unwrap();
+    let head = r3.items[0].head.as_ref().expect("head label");
+    assert_eq!((head.label.as_str(), head.head_version), ("cat", 7));
+    let coffee = photo("coffee.png");
+    let mut events = Vec::new();
+    for i in 4..8 {
+        let r = p.process(i, 0, &coffee).unwrap();
+        assert_eq!(r.items[0].head.as_ref().unwrap().label, "coffee");
+        events.extend(r.events);
+    }
+    let last = events.last().expect("the scene changed");
+    assert_eq!((last.kind, last.after.as_deref()), (EventKind::Update, Some("coffee")));
+}
+
+#[test]
+fn detector_boxes_get_sub_labels_from_the_head() {
+    let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
+    let detector = model("nanodet-m");
+    let detect = detector.model.manifest.detect.clone();
+    let mut crop_model = model("mobilenetv2");
+    slot.store(Some(Arc::new(ServingHead {
+        version: 1,
+        head: cat_coffee_head(&mut crop_model),
+    })));
+    let opts = AnalyzeOptions { top_k: 0, detect };
+    let mut p = Pipeline::new(
+        detector,
+        Some(crop_model),
+        slot,
+        Consensus::new(ConsensusConfig { n: 1, m: 1, min_score: 0.3 }),
+        opts,
+        vec![],
+    );
+    let r = p.process(1, 0, &photo("coffee.png")).unwrap();
+    let cup = r.items.iter().find(|i| i.label == "cup").expect("a cup box");
+    let sub = cup.head.as_ref().expect("the cup crop went through the head");
+    assert_eq!(sub.label, "coffee", "{sub:?}");
+    assert_eq!(r.embeddings.len(), r.items.len());
+    assert_eq!(r.events[0].after.as_deref(), Some("coffee"), "{:?}", r.events);
+    // The crop is the box's pixels.
+    let b = cup.bbox.unwrap();
+    assert_eq!(crop(&photo("coffee.png"), b).width(), (b[2].ceil() as u32) - (b[0] as u32));
+}
