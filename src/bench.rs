@@ -361,6 +361,19 @@ pub struct HeadBenchArgs {
     head: HeadKindArg,
     #[arg(long, default_value_t = 0x5eed_ada9)]
     seed: u64,
+    /// Overrides of the trainer's defaults, for tuning experiments.
+    #[arg(long)]
+    learning_rate: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long)]
+    c: Option<f32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    early_stopping: Option<bool>,
+    #[arg(long)]
+    epochs_max: Option<usize>,
 }
 
 /// Head architecture on the command line.
@@ -407,6 +420,12 @@ pub fn run_head(args: &HeadBenchArgs) -> anyhow::Result<ExitCode> {
         HeadKindArg::Mlp => crate::adapt::TrainConfig::mlp(),
     };
     config.seed = args.seed;
+    config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
+    config.weight_decay = args.weight_decay.unwrap_or(config.weight_decay);
+    config.c = args.c.or(config.c);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.early_stopping = args.early_stopping.unwrap_or(config.early_stopping);
+    config.epochs_max = args.epochs_max.unwrap_or(config.epochs_max);
     let start = Instant::now();
     let (head, report) = crate::adapt::train(&train, &holdout, &config, None)?;
     let train_ms = start.elapsed().as_secs_f64() * 1e3;

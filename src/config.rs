@@ -239,6 +239,7 @@ impl TrainSection {
             seed: self.seed,
             time_budget: std::time::Duration::from_secs(self.time_budget_secs),
             class_balanced: self.class_balanced,
+            ..crate::adapt::TrainConfig::default()
         }
     }
 }

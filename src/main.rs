@@ -7,7 +7,17 @@ fn main() -> ExitCode {
     match adaptd::cli::main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("adaptd: {e:#}");
+            // One line: the error and those of its causes that its message does not
+            // already contain (our error types embed their source in their message).
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !msg.contains(&cause) {
+                    msg.push_str(": ");
+                    msg.push_str(&cause);
+                }
+            }
+            eprintln!("adaptd: {msg}");
             if e.downcast_ref::<adaptd::cli::UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -44,21 +44,52 @@ fn cat_coffee_head(vm: &mut VisionModel) -> adaptd::adapt::Head {
     let mut holdout = Dataset::empty(1280, classes);
     for (label, name) in [(0, "chelsea.png"), (1, "coffee.png")] {
         for (i, c) in crops(&photo(name), 8).iter().enumerate() {
-            let e = vm.analyze(&[c], &AnalyzeOptions { top_k: 0, detect: None }).unwrap().remove(0).embedding.unwrap();
-            let d = if i % 4 == 3 { &mut holdout } else { &mut train_set };
+            let e = vm
+                .analyze(
+                    &[c],
+                    &AnalyzeOptions {
+                        top_k: 0,
+                        detect: None,
+                    },
+                )
+                .unwrap()
+                .remove(0)
+                .embedding
+                .unwrap();
+            let d = if i % 4 == 3 {
+                &mut holdout
+            } else {
+                &mut train_set
+            };
             d.x.extend_from_slice(&e);
             d.y.push(label);
         }
     }
-    train(&train_set, &holdout, &TrainConfig::default(), None).unwrap().0
+    train(&train_set, &holdout, &TrainConfig::default(), None)
+        .unwrap()
+        .0
 }
 
 #[test]
 fn classifier_scene_with_consensus_and_a_head_swapped_in_while_running() {
     let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
-    let opts = AnalyzeOptions { top_k: 1, detect: None };
-    let cfg = ConsensusConfig { n: 2, m: 3, min_score: 0.5 };
-    let mut p = Pipeline::new(model("mobilenetv2"), None, slot.clone(), Consensus::new(cfg), opts, vec![]);
+    let opts = AnalyzeOptions {
+        top_k: 1,
+        detect: None,
+    };
+    let cfg = ConsensusConfig {
+        n: 2,
+        m: 3,
+        min_score: 0.5,
+    };
+    let mut p = Pipeline::new(
+        model("mobilenetv2"),
+        None,
+        slot.clone(),
+        Consensus::new(cfg),
+        opts,
+        vec![],
+    );
     let cat = photo("chelsea.png");
     // Without a head, the backbone's own label, announced once consensus is reached.
     let r1 = p.process(1, 0, &cat).unwrap();
@@ -87,7 +118,10 @@ fn classifier_scene_with_consensus_and_a_head_swapped_in_while_running() {
         events.extend(r.events);
     }
     let last = events.last().expect("the scene changed");
-    assert_eq!((last.kind, last.after.as_deref()), (EventKind::Update, Some("coffee")));
+    assert_eq!(
+        (last.kind, last.after.as_deref()),
+        (EventKind::Update, Some("coffee"))
+    );
 }
 
 #[test]
@@ -105,17 +139,36 @@ fn detector_boxes_get_sub_labels_from_the_head() {
         detector,
         Some(crop_model),
         slot,
-        Consensus::new(ConsensusConfig { n: 1, m: 1, min_score: 0.3 }),
+        Consensus::new(ConsensusConfig {
+            n: 1,
+            m: 1,
+            min_score: 0.3,
+        }),
         opts,
         vec![],
     );
     let r = p.process(1, 0, &photo("coffee.png")).unwrap();
-    let cup = r.items.iter().find(|i| i.label == "cup").expect("a cup box");
-    let sub = cup.head.as_ref().expect("the cup crop went through the head");
+    let cup = r
+        .items
+        .iter()
+        .find(|i| i.label == "cup")
+        .expect("a cup box");
+    let sub = cup
+        .head
+        .as_ref()
+        .expect("the cup crop went through the head");
     assert_eq!(sub.label, "coffee", "{sub:?}");
     assert_eq!(r.embeddings.len(), r.items.len());
-    assert_eq!(r.events[0].after.as_deref(), Some("coffee"), "{:?}", r.events);
+    assert_eq!(
+        r.events[0].after.as_deref(),
+        Some("coffee"),
+        "{:?}",
+        r.events
+    );
     // The crop is the box's pixels.
     let b = cup.bbox.unwrap();
-    assert_eq!(crop(&photo("coffee.png"), b).width(), (b[2].ceil() as u32) - (b[0] as u32));
+    assert_eq!(
+        crop(&photo("coffee.png"), b).width(),
+        (b[2].ceil() as u32) - (b[0] as u32)
+    );
 }

@@ -103,6 +103,14 @@ pub struct TrainConfig {
     /// Weight the loss by `n / (k * n_c)` so rare classes count as much as
     /// common ones.
     pub class_balanced: bool,
+    /// Inverse L2 strength in scikit-learn's convention: when set, the weight decay is
+    /// `1 / (c * n)` for `n` fitted samples (on top of `weight_decay`), the objective
+    /// `LogisticRegression(C=c)` minimises, so the penalty shrinks as evidence grows.
+    pub c: Option<f32>,
+    /// Stop when the holdout loss stops improving. A regularised softmax head is convex
+    /// with a unique optimum: stopping early there only leaves it under-fitted, so by
+    /// default it trains to convergence; the MLP (non-convex, can overfit) stops early.
+    pub early_stopping: bool,
 }
 
 impl Default for TrainConfig {
@@ -117,6 +125,12 @@ impl Default for TrainConfig {
             seed: 0x5eed_ada9,
             time_budget: Duration::from_secs(30),
             class_balanced: true,
+            // scikit-learn's default strength, and training to the optimum: measured on
+            // Fashion-MNIST embeddings this matches LogisticRegression on the same training
+            // split to within half a point, where early stopping at this learning rate
+            // stopped 1.5 to 3 points short (docs/PERFORMANCE.md).
+            c: Some(1.0),
+            early_stopping: false,
         }
     }
 }
@@ -129,6 +143,9 @@ impl TrainConfig {
                 hidden: 128,
                 dropout: 0.2,
             },
+            // Non-convex and able to overfit: regularised by early stopping on the holdout.
+            c: None,
+            early_stopping: true,
             ..TrainConfig::default()
         }
     }
@@ -154,6 +171,11 @@ impl TrainConfig {
                 "weight_decay must be zero or positive, got {}",
                 self.weight_decay
             ));
+        }
+        if let Some(c) = self.c {
+            if !(c.is_finite() && c > 0.0) {
+                return bad(format!("c must be a positive number, got {c}"));
+            }
         }
         if self.patience == 0 {
             return bad("patience must be at least 1 epoch".into());
@@ -577,6 +599,11 @@ pub fn train(
     if train.is_empty() {
         return Err(TrainError::EmptyTrain);
     }
+    if train.classes.len() < 2 {
+        return Err(TrainError::TooFewClasses {
+            with_samples: train.classes.clone(),
+        });
+    }
     train.validate("train")?;
     if holdout.dim != train.dim {
         return Err(TrainError::DimensionMismatch {
@@ -662,7 +689,10 @@ pub fn train(
 
     let mut model = Model::init(cfg.head, dim, k, cfg.seed);
     let mut grads = model.p.zeros_like();
-    let mut adam = Adam::new(&model.p, cfg.learning_rate, cfg.weight_decay);
+    let auto_decay = cfg
+        .c
+        .map_or(0.0, |c| 1.0 / (c * fit_idx.len().max(1) as f32));
+    let mut adam = Adam::new(&model.p, cfg.learning_rate, cfg.weight_decay + auto_decay);
     let batch = cfg.batch_size.min(fit_idx.len()).max(1);
     let mut work = Work::new(batch.max(EVAL_BLOCK), dim, model.out1, k);
     let mut shuffle_rng = SplitMix64::new(cfg.seed ^ STREAM_SHUFFLE);
@@ -739,7 +769,7 @@ pub fn train(
                 since_best = 0;
             } else {
                 since_best += 1;
-                if since_best >= cfg.patience {
+                if cfg.early_stopping && since_best >= cfg.patience {
                     stop = StopReason::EarlyStop;
                     break;
                 }
@@ -756,8 +786,8 @@ pub fn train(
 
     let best_epoch = best.as_ref().map(|(_, _, e)| *e);
     let params = match best {
-        Some((_, p, _)) => p,
-        None => model.p,
+        Some((_, p, _)) if cfg.early_stopping => p,
+        _ => model.p,
     };
     let (w1, b1, w2, b2) = (params.w1, params.b1, params.w2, params.b2);
     let mut head = Head::from_params(HeadParams {

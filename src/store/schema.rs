@@ -99,6 +99,48 @@ CREATE TRIGGER samples_bytes_update AFTER UPDATE OF embedding, thumbnail_jpeg ON
 END;
 ";
 
+/// A kill in the instant a NEW store switches from rollback-journal to WAL mode leaves an empty
+/// (0 bytes or one page) database and a `-journal` whose recorded original size is 0 pages
+/// (or whose header was never written). Rolling such a journal back restores "nothing", so
+/// deleting it loses no data, and refusing it would keep a freshly installed daemon in a
+/// restart loop until someone deleted the file by hand.
+fn discard_creation_journal(path: &Path) -> Result<(), StoreError> {
+    const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+    let journal = sidecar(path, "-journal");
+    let (Ok(db), Ok(j)) = (
+        std::fs::read(path).map(|b| b.len()),
+        std::fs::read(&journal),
+    ) else {
+        return Ok(());
+    };
+    // Every adaptd store has several tables, so more than one page; one page at most is a
+    // database that never held anything.
+    let one_page_at_most =
+        db == 0 || (db <= 65536 && std::fs::read(path).is_ok_and(|b| page_size_of(&b) == Some(db)));
+    let nothing_to_restore = j.len() < 20 || j[..8] != JOURNAL_MAGIC || j[16..20] == [0, 0, 0, 0];
+    if one_page_at_most && nothing_to_restore {
+        std::fs::remove_file(&journal).map_err(|e| {
+            io_err(
+                &journal,
+                "remove the journal of an interrupted store creation",
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The page size recorded in a database header.
+fn page_size_of(header: &[u8]) -> Option<usize> {
+    if header.len() < 100 || &header[..16] != SQLITE_MAGIC {
+        return None;
+    }
+    match u16::from_be_bytes([header[16], header[17]]) {
+        1 => Some(65536),
+        n => Some(usize::from(n)),
+    }
+}
+
 /// Tables a store of version >= 1 must have; checked read-only before anything is written.
 const V1_TABLES: [&str; 3] = ["labels", "samples", "store_totals"];
 
@@ -110,6 +152,7 @@ pub(crate) fn open_store(
     busy_timeout: Duration,
     migrations: &[Migration],
 ) -> Result<Connection, StoreError> {
+    discard_creation_journal(path)?;
     // Existing non-empty files are validated without writing; a missing file is created; a
     // zero-byte file holds nothing to lose (SQLite itself treats it as an empty database, and
     // it is what a crash right after creating a new store leaves behind).

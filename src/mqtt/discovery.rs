@@ -1,0 +1,254 @@
+//! Home Assistant MQTT discovery, device-based: one retained message on
+//! `<discovery_prefix>/device/<device_id>/config` declares the device and all its entities
+//! (`cmps`), instead of one message per entity. Home Assistant reads it on start (it is
+//! retained) and again when adaptd republishes it after `<discovery_prefix>/status` says
+//! `online` (Home Assistant restarted with a broker that lost retained messages).
+//!
+//! Key names follow Home Assistant's MQTT discovery schema: the shared `dev` (device), `o`
+//! (origin), `avty` (availability) and `qos` sit at the root; each component under `cmps` has
+//! `p` (platform) and `unique_id`, and inherits the shared options.
+//!
+//! # Availability
+//! `available` carries three payloads: `online`, `stopped` (clean exit) and `offline` (the
+//! broker-sent last will). Home Assistant compares the payload with `payload_available` and
+//! `payload_not_available` and *ignores* anything else, which would leave the entities
+//! "available" after a clean stop. The availability `value_template` therefore maps every
+//! payload other than `online` to `offline`.
+//!
+//! # What the entities read
+//! The templates below define a contract with the JSON that the daemon publishes:
+//! - `state` (retained): `label` (current label after consensus, string), `head_version`
+//!   (number), `samples_total` (number), `samples` (object: label -> count);
+//! - `stats`: `fps` (number);
+//! - `snapshot` (retained): raw JPEG bytes.
+//!
+//! Missing fields render as a default rather than a template error, so a `state` published
+//! before the first head exists is fine.
+
+use serde_json::{json, Value};
+
+use crate::mqtt::topics::Topics;
+
+/// The discovery message: where to publish (retained) and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    /// `<discovery_prefix>/device/<device_id>/config`.
+    pub topic: String,
+    /// The JSON document.
+    pub payload: Value,
+}
+
+impl Discovery {
+    /// The payload as bytes to publish.
+    pub fn to_json(&self) -> Vec<u8> {
+        self.payload.to_string().into_bytes()
+    }
+}
+
+/// Maps `online` to `online` and everything else (`stopped`, `offline`) to `offline`.
+pub const AVAILABILITY_TEMPLATE: &str = "{{ 'online' if value == 'online' else 'offline' }}";
+
+/// The device-based discovery message for `topics`' device. `sw_version` is adaptd's version
+/// (`env!("CARGO_PKG_VERSION")` of the binary); `qos` the configured QoS, used by Home
+/// Assistant for its subscriptions and button presses.
+pub fn device_discovery(topics: &Topics, sw_version: &str, qos: u8) -> Discovery {
+    let id = topics.device_id();
+    let uid = |key: &str| format!("adaptd_{id}_{key}");
+    let payload = json!({
+        "dev": {
+            "ids": [format!("adaptd_{id}")],
+            "name": format!("adaptd {id}"),
+            "mf": "adaptd",
+            "mdl": "adaptd edge inference",
+            "sw": sw_version,
+        },
+        "o": {
+            "name": "adaptd",
+            "sw": sw_version,
+        },
+        "avty": [{
+            "topic": topics.available(),
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "value_template": AVAILABILITY_TEMPLATE,
+        }],
+        "qos": qos,
+        "cmps": {
+            "label": {
+                "p": "sensor",
+                "name": "Label",
+                "unique_id": uid("label"),
+                "state_topic": topics.state(),
+                "value_template": "{{ value_json.label | default('unknown') }}",
+                "icon": "mdi:tag",
+            },
+            "samples": {
+                "p": "sensor",
+                "name": "Samples",
+                "unique_id": uid("samples"),
+                "state_topic": topics.state(),
+                "value_template": "{{ value_json.samples_total | default(0) }}",
+                "unit_of_measurement": "samples",
+                "state_class": "measurement",
+                "json_attributes_topic": topics.state(),
+                "json_attributes_template": "{{ value_json.samples | default({}) | tojson }}",
+                "icon": "mdi:database",
+            },
+            "head_version": {
+                "p": "sensor",
+                "name": "Head version",
+                "unique_id": uid("head_version"),
+                "state_topic": topics.state(),
+                "value_template": "{{ value_json.head_version | default('none') }}",
+                "entity_category": "diagnostic",
+                "icon": "mdi:source-branch",
+            },
+            "fps": {
+                "p": "sensor",
+                "name": "Frame rate",
+                "unique_id": uid("fps"),
+                "state_topic": topics.stats(),
+                "value_template": "{{ value_json.fps | default(0) }}",
+                "unit_of_measurement": "fps",
+                "state_class": "measurement",
+                "suggested_display_precision": 1,
+                "entity_category": "diagnostic",
+                "icon": "mdi:speedometer",
+            },
+            "snapshot": {
+                "p": "image",
+                "name": "Snapshot",
+                "unique_id": uid("snapshot"),
+                "image_topic": topics.snapshot(),
+                "content_type": "image/jpeg",
+            },
+            "train": {
+                "p": "button",
+                "name": "Train",
+                "unique_id": uid("train"),
+                "command_topic": topics.cmd("train"),
+                "payload_press": "{}",
+                "icon": "mdi:school",
+            },
+            "rollback": {
+                "p": "button",
+                "name": "Roll back head",
+                "unique_id": uid("rollback"),
+                "command_topic": topics.cmd("rollback"),
+                "payload_press": "{\"version\":\"previous\"}",
+                "entity_category": "config",
+                "icon": "mdi:undo",
+            },
+        },
+    });
+    Discovery {
+        topic: topics.discovery_config(),
+        payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::commands::{Command, Request, RollbackTarget};
+
+    fn msg() -> Discovery {
+        let topics = Topics::new("adaptd", "cam1");
+        device_discovery(&topics, "1.2.3", 1)
+    }
+
+    #[test]
+    fn topic_and_shared_keys() {
+        let d = msg();
+        assert_eq!(d.topic, "homeassistant/device/cam1/config");
+        let p = &d.payload;
+        assert_eq!(p["dev"]["ids"], json!(["adaptd_cam1"]));
+        assert_eq!(p["dev"]["mf"], "adaptd");
+        assert_eq!(p["dev"]["sw"], "1.2.3");
+        assert!(p["dev"]["name"].is_string());
+        assert_eq!(p["o"], json!({"name": "adaptd", "sw": "1.2.3"}));
+        assert_eq!(p["qos"], 1);
+        let avty = &p["avty"][0];
+        assert_eq!(avty["topic"], "adaptd/cam1/available");
+        assert_eq!(avty["payload_available"], "online");
+        assert_eq!(avty["payload_not_available"], "offline");
+        assert_eq!(avty["value_template"], AVAILABILITY_TEMPLATE);
+        // The JSON is a valid document once serialised.
+        let back: Value = serde_json::from_slice(&d.to_json()).expect("json");
+        assert_eq!(&back, p);
+    }
+
+    #[test]
+    fn every_component_has_platform_unique_id_and_name() {
+        let d = msg();
+        let cmps = d.payload["cmps"].as_object().expect("cmps object");
+        assert_eq!(cmps.len(), 7);
+        let mut ids = std::collections::HashSet::new();
+        for (key, c) in cmps {
+            let p = c["p"].as_str().expect("p");
+            assert!(["sensor", "image", "button"].contains(&p), "{key}: {p}");
+            let uid = c["unique_id"].as_str().expect("unique_id");
+            assert!(uid.starts_with("adaptd_cam1_"), "{uid}");
+            assert!(ids.insert(uid.to_owned()), "duplicate {uid}");
+            assert!(c["name"].is_string(), "{key}");
+            // Component ids are part of Home Assistant's discovery id: [a-zA-Z0-9_-] only.
+            assert!(key
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'));
+        }
+    }
+
+    #[test]
+    fn entities_point_at_our_topics() {
+        let d = msg();
+        let c = &d.payload["cmps"];
+        assert_eq!(c["label"]["state_topic"], "adaptd/cam1/state");
+        assert!(c["label"]["value_template"]
+            .as_str()
+            .is_some_and(|t| t.contains("value_json.label")));
+        assert!(c["samples"]["value_template"]
+            .as_str()
+            .is_some_and(|t| t.contains("samples_total")));
+        assert_eq!(c["samples"]["json_attributes_topic"], "adaptd/cam1/state");
+        assert!(c["head_version"]["value_template"]
+            .as_str()
+            .is_some_and(|t| t.contains("head_version")));
+        assert_eq!(c["fps"]["state_topic"], "adaptd/cam1/stats");
+        assert_eq!(c["snapshot"]["p"], "image");
+        assert_eq!(c["snapshot"]["image_topic"], "adaptd/cam1/snapshot");
+        assert_eq!(c["snapshot"]["content_type"], "image/jpeg");
+        assert_eq!(c["train"]["command_topic"], "adaptd/cam1/cmd/train");
+        assert_eq!(c["rollback"]["command_topic"], "adaptd/cam1/cmd/rollback");
+    }
+
+    #[test]
+    fn button_payloads_are_commands_we_accept() {
+        let d = msg();
+        let c = &d.payload["cmps"];
+        let train = c["train"]["payload_press"].as_str().expect("str");
+        assert_eq!(
+            Request::parse("train", train.as_bytes())
+                .expect("train parses")
+                .command,
+            Command::Train { force: false }
+        );
+        let rollback = c["rollback"]["payload_press"].as_str().expect("str");
+        assert_eq!(
+            Request::parse("rollback", rollback.as_bytes())
+                .expect("rollback parses")
+                .command,
+            Command::Rollback {
+                target: RollbackTarget::Previous
+            }
+        );
+    }
+
+    #[test]
+    fn custom_discovery_prefix() {
+        let topics = Topics::new("home/adaptd", "pi").with_discovery_prefix("hass");
+        let d = device_discovery(&topics, "0.1.0", 0);
+        assert_eq!(d.topic, "hass/device/pi/config");
+        assert_eq!(d.payload["avty"][0]["topic"], "home/adaptd/pi/available");
+        assert_eq!(d.payload["qos"], 0);
+    }
+}

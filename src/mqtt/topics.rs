@@ -1,0 +1,227 @@
+//! Topic names. Every topic adaptd uses is built here, so the vocabulary of `DESIGN.md`'s MQTT
+//! table lives in one place and incoming topics are classified by the same strings that built
+//! the subscriptions.
+
+use crate::mqtt::config::MqttConfig;
+
+/// All topics of one device: `<prefix>/<device_id>/...` plus Home Assistant's
+/// `<discovery_prefix>/...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    base: String,
+    device_id: String,
+    discovery_prefix: String,
+}
+
+/// What an incoming topic is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// `<base>/cmd/<verb>`; the verb is not checked here (the command parser names unknown
+    /// verbs in its reply).
+    Command(String),
+    /// `<base>/samples/<label>`; the label is not checked here (see
+    /// [`crate::mqtt::commands::Label::parse`]).
+    Sample(String),
+    /// `<discovery_prefix>/status`: Home Assistant's birth (`online`) and will (`offline`).
+    HomeAssistantStatus,
+    /// Anything else (for instance a deeper topic like `<base>/cmd/a/b`).
+    Unknown,
+}
+
+impl Topics {
+    /// Topics for `prefix` and `device_id`, with Home Assistant's default discovery prefix
+    /// `homeassistant`. Both arguments are expected to be valid (see
+    /// [`MqttConfig::validate`]).
+    pub fn new(prefix: &str, device_id: &str) -> Topics {
+        Topics {
+            base: format!("{prefix}/{device_id}"),
+            device_id: device_id.to_owned(),
+            discovery_prefix: "homeassistant".to_owned(),
+        }
+    }
+
+    /// The same topics with another Home Assistant discovery prefix.
+    pub fn with_discovery_prefix(mut self, discovery_prefix: &str) -> Topics {
+        self.discovery_prefix = discovery_prefix.to_owned();
+        self
+    }
+
+    /// The topics a config describes.
+    pub fn from_config(config: &MqttConfig) -> Topics {
+        Topics::new(&config.prefix, &config.device_id())
+            .with_discovery_prefix(&config.discovery_prefix)
+    }
+
+    /// `<prefix>/<device_id>`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The device id (second level of the base topic, Home Assistant's device id).
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    fn under(&self, leaf: &str) -> String {
+        format!("{}/{leaf}", self.base)
+    }
+
+    /// `online` / `stopped` / `offline` (the last will), retained.
+    pub fn available(&self) -> String {
+        self.under("available")
+    }
+    /// Retained JSON state: versions, paused, source, sample counts.
+    pub fn state(&self) -> String {
+        self.under("state")
+    }
+    /// Per-frame detections (not retained).
+    pub fn detections(&self) -> String {
+        self.under("detections")
+    }
+    /// Label state changes after consensus (not retained).
+    pub fn events(&self) -> String {
+        self.under("events")
+    }
+    /// Retained JPEG of the latest frame.
+    pub fn snapshot(&self) -> String {
+        self.under("snapshot")
+    }
+    /// Periodic statistics (not retained).
+    pub fn stats(&self) -> String {
+        self.under("stats")
+    }
+    /// Training started / finished reports (not retained).
+    pub fn training(&self) -> String {
+        self.under("training")
+    }
+    /// Replies to commands (not retained).
+    pub fn reply(&self) -> String {
+        self.under("reply")
+    }
+    /// `<base>/cmd/<verb>`, for tests and for Home Assistant buttons.
+    pub fn cmd(&self, verb: &str) -> String {
+        format!("{}/cmd/{verb}", self.base)
+    }
+    /// `<base>/samples/<label>`.
+    pub fn sample(&self, label: &str) -> String {
+        format!("{}/samples/{label}", self.base)
+    }
+    /// Subscription filter for commands: `<base>/cmd/+`.
+    pub fn cmd_filter(&self) -> String {
+        self.under("cmd/+")
+    }
+    /// Subscription filter for labeled samples: `<base>/samples/+`.
+    pub fn samples_filter(&self) -> String {
+        self.under("samples/+")
+    }
+    /// Home Assistant's status topic, `<discovery_prefix>/status`.
+    pub fn ha_status(&self) -> String {
+        format!("{}/status", self.discovery_prefix)
+    }
+    /// The device-based discovery topic, `<discovery_prefix>/device/<device_id>/config`.
+    pub fn discovery_config(&self) -> String {
+        format!("{}/device/{}/config", self.discovery_prefix, self.device_id)
+    }
+
+    /// Classifies an incoming topic.
+    pub fn parse(&self, topic: &str) -> Incoming {
+        if topic == self.ha_status() {
+            return Incoming::HomeAssistantStatus;
+        }
+        let Some(rest) = topic
+            .strip_prefix(self.base.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return Incoming::Unknown;
+        };
+        let single_level = |s: &str| !s.is_empty() && !s.contains('/');
+        if let Some(verb) = rest.strip_prefix("cmd/").filter(|v| single_level(v)) {
+            Incoming::Command(verb.to_owned())
+        } else if let Some(label) = rest.strip_prefix("samples/").filter(|l| single_level(l)) {
+            Incoming::Sample(label.to_owned())
+        } else {
+            Incoming::Unknown
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let t = Topics::new("adaptd", "cam1");
+        assert_eq!(t.base(), "adaptd/cam1");
+        assert_eq!(t.available(), "adaptd/cam1/available");
+        assert_eq!(t.state(), "adaptd/cam1/state");
+        assert_eq!(t.detections(), "adaptd/cam1/detections");
+        assert_eq!(t.events(), "adaptd/cam1/events");
+        assert_eq!(t.snapshot(), "adaptd/cam1/snapshot");
+        assert_eq!(t.stats(), "adaptd/cam1/stats");
+        assert_eq!(t.training(), "adaptd/cam1/training");
+        assert_eq!(t.reply(), "adaptd/cam1/reply");
+        assert_eq!(t.cmd_filter(), "adaptd/cam1/cmd/+");
+        assert_eq!(t.samples_filter(), "adaptd/cam1/samples/+");
+        assert_eq!(t.cmd("train"), "adaptd/cam1/cmd/train");
+        assert_eq!(t.ha_status(), "homeassistant/status");
+        assert_eq!(t.discovery_config(), "homeassistant/device/cam1/config");
+        let t = t.with_discovery_prefix("ha");
+        assert_eq!(t.ha_status(), "ha/status");
+        assert_eq!(t.discovery_config(), "ha/device/cam1/config");
+    }
+
+    #[test]
+    fn multi_level_prefix() {
+        let t = Topics::new("home/adaptd", "cam1");
+        assert_eq!(t.cmd_filter(), "home/adaptd/cam1/cmd/+");
+        assert_eq!(
+            t.parse("home/adaptd/cam1/cmd/pause"),
+            Incoming::Command("pause".into())
+        );
+    }
+
+    #[test]
+    fn parse_incoming() {
+        let t = Topics::new("adaptd", "cam1");
+        assert_eq!(
+            t.parse("adaptd/cam1/cmd/train"),
+            Incoming::Command("train".into())
+        );
+        assert_eq!(
+            t.parse("adaptd/cam1/samples/cat"),
+            Incoming::Sample("cat".into())
+        );
+        assert_eq!(
+            t.parse("homeassistant/status"),
+            Incoming::HomeAssistantStatus
+        );
+        for unknown in [
+            "adaptd/cam1/cmd/",
+            "adaptd/cam1/cmd",
+            "adaptd/cam1/cmd/a/b",
+            "adaptd/cam1/samples/",
+            "adaptd/cam10/cmd/train",
+            "adaptd/cam2/cmd/train",
+            "adaptd/cam1/state",
+            "adaptd/cam1cmd/train",
+            "other",
+            "",
+        ] {
+            assert_eq!(t.parse(unknown), Incoming::Unknown, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn from_config() {
+        let c = MqttConfig {
+            prefix: "p".into(),
+            device_id: Some("d".into()),
+            discovery_prefix: "hass".into(),
+            ..MqttConfig::default()
+        };
+        let t = Topics::from_config(&c);
+        assert_eq!(t.available(), "p/d/available");
+        assert_eq!(t.ha_status(), "hass/status");
+    }
+}
