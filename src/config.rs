@@ -35,6 +35,10 @@ pub struct Config {
     pub detect: DetectConfig,
     pub samples: SamplesConfig,
     pub train: TrainSection,
+    /// Where frames come from (the daemon).
+    pub source: crate::source::SourceConfig,
+    pub mqtt: crate::mqtt::MqttConfig,
+    pub consensus: crate::consensus::ConsensusConfig,
 }
 
 /// `[model]`: which backbone to run and how.
@@ -252,6 +256,9 @@ const SECTIONS: &[&str] = &[
     "detect",
     "samples",
     "train",
+    "source",
+    "mqtt",
+    "consensus",
 ];
 
 impl Config {
@@ -282,6 +289,16 @@ impl Config {
                 "detect" => check_section::<DetectConfig>(key, value, &mut problems),
                 "samples" => check_section::<SamplesConfig>(key, value, &mut problems),
                 "train" => check_section::<TrainSection>(key, value, &mut problems),
+                "mqtt" => check_section::<crate::mqtt::MqttConfig>(key, value, &mut problems),
+                "consensus" => {
+                    check_section::<crate::consensus::ConsensusConfig>(key, value, &mut problems)
+                }
+                // Tagged by `kind`: its keys only make sense together.
+                "source" => {
+                    if let Err(e) = value.clone().try_into::<crate::source::SourceConfig>() {
+                        problems.push(format!("[source]: {}", e.message().trim_end()));
+                    }
+                }
                 other => problems.push(format!(
                     "unknown key `{other}`; allowed top-level keys: {}",
                     SECTIONS.join(", ")
@@ -370,6 +387,9 @@ impl Config {
         if let Err(e) = t.train_config(None).validate() {
             p.push(format!("[train]: {e}"));
         }
+        p.extend(self.source.validate());
+        p.extend(self.mqtt.validate());
+        p.extend(self.consensus.validate());
         p
     }
 }

@@ -24,6 +24,12 @@
 //!   `new`/`update`/`end` events that result.
 //! - [`daemon`]: the long-running service: the per-frame pipeline (backbone, head, sub-labels,
 //!   consensus) and its statistics.
+//! - [`source`]: where frames come from: V4L2 cameras (reopened with backoff when
+//!   unplugged), directory replay, MJPEG streams on a pipe; the latest-frame slot that lets a
+//!   slow model skip stale frames.
+//! - [`mqtt`]: the MQTT control plane: configuration, topics, command parsing and replies,
+//!   the connection with last will, reconnect backoff and clean shutdown, Home Assistant
+//!   discovery.
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
 //! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
 //! - [`bench`]: the per-stage benchmark and its comparison with onnxruntime.
@@ -37,6 +43,8 @@ pub mod consensus;
 pub mod daemon;
 pub mod durable;
 pub mod model;
+pub mod mqtt;
 pub mod npy;
+pub mod source;
 pub mod store;
 pub mod vision;

@@ -1587,6 +1587,8 @@ mod tests {
             patience: 3,
             learning_rate: 1e-2,
             weight_decay: 0.0,
+            c: None,
+            early_stopping: true,
             ..quick_cfg()
         };
         let (_, r) = train(&tr, &ho, &cfg, None).unwrap();
