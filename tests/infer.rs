@@ -236,3 +236,20 @@ fn embed_to_stdout_is_a_valid_npy() {
     assert_eq!(&o.stdout[..6], b"\x93NUMPY");
     assert_eq!(o.stdout.len() % 16, 0, "1280 f32 after a 64-aligned header");
 }
+
+#[test]
+fn inspect_lists_the_embedding_tensor_by_its_onnx_name() {
+    for (model, tensor) in [
+        ("mobilenetv2", "/Flatten_output_0"),
+        ("efficientnet-lite0", "/Reshape_output_0"),
+    ] {
+        let o = run(&["inspect", "--model", model]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let line = stdout(&o)
+            .lines()
+            .find(|l| l.starts_with(tensor))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{model}: no {tensor} in\n{}", stdout(&o)));
+        assert!(line.contains("1,1280"), "{line}");
+    }
+}

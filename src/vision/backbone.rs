@@ -283,8 +283,7 @@ fn load_plan(
     };
     // Quantized QDQ exports carry value_info with a symbolic batch that contradicts the
     // pinned input ("Impossible to unify Sym(batch) with Val(1)"): tract must ignore it.
-    let onnx = tract_onnx::onnx().with_ignore_value_info(m.quantized.is_some());
-    let mut graph = onnx.model_for_path(path).map_err(load_err)?;
+    let mut graph = read_graph(model)?;
 
     let input_names: Vec<String> = graph
         .input_outlets()
@@ -326,33 +325,50 @@ fn load_plan(
     typed.into_runnable().map_err(optimise_err)
 }
 
-/// Names of the graph's tensors, for `adaptd inspect`: (node name, op, output shapes).
+/// The graph's tensors, for `adaptd inspect`: (ONNX tensor name, producing operator, shape),
+/// in evaluation order. The names are the ones a manifest's `[embedding].tensor` and
+/// `[[outputs]].name` refer to.
 pub fn inspect(model: &ResolvedModel) -> Result<Vec<(String, String, String)>, BackboneError> {
-    let m = &model.manifest;
     let path = &model.model_path;
     let load_err = |e: TractError| BackboneError::Load {
         path: path.clone(),
         detail: format!("{e:#}"),
     };
-    let onnx = tract_onnx::onnx().with_ignore_value_info(m.quantized.is_some());
-    let mut graph = onnx.model_for_path(path).map_err(load_err)?;
+    let mut graph = read_graph(model)?;
     graph
-        .set_input_fact(0, f32::fact(&m.input.shape).into())
+        .set_input_fact(0, f32::fact(&model.manifest.input.shape).into())
         .map_err(load_err)?;
-    let typed = graph.into_typed().map_err(load_err)?;
-    Ok(typed
-        .nodes()
-        .iter()
-        .map(|n| {
-            let facts = n
-                .outputs
-                .iter()
-                .map(|o| format!("{:?}", o.fact.shape))
+    // Shape propagation fills in what it can; unknown dimensions print as such.
+    let _ = graph.analyse(false);
+    let order = graph.eval_order().map_err(load_err)?;
+    Ok(order
+        .into_iter()
+        .flat_map(|id| {
+            let node = graph.node(id);
+            (0..node.outputs.len())
+                .map(|ix| {
+                    let outlet = OutletId::new(id, ix);
+                    let name = graph
+                        .outlet_label(outlet)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| node.name.clone());
+                    let shape = format!("{:?}", node.outputs[ix].fact.shape);
+                    (name, node.op().name().to_string(), shape)
+                })
                 .collect::<Vec<_>>()
-                .join(", ");
-            (n.name.clone(), n.op().name().to_string(), facts)
         })
         .collect())
+}
+
+/// Reads the ONNX file into tract's inference graph (QDQ models need their value_info
+/// ignored once the input is pinned).
+fn read_graph(model: &ResolvedModel) -> Result<InferenceModel, BackboneError> {
+    let onnx = tract_onnx::onnx().with_ignore_value_info(model.manifest.quantized.is_some());
+    onnx.model_for_path(&model.model_path)
+        .map_err(|e| BackboneError::Load {
+            path: model.model_path.clone(),
+            detail: format!("{e:#}"),
+        })
 }
 
 /// True for tasks whose outputs include class logits.
