@@ -51,6 +51,10 @@ pub struct ModelConfig {
     pub dir: Option<PathBuf>,
     /// Images per backbone run (the input shape is pinned to it).
     pub batch: usize,
+    /// For a detector: the classification backbone that embeds each box for the trainable
+    /// head (sub-labels such as person -> `alice`). Ignored for classifiers, whose own
+    /// embedding feeds the head.
+    pub sublabel_model: String,
 }
 
 impl Default for ModelConfig {
@@ -59,6 +63,7 @@ impl Default for ModelConfig {
             name: "mobilenetv2".into(),
             dir: None,
             batch: 1,
+            sublabel_model: "mobilenetv2".into(),
         }
     }
 }
@@ -198,6 +203,12 @@ pub struct TrainSection {
     pub seed: u64,
     /// Weight the loss so rare labels count as much as common ones.
     pub class_balanced: bool,
+    /// The daemon retrains every this many seconds when samples were added since the last
+    /// run (0 = never on a timer).
+    pub interval_secs: u64,
+    /// The daemon retrains as soon as this many samples were added since the last run
+    /// (0 = never on a count).
+    pub min_new_samples: u64,
 }
 
 impl Default for TrainSection {
@@ -219,6 +230,8 @@ impl Default for TrainSection {
             time_budget_secs: d.time_budget.as_secs(),
             seed: d.seed,
             class_balanced: d.class_balanced,
+            interval_secs: 0,
+            min_new_samples: 0,
         }
     }
 }
@@ -325,6 +338,9 @@ impl Config {
         if self.model.name.trim().is_empty() {
             p.push("[model].name is empty; give a built-in model name (e.g. mobilenetv2) or a manifest path".into());
         }
+        if self.model.sublabel_model.trim().is_empty() {
+            p.push("[model].sublabel_model is empty; give a classification model name (e.g. mobilenetv2) or a manifest path".into());
+        }
         if !(1..=64).contains(&self.model.batch) {
             p.push(format!(
                 "[model].batch = {} is out of range; allowed: 1 to 64",
@@ -382,6 +398,12 @@ impl Config {
             p.push(format!(
                 "[train].head = {:?}; allowed: \"softmax\", \"mlp\"",
                 t.head
+            ));
+        }
+        if t.interval_secs != 0 && t.interval_secs < 10 {
+            p.push(format!(
+                "[train].interval_secs = {} is too short; allowed: 0 (off) or at least 10",
+                t.interval_secs
             ));
         }
         if let Err(e) = t.train_config(None).validate() {
@@ -480,6 +502,22 @@ mod tests {
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(
             err.to_string().contains("[detect].score_threshold = 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn daemon_keys_have_defaults_and_are_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(c.model.sublabel_model, "mobilenetv2");
+        assert_eq!((c.train.interval_secs, c.train.min_new_samples), (0, 0));
+        let c = parse("[train]\ninterval_secs = 3600\nmin_new_samples = 20\n").unwrap();
+        assert_eq!((c.train.interval_secs, c.train.min_new_samples), (3600, 20));
+        let err =
+            parse("[model]\nsublabel_model = \" \"\n[train]\ninterval_secs = 5\n").unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(
+            err.to_string().contains("[train].interval_secs = 5"),
             "{err}"
         );
     }

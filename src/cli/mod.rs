@@ -131,6 +131,9 @@ enum Command {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
     },
+    /// Run the daemon: the configured source through the model, MQTT control (see
+    /// docs/configuration.md). `--config FILE` may come before or after `run`.
+    Run,
     /// Trained head versions: list, show, rollback.
     Heads {
         #[command(flatten)]
@@ -155,6 +158,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     };
     init_logging(cli.verbose);
     let ctx = Context::new(cli.config.as_deref(), cli.model_dir.clone())?;
+    let config_path = cli.config.clone();
     match cli.command {
         Command::Infer {
             model,
@@ -189,6 +193,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             images,
         } => adapt_cmds::classify(&ctx, &target, &images, format),
         Command::Heads { target, cmd } => adapt_cmds::heads(&ctx, &target, &cmd),
+        Command::Run => crate::daemon::run::run(&ctx, config_path.as_deref()),
     }
 }
 

@@ -3,6 +3,12 @@
 //! - [`pipeline`]: per-frame work on the inference thread: backbone, head, sub-labels of
 //!   detections, consensus; the head in service behind an atomic swap.
 //! - [`stats`]: frame rate, skipped frames, latency percentiles, temperature.
+//! - [`run`]: `adaptd run`: loading, threads, the main loop, signals, shutdown.
+//! - [`infer`]: the inference thread (frames, and jobs that need a backbone).
+//! - [`control`]: the command and sample dispatcher behind `reply`.
 
+pub mod control;
+pub mod infer;
 pub mod pipeline;
+pub mod run;
 pub mod stats;

@@ -114,6 +114,12 @@ impl Pipeline {
         self.crops.as_ref().unwrap_or(&self.main)
     }
 
+    /// The embedding model, mutably: the daemon embeds images received on `samples/<label>`
+    /// with it on the inference thread, so no second copy of the backbone is loaded.
+    pub fn embedding_model_mut(&mut self) -> &mut VisionModel {
+        self.crops.as_mut().unwrap_or(&mut self.main)
+    }
+
     /// Runs everything on one frame.
     pub fn process(
         &mut self,

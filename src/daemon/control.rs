@@ -1,0 +1,422 @@
+//! The command dispatcher of `adaptd run`: `cmd/<verb>` and `samples/<label>` messages in,
+//! one `reply` out for each.
+//!
+//! Every message gets an answer, and nothing a sender can put in a payload stops the daemon:
+//! parse errors, bad labels, undecodable images and store failures all become `ok: false`
+//! replies. SQLite and image work run in `spawn_blocking`; embedding runs on the inference
+//! thread, which owns the backbones.
+//!
+//! `set` applies `score_threshold` (detectors), `consensus` (N frames out of N) and
+//! `auto_train` live; `fps` and `unknown_threshold` are not applied (the source's rate and the
+//! head's threshold are fixed at start) and the reply lists them under `not_applied`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::infer::Job;
+use super::pipeline::crop;
+use super::run::{lock, Notice, Shared};
+use crate::mqtt::commands::{RollbackTarget, Settings};
+use crate::mqtt::{Command, Incoming, Label, Reply, Request};
+use crate::store::SampleSource;
+use crate::vision::image_io::{decode_bytes, thumbnail_jpeg};
+
+/// How long a sample waits for the inference thread to embed it.
+const EMBED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Handles one incoming message.
+pub async fn handle(shared: &Arc<Shared>, topic: &str, incoming: Incoming, payload: Vec<u8>) {
+    let reply = match incoming {
+        Incoming::Command(verb) => match Request::parse(&verb, &payload) {
+            Err(rejected) => rejected.reply(),
+            Ok(req) => {
+                let verb = req.command.verb();
+                match execute(shared, req.command).await {
+                    Ok(result) => Reply::ok(req.id, verb, result),
+                    Err(message) => Reply::error(req.id, Some(verb), message),
+                }
+            }
+        },
+        Incoming::Sample(label) => match add_image_sample(shared, topic, &label, payload).await {
+            Ok(result) => Reply::ok(None, "sample", result),
+            Err(message) => Reply::error(None, Some("sample"), message),
+        },
+        Incoming::HomeAssistantStatus | Incoming::Unknown => return,
+    };
+    send_reply(shared, &reply).await;
+}
+
+/// Publishes a reply; false when it could not be sent.
+pub async fn send_reply(shared: &Shared, reply: &Reply) -> bool {
+    let topic = shared.publisher.topics().reply();
+    match shared
+        .publisher
+        .publish(&topic, reply.to_json(), false)
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("reply not published: {e}");
+            false
+        }
+    }
+}
+
+async fn execute(shared: &Arc<Shared>, command: Command) -> Result<Value, String> {
+    match command {
+        Command::Label { label, detection } => label_latest(shared, label, detection).await,
+        Command::Train { force } => {
+            start_training(shared, force, "command")?;
+            Ok(json!({"status": "started"}))
+        }
+        Command::Rollback { target } => {
+            let s = shared.clone();
+            let result = blocking(move || rollback(&s, target)).await?;
+            shared.notify(Notice::StateChanged);
+            Ok(result)
+        }
+        Command::Pause | Command::Resume => {
+            let paused = matches!(command, Command::Pause);
+            shared.paused.store(paused, Ordering::SeqCst);
+            shared.notify(Notice::StateChanged);
+            Ok(json!({ "paused": paused }))
+        }
+        Command::Snapshot => match publish_snapshot(shared).await {
+            Some(bytes) => Ok(json!({ "bytes": bytes })),
+            None => Err("no frame has been processed yet (or the link is down)".into()),
+        },
+        Command::Set(settings) => apply_settings(shared, settings),
+        Command::Forget { label } => {
+            let s = shared.clone();
+            let removed = blocking(move || {
+                let mut ws = lock(&s.workspace);
+                let n = ws
+                    .store
+                    .remove_label(label.as_str())
+                    .map_err(|e| e.to_string())?;
+                s.refresh_counts(&ws);
+                Ok(n)
+            })
+            .await?;
+            shared.notify(Notice::StateChanged);
+            Ok(json!({ "removed": removed }))
+        }
+        Command::Status => {
+            shared.publish_state().await;
+            Ok(shared.state())
+        }
+    }
+}
+
+/// Runs store or image work off the tokio workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("internal error: {e}"))?
+}
+
+/// `label`: the latest frame (or one of its detections) becomes a sample, reusing the
+/// embedding the pipeline already computed.
+async fn label_latest(
+    shared: &Arc<Shared>,
+    label: Label,
+    detection: Option<u32>,
+) -> Result<Value, String> {
+    let (image, embedding, bbox, class) = {
+        let latest = lock(&shared.latest);
+        let Some(l) = latest.as_ref() else {
+            return Err(
+                "no frame has been processed yet; wait for `detections` (or `resume`)".into(),
+            );
+        };
+        let r = &l.result;
+        match detection {
+            None if shared.is_detector => {
+                return Err(
+                    "this is a detector: give `detection`, the index of the box to label in the latest `detections` items".into(),
+                )
+            }
+            None => {
+                let e = r.embeddings.first().cloned().ok_or("the frame has no embedding")?;
+                (l.image.clone(), e, None, None)
+            }
+            Some(_) if !shared.is_detector => {
+                return Err("`detection` is for detectors; this model classifies whole frames: omit it".into())
+            }
+            Some(i) => {
+                let i = i as usize;
+                let (Some(item), Some(e)) = (r.items.get(i), r.embeddings.get(i)) else {
+                    return Err(format!(
+                        "detection {i} does not exist: the latest frame has {} detection(s)",
+                        r.items.len()
+                    ));
+                };
+                if r.embeddings.len() != r.items.len() {
+                    return Err("the latest frame's detections have no embeddings to store".into());
+                }
+                (l.image.clone(), e.clone(), item.bbox, Some(item.label.clone()))
+            }
+        }
+    };
+    let s = shared.clone();
+    let result = blocking(move || {
+        let img = match bbox {
+            Some(b) => crop(&image, b),
+            None => (*image).clone(),
+        };
+        let thumb = thumbnail_jpeg(&img).ok();
+        let source = match class {
+            Some(class) => SampleSource::DetectionCrop { class },
+            None => SampleSource::CameraFrame,
+        };
+        store_sample(&s, label.as_str(), embedding, thumb, source)
+    })
+    .await?;
+    shared.notify(Notice::StateChanged);
+    Ok(result)
+}
+
+/// `samples/<label>`: decode (under the configured limits), embed, store.
+async fn add_image_sample(
+    shared: &Arc<Shared>,
+    topic: &str,
+    label: &str,
+    payload: Vec<u8>,
+) -> Result<Value, String> {
+    let label = Label::parse(label).map_err(|e| e.to_string())?;
+    let limits = shared.limits;
+    let name = topic.to_owned();
+    let (img, thumb) = blocking(move || {
+        let img = decode_bytes(&payload, &name, &limits).map_err(|e| e.to_string())?;
+        let thumb = thumbnail_jpeg(&img).ok();
+        Ok((img, thumb))
+    })
+    .await?;
+    let (tx, rx) = oneshot::channel();
+    if !shared.send_job(Job::Embed {
+        image: img,
+        reply: tx,
+    }) {
+        return Err("the inference thread has stopped".into());
+    }
+    let embedding = match tokio::time::timeout(EMBED_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(_)) => return Err("the inference thread has stopped".into()),
+        Err(_) => return Err(format!("embedding took longer than {EMBED_TIMEOUT:?}")),
+    };
+    let s = shared.clone();
+    let source = SampleSource::Mqtt {
+        topic: topic.to_owned(),
+    };
+    let result =
+        blocking(move || store_sample(&s, label.as_str(), embedding, thumb, source)).await?;
+    shared.notify(Notice::StateChanged);
+    Ok(result)
+}
+
+fn store_sample(
+    shared: &Shared,
+    label: &str,
+    embedding: Vec<f32>,
+    thumbnail: Option<Vec<u8>>,
+    source: SampleSource,
+) -> Result<Value, String> {
+    let mut ws = lock(&shared.workspace);
+    let sample = ws.sample(label, embedding, thumbnail, source);
+    let out = ws.add(sample).map_err(|e| e.to_string())?;
+    shared.refresh_counts(&ws);
+    shared.new_samples.fetch_add(1, Ordering::SeqCst);
+    Ok(json!({
+        "label": label,
+        "id": out.id,
+        "split": out.split.as_str(),
+        "kept": out.kept,
+        "evicted": out.evicted,
+    }))
+}
+
+fn rollback(shared: &Shared, target: RollbackTarget) -> Result<Value, String> {
+    let ws = lock(&shared.workspace);
+    let version = match target {
+        RollbackTarget::Version(v) => v,
+        RollbackTarget::Previous => {
+            let current = ws.registry.current_version().map_err(|e| e.to_string())?;
+            let list = ws.registry.list().map_err(|e| e.to_string())?;
+            list.iter()
+                .filter(|m| m.deployed && Some(m.version) < current)
+                .map(|m| m.version)
+                .max()
+                .ok_or("there is no earlier deployed head to roll back to")?
+        }
+    };
+    let decision = ws.registry.rollback(version).map_err(|e| e.to_string())?;
+    shared.serve_head(&ws, version).map_err(|e| e.to_string())?;
+    info!("{}", decision.reason);
+    serde_json::to_value(&decision).map_err(|e| e.to_string())
+}
+
+fn apply_settings(shared: &Shared, s: Settings) -> Result<Value, String> {
+    let mut applied = Vec::new();
+    let mut not_applied = serde_json::Map::new();
+    if s.score_threshold.is_some() {
+        if shared.is_detector {
+            applied.push("score_threshold");
+        } else {
+            not_applied.insert(
+                "score_threshold".into(),
+                "only detectors have a score threshold".into(),
+            );
+        }
+    }
+    if let Some(b) = s.auto_train {
+        shared.auto_train.store(b, Ordering::SeqCst);
+        applied.push("auto_train");
+    }
+    if s.consensus.is_some() {
+        applied.push("consensus");
+    }
+    if s.fps.is_some() {
+        not_applied.insert(
+            "fps".into(),
+            "the frame rate is fixed at start: set it in [source] and restart".into(),
+        );
+    }
+    if s.unknown_threshold.is_some() {
+        not_applied.insert(
+            "unknown_threshold".into(),
+            "the head's threshold is set when it is trained".into(),
+        );
+    }
+    let job = Job::Settings {
+        consensus: None,
+        consensus_frames: s.consensus.map(|n| n as usize),
+        score_threshold: s.score_threshold.filter(|_| shared.is_detector),
+    };
+    if !shared.send_job(job) {
+        return Err("the inference thread has stopped".into());
+    }
+    if applied.is_empty() {
+        return Err(format!(
+            "nothing could be applied: {}",
+            Value::Object(not_applied)
+        ));
+    }
+    Ok(json!({ "applied": applied, "not_applied": not_applied }))
+}
+
+/// Starts a training run on its own thread unless one is running. The result goes to
+/// `training`; a deployed head is swapped in at once.
+pub fn start_training(shared: &Arc<Shared>, force: bool, why: &str) -> Result<(), String> {
+    if shared.training.swap(true, Ordering::SeqCst) {
+        return Err(
+            "a training run is already in progress; its result will be on `training`".into(),
+        );
+    }
+    shared.new_samples.store(0, Ordering::SeqCst);
+    *lock(&shared.last_train) = Instant::now();
+    let s = shared.clone();
+    let why = why.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("training".into())
+        .spawn(move || {
+            train(&s, force, &why);
+            s.training.store(false, Ordering::SeqCst);
+            s.notify(Notice::StateChanged);
+        });
+    if let Err(e) = spawned {
+        shared.training.store(false, Ordering::SeqCst);
+        return Err(format!("cannot start the training thread: {e}"));
+    }
+    shared.notify(Notice::StateChanged);
+    Ok(())
+}
+
+fn train(shared: &Shared, force: bool, why: &str) {
+    let publish = |v: Value| {
+        let topic = shared.publisher.topics().training();
+        let sent = shared
+            .runtime
+            .block_on(shared.publisher.publish(&topic, v.to_string(), false));
+        if let Err(e) = sent {
+            warn!("training message not published: {e}");
+        }
+    };
+    publish(json!({ "status": "started", "trigger": why, "force": force }));
+    let config = lock(&shared.train).train_config(None);
+    let outcome = {
+        let mut ws = lock(&shared.workspace);
+        // The shutdown flag doubles as the trainer's cancel flag.
+        ws.train(&config, force, Some(&shared.shutdown))
+            .map_err(|e| e.to_string())
+            .and_then(|o| {
+                if o.decision.deployed {
+                    shared
+                        .serve_head(&ws, o.version)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(o)
+            })
+    };
+    match outcome {
+        Ok(o) => {
+            info!(
+                version = o.version,
+                deployed = o.decision.deployed,
+                "{}",
+                o.decision.reason
+            );
+            publish(json!({
+                "status": "finished",
+                "version": o.version,
+                "deployed": o.decision.deployed,
+                "reason": o.decision.reason,
+                "accuracy": o.report.metrics.accuracy,
+                "macro_f1": o.report.metrics.macro_f1,
+                "current_macro_f1": o.current_macro_f1,
+                "confusion": o.report.metrics.confusion,
+                "classes": o.report.classes,
+                "outcome": o,
+            }));
+        }
+        Err(e) => {
+            warn!("training failed: {e}");
+            publish(json!({ "status": "failed", "deployed": false, "error": e }));
+        }
+    }
+}
+
+/// Publishes the latest frame as a retained JPEG on `snapshot`; its size, or `None`.
+pub async fn publish_snapshot(shared: &Arc<Shared>) -> Option<usize> {
+    let image = lock(&shared.latest).as_ref().map(|l| l.image.clone())?;
+    let jpeg = blocking(move || {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+            .encode_image(&*image)
+            .map_err(|e| e.to_string())?;
+        Ok(out.into_inner())
+    })
+    .await;
+    let jpeg = match jpeg {
+        Ok(j) => j,
+        Err(e) => {
+            warn!("snapshot not encoded: {e}");
+            return None;
+        }
+    };
+    let n = jpeg.len();
+    let topic = shared.publisher.topics().snapshot();
+    match shared.publisher.publish(&topic, jpeg, true).await {
+        Ok(()) => Some(n),
+        Err(e) => {
+            info!("snapshot not published: {e}");
+            None
+        }
+    }
+}

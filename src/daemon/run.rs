@@ -1,0 +1,489 @@
+//! `adaptd run`: the daemon's wiring of source, pipeline, sample store, trainer and MQTT.
+//!
+//! Threads, and why:
+//! - a tokio runtime with two workers owns the I/O: the MQTT link, the command dispatcher
+//!   ([`super::control`]), the `stats` and retraining timers and the signals. Nothing
+//!   CPU-heavy runs there, so replies and keep-alives never wait behind a model;
+//! - the source's own capture thread ([`crate::source::spawn_capture`]) feeds a one-frame
+//!   slot, so a slow model skips stale frames instead of queueing them;
+//! - the inference thread ([`super::infer`]) owns the backbones;
+//! - a training thread is started on demand; it swaps the new head into the [`HeadSlot`]
+//!   and inference picks it up on the next frame, without pausing.
+//!
+//! The [`Workspace`] (an SQLite connection and the head registry) sits behind one mutex and
+//! is only touched from `spawn_blocking` closures and the training thread: SQLite work never
+//! blocks a tokio worker, and one connection is never used by two threads at once. While a
+//! training run holds it, sample additions wait (seconds at most: `[train].time_budget_secs`);
+//! `state` and `stats` read a cached copy of the sample counts, so they never wait.
+//!
+//! Shutdown (SIGTERM, SIGINT): stop the source, let the inference thread finish its frame,
+//! cancel a training run, then [`MqttLink::shutdown`] publishes `stopped` and disconnects
+//! cleanly. SIGHUP reloads the configuration file: consensus, the detector's score threshold
+//! and the retraining schedule apply live; everything else needs a restart (logged).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwapOption;
+use image::RgbImage;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::control;
+use super::infer::{self, Job};
+use super::pipeline::{FrameResult, HeadSlot, Pipeline, ServingHead};
+use super::stats::{cpu_temperature, FpsMeter, LatencyRing, StatsSnapshot};
+use crate::adapt::workspace::{Workspace, WorkspaceError};
+use crate::cli::Context;
+use crate::config::{Config, TrainSection};
+use crate::consensus::Consensus;
+use crate::model::manifest::Task;
+use crate::mqtt::{LinkEvent, MqttLink, Publisher};
+use crate::source::{SlotCounters, SourceStats, StopSignal};
+use crate::vision::image_io::DecodeLimits;
+use crate::vision::{AnalyzeOptions, VisionModel};
+
+/// Time the inference and training threads get to finish at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often the retraining schedule is checked.
+const TRAIN_CHECK: Duration = Duration::from_secs(2);
+
+/// The latest processed frame, for `label` and `snapshot`.
+pub struct Latest {
+    pub image: Arc<RgbImage>,
+    pub result: FrameResult,
+}
+
+/// Frame-rate and latency figures kept by the inference thread.
+pub struct FrameStats {
+    pub latency: LatencyRing,
+    pub fps: FpsMeter,
+    pub frames: u64,
+}
+
+/// Something the tokio side should react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Republish the retained `state`.
+    StateChanged,
+}
+
+/// What every part of the daemon shares.
+pub struct Shared {
+    pub publisher: Publisher,
+    pub workspace: Mutex<Workspace>,
+    pub slot: HeadSlot,
+    pub jobs: Mutex<Sender<Job>>,
+    notices: mpsc::UnboundedSender<Notice>,
+    pub latest: Mutex<Option<Latest>>,
+    pub frame_stats: Mutex<FrameStats>,
+    /// The first stable label after consensus (the `label` of `state`).
+    pub label: Mutex<Option<String>>,
+    /// Sample counts per label, refreshed after every change of the store.
+    pub counts: Mutex<BTreeMap<String, usize>>,
+    pub head_macro_f1: Mutex<Option<f64>>,
+    pub paused: AtomicBool,
+    pub training: AtomicBool,
+    pub auto_train: AtomicBool,
+    /// Samples added since the last training run started.
+    pub new_samples: AtomicU64,
+    pub last_train: Mutex<Instant>,
+    /// Set at shutdown: the inference thread stops and training is cancelled.
+    pub shutdown: AtomicBool,
+    pub train: Mutex<TrainSection>,
+    pub limits: DecodeLimits,
+    pub is_detector: bool,
+    pub model: String,
+    pub embedding_model: String,
+    pub source: String,
+    pub source_stats: Arc<SourceStats>,
+    pub slot_counters: Arc<SlotCounters>,
+    pub started: Instant,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Locks a mutex; a panic elsewhere while holding it (a bug) does not take the daemon down.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn notify(&self, notice: Notice) {
+        let _ = self.notices.send(notice);
+    }
+
+    pub fn send_job(&self, job: Job) -> bool {
+        lock(&self.jobs).send(job).is_ok()
+    }
+
+    /// Re-reads the sample counts; call with the workspace locked, after a change.
+    pub fn refresh_counts(&self, ws: &Workspace) {
+        match ws.store.counts() {
+            Ok(c) => *lock(&self.counts) = c.iter().map(|c| (c.label.clone(), c.total())).collect(),
+            Err(e) => warn!("cannot count samples: {e}"),
+        }
+    }
+
+    /// The retained `state` message (field names are read by the Home Assistant discovery).
+    pub fn state(&self) -> Value {
+        let samples = lock(&self.counts).clone();
+        let total: usize = samples.values().sum();
+        let head_version = self.slot.load().as_ref().map(|h| h.version);
+        json!({
+            "binary_version": env!("CARGO_PKG_VERSION"),
+            "model": self.model,
+            "embedding_model": self.embedding_model,
+            "head_version": head_version,
+            "paused": self.paused.load(Ordering::SeqCst),
+            "training": self.training.load(Ordering::SeqCst),
+            "source": self.source,
+            "source_state": self.source_stats.state(),
+            "label": *lock(&self.label),
+            "samples": samples,
+            "samples_total": total,
+        })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let (fps, frames, p50, p95) = {
+            let s = lock(&self.frame_stats);
+            (
+                s.fps.fps(),
+                s.frames,
+                s.latency.percentile(0.5),
+                s.latency.percentile(0.95),
+            )
+        };
+        StatsSnapshot {
+            fps,
+            frames,
+            skipped_frames: self.slot_counters.skipped(),
+            inference_ms_p50: p50,
+            inference_ms_p95: p95,
+            paused: self.paused.load(Ordering::SeqCst),
+            source_state: serde_json::to_value(self.source_stats.state())
+                .ok()
+                .and_then(|v| v.get("state").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default(),
+            head_version: self.slot.load().as_ref().map(|h| h.version),
+            head_macro_f1: *lock(&self.head_macro_f1),
+            training: if self.training.load(Ordering::SeqCst) {
+                "running".into()
+            } else {
+                "idle".into()
+            },
+            samples: lock(&self.counts).clone(),
+            cpu_temp_c: cpu_temperature(),
+            mqtt_reconnects: self.publisher.stats().reconnects,
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Publishes the retained `state`; failures (link down) are fine: it is republished on
+    /// every connect.
+    pub async fn publish_state(&self) {
+        let topic = self.publisher.topics().state();
+        if let Err(e) = self
+            .publisher
+            .publish(&topic, self.state().to_string(), true)
+            .await
+        {
+            info!("state not published: {e}");
+        }
+    }
+
+    /// Puts version `version` of the registry in service.
+    pub fn serve_head(&self, ws: &Workspace, version: u32) -> Result<(), WorkspaceError> {
+        let (head, meta) = ws.registry.load(version)?;
+        *lock(&self.head_macro_f1) = Some(meta.report.metrics.macro_f1);
+        self.slot
+            .store(Some(Arc::new(ServingHead { version, head })));
+        Ok(())
+    }
+}
+
+/// Loads everything, then runs until SIGTERM/SIGINT.
+pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = ctx.config.clone();
+    let main_model = ctx.resolve_model(None)?;
+    let is_detector = main_model.manifest.task == Task::Detect;
+    let sub_model = if is_detector {
+        Some(
+            ctx.resolve_model(Some(&config.model.sublabel_model))
+                .context("[model].sublabel_model")?,
+        )
+    } else {
+        None
+    };
+    let state_dir = config
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::cli::default_state_dir);
+    let emb = sub_model.as_ref().unwrap_or(&main_model);
+    let ws = Workspace::open(&state_dir, emb, config.samples.store_options())?;
+    let model = main_model.manifest.name.clone();
+    let embedding_model = emb.manifest.name.clone();
+    let detect = main_model
+        .manifest
+        .detect
+        .as_ref()
+        .map(|d| config.detect.apply(d));
+    let main_vm = VisionModel::load(main_model, 1)?;
+    let sub_vm = sub_model.map(|m| VisionModel::load(m, 1)).transpose()?;
+    let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
+    let pipeline = Pipeline::new(
+        main_vm,
+        sub_vm,
+        slot.clone(),
+        Consensus::new(config.consensus),
+        AnalyzeOptions { top_k: 1, detect },
+        Vec::new(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("adaptd-io")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let start = Start {
+        config,
+        config_path: config_path.map(Path::to_path_buf),
+        ws,
+        slot,
+        pipeline,
+        is_detector,
+        model,
+        embedding_model,
+    };
+    runtime.block_on(serve(start))
+}
+
+/// What `run` loaded before the runtime started.
+struct Start {
+    config: Config,
+    config_path: Option<PathBuf>,
+    ws: Workspace,
+    slot: HeadSlot,
+    pipeline: Pipeline,
+    is_detector: bool,
+    model: String,
+    embedding_model: String,
+}
+
+async fn serve(s: Start) -> anyhow::Result<ExitCode> {
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let stop = StopSignal::new();
+    let source = crate::source::open(&s.config.source, s.config.image.limits(), &stop)?;
+    let source_desc = source.describe();
+    let source_stats = source.stats();
+    let (link, mut events) = MqttLink::start(&s.config.mqtt)?;
+    let (capture, frames) =
+        crate::source::spawn_capture(source).context("cannot start the capture thread")?;
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+    let (notices_tx, mut notices) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        publisher: link.publisher().clone(),
+        workspace: Mutex::new(s.ws),
+        slot: s.slot,
+        jobs: Mutex::new(jobs_tx),
+        notices: notices_tx,
+        latest: Mutex::new(None),
+        frame_stats: Mutex::new(FrameStats {
+            latency: LatencyRing::new(256),
+            fps: FpsMeter::new(Duration::from_secs(10)),
+            frames: 0,
+        }),
+        label: Mutex::new(None),
+        counts: Mutex::new(BTreeMap::new()),
+        head_macro_f1: Mutex::new(None),
+        paused: AtomicBool::new(false),
+        training: AtomicBool::new(false),
+        auto_train: AtomicBool::new(true),
+        new_samples: AtomicU64::new(0),
+        last_train: Mutex::new(Instant::now()),
+        shutdown: AtomicBool::new(false),
+        train: Mutex::new(s.config.train.clone()),
+        limits: s.config.image.limits(),
+        is_detector: s.is_detector,
+        model: s.model,
+        embedding_model: s.embedding_model,
+        source: source_desc,
+        source_stats,
+        slot_counters: frames.counters(),
+        started: Instant::now(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    {
+        let ws = lock(&shared.workspace);
+        shared.refresh_counts(&ws);
+        match ws.registry.current_version() {
+            Ok(Some(v)) => match shared.serve_head(&ws, v) {
+                Ok(()) => info!("head v{v} in service"),
+                Err(e) => warn!("head v{v} cannot be loaded, running without a head: {e}"),
+            },
+            Ok(None) => info!("no head trained yet: labels are the backbone's own"),
+            Err(e) => warn!("head registry: {e}; running without a head"),
+        }
+    }
+    let inference = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || infer::run(s.pipeline, frames, jobs_rx, shared))
+            .context("cannot start the inference thread")?
+    };
+    info!(source = %shared.source, model = %shared.model, "adaptd running");
+
+    let stats_every = Duration::from_secs(s.config.mqtt.stats_interval_secs.max(1));
+    let mut stats_tick = tokio::time::interval(stats_every);
+    let mut train_tick = tokio::time::interval(TRAIN_CHECK);
+    // A reply that could not go out because its cause (an oversized packet) dropped the
+    // connection; sent after the reconnect.
+    let mut pending: Option<crate::mqtt::Reply> = None;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => reload(&shared, s.config_path.as_deref()),
+            event = events.recv() => match event {
+                Some(event) => on_link_event(&shared, event, &mut pending).await,
+                None => { error!("the MQTT link ended unexpectedly; stopping"); break; }
+            },
+            Some(Notice::StateChanged) = notices.recv() => shared.publish_state().await,
+            _ = stats_tick.tick() => {
+                if let Ok(json) = serde_json::to_vec(&shared.stats()) {
+                    let topic = shared.publisher.topics().stats();
+                    let _ = shared.publisher.try_publish(&topic, json, false);
+                }
+            }
+            _ = train_tick.tick() => scheduled_training(&shared),
+        }
+    }
+
+    // Shutdown: frames stop first, then work in hand finishes, then MQTT says `stopped`.
+    stop.stop();
+    shared.shutdown.store(true, Ordering::SeqCst);
+    let joined = tokio::time::timeout(
+        STOP_GRACE,
+        tokio::task::spawn_blocking(move || inference.join()),
+    )
+    .await;
+    if !matches!(joined, Ok(Ok(Ok(())))) {
+        warn!("the inference thread did not stop cleanly within {STOP_GRACE:?}");
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while shared.training.load(Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The capture thread sees the stop signal within a second; a blocking pipe read may not,
+    // so it is not waited for beyond that (see `spawn_capture`).
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::task::spawn_blocking(move || capture.join()),
+    )
+    .await;
+    link.shutdown(Duration::from_secs(5)).await;
+    info!("adaptd stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn on_link_event(
+    shared: &Arc<Shared>,
+    event: LinkEvent,
+    pending: &mut Option<crate::mqtt::Reply>,
+) {
+    match event {
+        LinkEvent::Connected { connects } => {
+            info!(connects, "MQTT connected");
+            shared.publish_state().await;
+            control::publish_snapshot(shared).await;
+            if let Some(reply) = pending.take() {
+                control::send_reply(shared, &reply).await;
+            }
+        }
+        LinkEvent::Message {
+            topic,
+            incoming,
+            payload,
+        } => {
+            // Each message on its own task: a sample waiting for the inference thread does not
+            // hold up a `pause`.
+            let shared = shared.clone();
+            tokio::spawn(async move { control::handle(&shared, &topic, incoming, payload).await });
+        }
+        LinkEvent::Oversized { size, max } => {
+            let reply = crate::mqtt::Reply::error(
+                None,
+                None,
+                format!(
+                    "a message of {size} bytes was dropped: it exceeds [mqtt].max_packet_bytes = {max}; \
+                     send smaller images (a few hundred KB are plenty) or raise the limit"
+                ),
+            );
+            // rumqttc drops the connection on such a packet: the reply usually has to wait
+            // for the reconnect.
+            if !control::send_reply(shared, &reply).await {
+                *pending = Some(reply);
+            }
+        }
+        LinkEvent::HomeAssistantOnline => info!("Home Assistant is online"),
+    }
+}
+
+/// Starts a training run when the schedule says so (`[train].interval_secs`,
+/// `[train].min_new_samples`) and samples were added since the last run.
+fn scheduled_training(shared: &Arc<Shared>) {
+    if !shared.auto_train.load(Ordering::SeqCst) || shared.training.load(Ordering::SeqCst) {
+        return;
+    }
+    let new = shared.new_samples.load(Ordering::SeqCst);
+    if new == 0 {
+        return;
+    }
+    let (interval, min_new) = {
+        let t = lock(&shared.train);
+        (t.interval_secs, t.min_new_samples)
+    };
+    let elapsed = lock(&shared.last_train).elapsed();
+    let by_time = interval > 0 && elapsed >= Duration::from_secs(interval);
+    let by_count = min_new > 0 && new >= min_new;
+    if by_time || by_count {
+        let why = if by_count { "new samples" } else { "schedule" };
+        if let Err(e) = control::start_training(shared, false, why) {
+            warn!("scheduled training did not start: {e}");
+        }
+    }
+}
+
+/// SIGHUP: reload the file; apply what can change live, keep the old config when invalid.
+fn reload(shared: &Arc<Shared>, path: Option<&Path>) {
+    let Some(path) = path else {
+        warn!("SIGHUP: adaptd was started without --config; nothing to reload");
+        return;
+    };
+    match Config::load(path) {
+        Err(e) => error!("SIGHUP: keeping the running configuration: {e}"),
+        Ok(c) => {
+            shared.send_job(Job::Settings {
+                consensus: Some(c.consensus),
+                consensus_frames: None,
+                score_threshold: c.detect.score_threshold,
+            });
+            *lock(&shared.train) = c.train.clone();
+            info!(
+                "SIGHUP: applied [consensus], [detect].score_threshold and [train]; \
+                 changes to other keys ([source], [mqtt], [model], [samples], ...) need a restart"
+            );
+        }
+    }
+}
