@@ -163,12 +163,7 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
     })?;
     let opts = AnalyzeOptions {
         top_k: ctx.config.classify.top_k,
-        detect: vm
-            .model
-            .manifest
-            .detect
-            .as_ref()
-            .map(|d| ctx.config.detect.apply(d)),
+        detect: ctx.config.detect.for_manifest(&vm.model.manifest),
     };
     // Postprocess = the whole analysis minus its own preprocess and inference stages.
     let mut post = Vec::with_capacity(args.iters);

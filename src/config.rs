@@ -118,6 +118,14 @@ pub struct DetectConfig {
 }
 
 impl DetectConfig {
+    /// A detector manifest's settings with this section's overrides; `None` for other models.
+    pub fn for_manifest(
+        &self,
+        m: &crate::model::Manifest,
+    ) -> Option<crate::model::manifest::DetectSpec> {
+        m.detect.as_ref().map(|d| self.apply(d))
+    }
+
     /// The manifest's detection settings with this section's overrides applied.
     pub fn apply(
         &self,

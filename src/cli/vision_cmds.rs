@@ -114,12 +114,7 @@ pub fn infer(
     let mut vm = load(ctx, model, batch)?;
     let opts = AnalyzeOptions {
         top_k: top_k.unwrap_or(ctx.config.classify.top_k),
-        detect: vm
-            .model
-            .manifest
-            .detect
-            .as_ref()
-            .map(|d| ctx.config.detect.apply(d)),
+        detect: ctx.config.detect.for_manifest(&vm.model.manifest),
     };
     let name = vm.model.manifest.name.clone();
     let stdout = std::io::stdout();

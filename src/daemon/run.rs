@@ -231,11 +231,7 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
     let ws = Workspace::open(&state_dir, emb, config.samples.store_options())?;
     let model = main_model.manifest.name.clone();
     let embedding_model = emb.manifest.name.clone();
-    let detect = main_model
-        .manifest
-        .detect
-        .as_ref()
-        .map(|d| config.detect.apply(d));
+    let detect = config.detect.for_manifest(&main_model.manifest);
     let main_vm = VisionModel::load(main_model, 1)?;
     let sub_vm = sub_model.map(|m| VisionModel::load(m, 1)).transpose()?;
     let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
