@@ -236,6 +236,13 @@ impl Publisher {
         }
     }
 
+    /// [`Self::check`], counting a refused message as dropped.
+    fn admit(&self, topic: &str, payload_len: usize) -> Result<(), MqttError> {
+        self.check(topic, payload_len).inspect_err(|_| {
+            Shared::bump(&self.shared.dropped);
+        })
+    }
+
     fn check(&self, topic: &str, payload_len: usize) -> Result<(), MqttError> {
         // Once shutdown has begun, `stopped` must be the last word on the broker.
         if self.shared.closed.load(Ordering::Relaxed)
@@ -270,10 +277,7 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), MqttError> {
         let payload = payload.into();
-        if let Err(e) = self.check(topic, payload.len()) {
-            Shared::bump(&self.shared.dropped);
-            return Err(e);
-        }
+        self.admit(topic, payload.len())?;
         match self.client.try_publish(topic, self.qos, retain, payload) {
             Ok(()) => {
                 Shared::bump(&self.shared.published);
@@ -302,10 +306,7 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), MqttError> {
         let payload = payload.into();
-        if let Err(e) = self.check(topic, payload.len()) {
-            Shared::bump(&self.shared.dropped);
-            return Err(e);
-        }
+        self.admit(topic, payload.len())?;
         let sent = tokio::time::timeout(
             PUBLISH_TIMEOUT,
             self.client.publish(topic, self.qos, retain, payload),
