@@ -48,33 +48,41 @@ fn start_broker(dir: &Path) -> (Guard, u16) {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .expect("write mosquitto.conf");
-        let mut child = Guard(
-            Command::new(mosquitto_bin())
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("run mosquitto (apt-get install mosquitto)"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (child, port);
-            }
-            if let Ok(Some(_)) = child.0.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(broker) = broker_on(dir, port) {
+            return (broker, port);
         }
     }
     panic!("mosquitto did not start on a free port three times in a row");
+}
+
+/// Mosquitto on 127.0.0.1:`port`, once it accepts connections; `None` if it exits first.
+fn broker_on(dir: &Path, port: u16) -> Option<Guard> {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .expect("write mosquitto.conf");
+    let mut child = Guard(
+        Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run mosquitto (apt-get install mosquitto)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.0.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// `mosquitto_sub -v` on the device's text topics; each line becomes (topic, payload).
@@ -199,6 +207,120 @@ fn write_crops(photo: &str, n: usize, dir: &Path, prefix: &str) -> Vec<PathBuf> 
             p
         })
         .collect()
+}
+
+/// Crops around `bbox` (`[x1, y1, x2, y2]`, the detector's box for the subject) with a few
+/// pixels of jitter, as JPEG files: what a detector's sub-label samples look like.
+fn write_box_crops(
+    photo: &str,
+    bbox: [u32; 4],
+    n: usize,
+    dir: &Path,
+    prefix: &str,
+) -> Vec<PathBuf> {
+    let img = image::open(image(photo)).expect("photo").to_rgb8();
+    let (w, h) = img.dimensions();
+    (0..n)
+        .map(|i| {
+            let j = 4 * i as u32;
+            let x1 = bbox[0].saturating_sub(j % 12);
+            let y1 = bbox[1] + j % 9;
+            let x2 = (bbox[2] + j % 10).min(w);
+            let y2 = bbox[3].saturating_sub(j % 7).min(h);
+            let c = image::imageops::crop_imm(&img, x1, y1, x2 - x1, y2 - y1).to_image();
+            let p = dir.join(format!("{prefix}{i:02}.jpg"));
+            c.save(&p).expect("write crop");
+            p
+        })
+        .collect()
+}
+
+/// Starts `adaptd --config FILE run`.
+fn start_daemon(config: &Path) -> Guard {
+    Guard(
+        adaptd()
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start adaptd run"),
+    )
+}
+
+fn send_signal(child: &Guard, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig}");
+}
+
+/// Waits for the process to exit and returns its exit code.
+fn wait_exit(child: &mut Guard, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = child.0.try_wait().expect("try_wait") {
+            return s.code();
+        }
+        assert!(Instant::now() < deadline, "{what} did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn bus(port: u16) -> (Guard, Bus) {
+    let (sub, rx) = subscribe(port);
+    // mosquitto_sub has no "subscribed" signal: give it a moment before anything is published.
+    std::thread::sleep(Duration::from_millis(500));
+    (
+        sub,
+        Bus {
+            rx,
+            kept: Vec::new(),
+        },
+    )
+}
+
+/// Polls the retained `state` until `pred` holds (it follows replies closely, not at once).
+fn state_where(port: u16, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = retained_state(port);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retained state with {what}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Samples each label holds in the store, read by the CLI from the state directory.
+fn stored_counts(state_dir: &Path, model: &str) -> Value {
+    let o = adaptd()
+        .args([
+            "samples",
+            "list",
+            "--format",
+            "json",
+            "--model",
+            model,
+            "--state-dir",
+        ])
+        .arg(state_dir)
+        .output()
+        .expect("run adaptd samples list");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = json(&stdout(&o));
+    let mut counts = serde_json::Map::new();
+    for l in list["labels"].as_array().cloned().unwrap_or_default() {
+        let n = l["train"].as_u64().unwrap_or(0) + l["holdout"].as_u64().unwrap_or(0);
+        counts.insert(l["label"].as_str().unwrap_or("?").to_owned(), n.into());
+    }
+    Value::Object(counts)
 }
 
 #[test]
@@ -377,4 +499,281 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// A detector with sub-labels: boxes, events, labeling a detection, retraining triggered by
+/// new samples, live settings, `forget`, SIGHUP with a valid and an invalid file.
+#[test]
+fn detector_daemon_sublabels_retrains_and_reloads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let frames = tmp.path().join("frames");
+    let samples = tmp.path().join("samples");
+    std::fs::create_dir_all(&frames).expect("mkdir");
+    std::fs::create_dir_all(&samples).expect("mkdir");
+    // The person nanodet-m finds in each photo, cropped as a sub-label sample would be.
+    write_crops("astronaut.png", 2, &frames, "f");
+    let eileen = write_box_crops("astronaut.png", [15, 14, 364, 508], 6, &samples, "e");
+    let other = write_box_crops("camera.png", [4, 68, 320, 512], 6, &samples, "o");
+
+    let (_broker, port) = start_broker(tmp.path());
+    let (_sub, mut bus) = bus(port);
+    let state_dir = tmp.path().join("state");
+    let config = tmp.path().join("adaptd.toml");
+    let write_config = |score: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {state_dir:?}\n\
+                 [model]\nname = \"nanodet-m\"\nsublabel_model = \"mobilenetv2\"\n\
+                 [detect]\nscore_threshold = {score}\n\
+                 [consensus]\nn = 2\nm = 3\nmin_score = 0.3\n\
+                 [train]\nmin_new_samples = 13\n\
+                 [source]\nkind = \"dir\"\npath = {frames:?}\nfps = 4.0\nloop = true\n\
+                 [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
+                 max_packet_bytes = 1048576\nstats_interval_secs = 1\n"
+            ),
+        )
+        .expect("write config")
+    };
+    write_config("0.3");
+    let mut daemon = start_daemon(&config);
+
+    bus.wait_for("available", "`online`", |p| p == "online");
+    let d = json(&bus.wait_for("detections", "a person box", |p| {
+        json(p)["items"][0]["label"] == "person"
+    }));
+    let b = &d["items"][0]["box"];
+    assert!(
+        b[2].as_f64() > b[0].as_f64() && b[3].as_f64() > b[1].as_f64(),
+        "{d}"
+    );
+    assert!(d["items"][0]["head"].is_null(), "no head yet: {d}");
+    let e = json(&bus.wait_for("events", "a `new` event", |p| json(p)["type"] == "new"));
+    assert_eq!(e["track"], "person", "{e}");
+    assert_eq!(
+        e["after"], "person",
+        "without a head, the detector's class: {e}"
+    );
+
+    // Labeling: a detector wants the box; the box of the latest frame becomes a sample.
+    publish(
+        port,
+        "cmd/label",
+        r#"{"id": "l0", "label": "eileen"}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the label-without-box reply", |v| v["id"] == "l0");
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("detection"),
+        "{r}"
+    );
+    publish(
+        port,
+        "cmd/label",
+        r#"{"id": "l1", "label": "eileen", "detection": 0}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the label-box reply", |v| v["id"] == "l1");
+    assert_eq!(r["ok"], true, "{r}");
+    publish(
+        port,
+        "cmd/label",
+        r#"{"id": "l2", "label": "eileen", "detection": 7}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the missing-box reply", |v| v["id"] == "l2");
+    assert_eq!(r["ok"], false, "{r}");
+
+    // 12 more samples make 13 new ones: [train].min_new_samples starts a run by itself.
+    for (label, files) in [("eileen", &eileen), ("someone", &other)] {
+        for f in files.iter() {
+            publish_file(port, &format!("samples/{label}"), f);
+            let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
+            assert_eq!(r["ok"], true, "{r}");
+        }
+    }
+    let t = json(&bus.wait_for("training", "a scheduled start", |p| {
+        json(p)["status"] == "started"
+    }));
+    assert_eq!(t["trigger"], "new samples", "{t}");
+    let t = json(&bus.wait_for("training", "a finished run", |p| {
+        json(p)["status"] == "finished"
+    }));
+    assert_eq!(t["deployed"], true, "{t}");
+    let d = json(&bus.wait_for("detections", "the sub-label", |p| {
+        json(p)["items"][0]["head"]["label"] == "eileen"
+    }));
+    assert_eq!(d["items"][0]["label"], "person", "{d}");
+    assert_eq!(d["items"][0]["head"]["head_version"], t["version"], "{d}");
+    let e = json(
+        &bus.wait_for("events", "an `update` to the sub-label", |p| {
+            json(p)["type"] == "update"
+        }),
+    );
+    assert_eq!(
+        (e["before"].clone(), e["after"].clone()),
+        ("person".into(), "eileen".into()),
+        "{e}"
+    );
+    publish(port, "cmd/snapshot", r#"{"id": "s1"}"#, tmp.path());
+    let r = bus.reply("the snapshot reply", |v| v["id"] == "s1");
+    assert!(r["result"]["bytes"].as_u64().unwrap_or(0) > 1000, "{r}");
+
+    // Live settings: an unknown threshold of 1 rejects every sub-label; fps caps processing.
+    publish(
+        port,
+        "cmd/set",
+        r#"{"id": "u1", "unknown_threshold": 1.0}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the set reply", |v| v["id"] == "u1");
+    assert_eq!(
+        r["result"]["applied"],
+        serde_json::json!(["unknown_threshold"]),
+        "{r}"
+    );
+    bus.wait_for("detections", "an unknown sub-label", |p| {
+        json(p)["items"][0]["head"]["unknown"] == true
+    });
+    publish(
+        port,
+        "cmd/set",
+        r#"{"id": "u2", "unknown_threshold": 0, "fps": 1}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the second set reply", |v| v["id"] == "u2");
+    assert_eq!(r["ok"], true, "{r}");
+    bus.wait_for("detections", "a known sub-label again", |p| {
+        json(p)["items"][0]["head"]["unknown"] == false
+    });
+    bus.wait_for("stats", "throttled frames", |p| {
+        json(p)["throttled_frames"].as_u64().unwrap_or(0) > 0
+    });
+
+    // forget: the label's samples go, from the store and from the state.
+    publish(
+        port,
+        "cmd/forget",
+        r#"{"id": "f1", "label": "someone"}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the forget reply", |v| v["id"] == "f1");
+    assert_eq!(r["result"]["removed"], 6, "{r}");
+    let st = state_where(port, "no `someone`", |s| s["samples"]["someone"].is_null());
+    assert_eq!(st["samples"]["eileen"], 7, "{st}");
+
+    // SIGHUP: a new score threshold applies live; an invalid file keeps the running config.
+    write_config("0.99");
+    send_signal(&daemon, "-HUP");
+    bus.wait_for("detections", "no box above 0.99", |p| {
+        json(p)["items"].as_array().is_some_and(|a| a.is_empty())
+    });
+    std::fs::write(&config, "[model]\nbatch = \"many\"\n").expect("write bad config");
+    send_signal(&daemon, "-HUP");
+    std::thread::sleep(Duration::from_secs(1));
+    bus.wait_for(
+        "detections",
+        "frames still flowing after a bad reload",
+        |p| json(p)["items"].as_array().is_some_and(|a| a.is_empty()),
+    );
+    assert!(
+        daemon.0.try_wait().expect("try_wait").is_none(),
+        "a bad reload stopped the daemon"
+    );
+    write_config("0.3");
+    send_signal(&daemon, "-HUP");
+    bus.wait_for("detections", "boxes again after a good reload", |p| {
+        json(p)["items"][0]["label"] == "person"
+    });
+
+    send_signal(&daemon, "-INT");
+    bus.wait_for("available", "`stopped`", |p| p == "stopped");
+    assert_eq!(wait_exit(&mut daemon, "adaptd"), Some(0));
+    let stored = stored_counts(&state_dir, "mobilenetv2");
+    assert_eq!(
+        stored,
+        serde_json::json!({"eileen": 7}),
+        "store after the run"
+    );
+}
+
+/// The broker goes away and comes back: the daemon reconnects, republishes its retained
+/// state, takes commands again, and every acknowledged sample is in the store. Then kill -9:
+/// the broker publishes the last will, `offline`.
+#[test]
+fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let frames = tmp.path().join("frames");
+    let samples = tmp.path().join("samples");
+    std::fs::create_dir_all(&frames).expect("mkdir");
+    std::fs::create_dir_all(&samples).expect("mkdir");
+    write_crops("coffee.png", 2, &frames, "f");
+    let cats = write_crops("chelsea.png", 8, &samples, "cat");
+
+    let (broker, port) = start_broker(tmp.path());
+    let (sub, mut bus) = bus(port);
+    let state_dir = tmp.path().join("state");
+    let config = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {state_dir:?}\n\
+             [source]\nkind = \"dir\"\npath = {frames:?}\nfps = 4.0\nloop = true\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
+             max_packet_bytes = 1048576\nstats_interval_secs = 1\n"
+        ),
+    )
+    .expect("write config");
+    let mut daemon = start_daemon(&config);
+    bus.wait_for("available", "`online`", |p| p == "online");
+    for f in &cats[..4] {
+        publish_file(port, "samples/cat", f);
+        let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
+        assert_eq!(r["ok"], true, "{r}");
+    }
+
+    // kill -9 the broker (no persistence: its retained messages die with it), then bring
+    // a new one up on the same port.
+    drop(sub);
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(2));
+    let _broker = (0..10)
+        .find_map(|_| {
+            broker_on(tmp.path(), port).or_else(|| {
+                std::thread::sleep(Duration::from_millis(500));
+                None
+            })
+        })
+        .expect("mosquitto restarted on the same port");
+    let (_sub, mut bus) = self::bus(port);
+    bus.wait_for("detections", "detections after the reconnect", |_| true);
+    let st = state_where(port, "4 samples, republished", |s| s["samples_total"] == 4);
+    assert_eq!(st["samples"]["cat"], 4, "{st}");
+    // Resubscribed: samples and commands are taken again.
+    for f in &cats[4..] {
+        publish_file(port, "samples/cat", f);
+        let r = bus.reply("a sample reply after the reconnect", |v| {
+            v["cmd"] == "sample"
+        });
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    publish(port, "cmd/status", r#"{"id": "st"}"#, tmp.path());
+    let r = bus.reply("the status reply", |v| v["id"] == "st");
+    assert!(
+        r["result"]["source_state"].is_object() || r["result"]["source_state"].is_string(),
+        "{r}"
+    );
+    bus.wait_for("stats", "a reconnect counted", |p| {
+        json(p)["mqtt_reconnects"].as_u64().unwrap_or(0) >= 1
+    });
+
+    // kill -9: no `stopped`, the broker fires the will.
+    send_signal(&daemon, "-KILL");
+    wait_exit(&mut daemon, "adaptd after kill -9");
+    bus.wait_for("available", "the will, `offline`", |p| p == "offline");
+    assert_eq!(
+        stored_counts(&state_dir, "mobilenetv2"),
+        serde_json::json!({"cat": 8})
+    );
 }

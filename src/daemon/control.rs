@@ -6,9 +6,11 @@
 //! replies. SQLite and image work run in `spawn_blocking`; embedding runs on the inference
 //! thread, which owns the backbones.
 //!
-//! `set` applies `score_threshold` (detectors), `consensus` (N frames out of N) and
-//! `auto_train` live; `fps` and `unknown_threshold` are not applied (the source's rate and the
-//! head's threshold are fixed at start) and the reply lists them under `not_applied`.
+//! `set` applies everything live and until the next restart: `score_threshold` (detectors;
+//! a classifier lists it under `not_applied`), `consensus` (N frames out of N), `auto_train`,
+//! `fps` (a cap on the frames processed; the source cannot be sped up beyond its own rate)
+//! and `unknown_threshold` (the head in service and every head swapped in later, overriding
+//! the threshold each head calibrated when it was trained).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,8 +20,9 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::annotate::annotate;
 use super::infer::Job;
-use super::pipeline::crop;
+use super::pipeline::{crop, ServingHead};
 use super::run::{lock, Notice, Shared};
 use crate::mqtt::commands::{RollbackTarget, Settings};
 use crate::mqtt::{Command, Incoming, Label, Reply, Request};
@@ -282,22 +285,28 @@ fn apply_settings(shared: &Shared, s: Settings) -> Result<Value, String> {
     if s.consensus.is_some() {
         applied.push("consensus");
     }
-    if s.fps.is_some() {
-        not_applied.insert(
-            "fps".into(),
-            "the frame rate is fixed at start: set it in [source] and restart".into(),
-        );
+    if let Some(fps) = s.fps {
+        applied.push("fps");
+        info!("set: processing capped at {fps} frames per second");
     }
-    if s.unknown_threshold.is_some() {
-        not_applied.insert(
-            "unknown_threshold".into(),
-            "the head's threshold is set when it is trained".into(),
-        );
+    if let Some(t) = s.unknown_threshold {
+        *lock(&shared.unknown_threshold) = Some(t);
+        let serving = shared.slot.load_full();
+        if let Some(h) = serving {
+            let mut head = h.head.clone();
+            head.set_unknown_threshold(t).map_err(|e| e.to_string())?;
+            shared.slot.store(Some(Arc::new(ServingHead {
+                version: h.version,
+                head,
+            })));
+        }
+        applied.push("unknown_threshold");
     }
     let job = Job::Settings {
         consensus: None,
         consensus_frames: s.consensus.map(|n| n as usize),
         score_threshold: s.score_threshold.filter(|_| shared.is_detector),
+        max_fps: s.fps.map(f64::from),
     };
     if !shared.send_job(job) {
         return Err("the inference thread has stopped".into());
@@ -392,13 +401,18 @@ fn train(shared: &Shared, force: bool, why: &str) {
     }
 }
 
-/// Publishes the latest frame as a retained JPEG on `snapshot`; its size, or `None`.
+/// Publishes the latest frame, with its detections drawn on it, as a retained JPEG on
+/// `snapshot`; its size, or `None`.
 pub async fn publish_snapshot(shared: &Arc<Shared>) -> Option<usize> {
-    let image = lock(&shared.latest).as_ref().map(|l| l.image.clone())?;
+    let (image, result) = lock(&shared.latest)
+        .as_ref()
+        .map(|l| (l.image.clone(), l.result.clone()))?;
     let jpeg = blocking(move || {
+        let mut annotated = (*image).clone();
+        annotate(&mut annotated, &result);
         let mut out = std::io::Cursor::new(Vec::new());
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-            .encode_image(&*image)
+            .encode_image(&annotated)
             .map_err(|e| e.to_string())?;
         Ok(out.into_inner())
     })

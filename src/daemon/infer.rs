@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::pipeline::{FrameResult, Pipeline};
 use super::run::{lock, Latest, Notice, Shared};
 use crate::consensus::ConsensusConfig;
+use crate::source::pace::Pacer;
 use crate::source::{Frame, LatestReceiver};
 use crate::vision::AnalyzeOptions;
 
@@ -39,6 +40,8 @@ pub enum Job {
         consensus_frames: Option<usize>,
         /// Detector score threshold.
         score_threshold: Option<f32>,
+        /// Cap on the frames processed per second (`set fps`).
+        max_fps: Option<f64>,
     },
 }
 
@@ -51,14 +54,16 @@ pub fn run(
 ) {
     let mut source_ended = false;
     let mut last_label: Option<String> = None;
+    // No cap until `set fps` asks for one: the source paces itself.
+    let mut cap = Pacer::new(0.0);
     while !shared.shutdown.load(Ordering::SeqCst) {
         while let Ok(job) = jobs.try_recv() {
-            serve(&mut pipeline, job);
+            serve(&mut pipeline, &mut cap, job);
         }
         if source_ended {
             // No more frames: keep serving jobs (sample embedding) until shutdown.
             if let Ok(job) = jobs.recv_timeout(POLL) {
-                serve(&mut pipeline, job);
+                serve(&mut pipeline, &mut cap, job);
             }
             continue;
         }
@@ -73,6 +78,10 @@ pub fn run(
             }
         };
         if shared.paused.load(Ordering::SeqCst) {
+            continue;
+        }
+        if !cap.admit(Instant::now()) {
+            lock(&shared.frame_stats).throttled += 1;
             continue;
         }
         let result = match pipeline.process(frame.seq, frame.unix_ms, &frame.image) {
@@ -133,7 +142,7 @@ fn publish(shared: &Shared, result: &FrameResult) {
     }
 }
 
-fn serve(pipeline: &mut Pipeline, job: Job) {
+fn serve(pipeline: &mut Pipeline, cap: &mut Pacer, job: Job) {
     match job {
         Job::Embed { image, reply } => {
             let opts = AnalyzeOptions {
@@ -157,7 +166,11 @@ fn serve(pipeline: &mut Pipeline, job: Job) {
             consensus,
             consensus_frames,
             score_threshold,
+            max_fps,
         } => {
+            if let Some(fps) = max_fps {
+                *cap = Pacer::new(fps);
+            }
             if let Some(c) = consensus {
                 pipeline.consensus_mut().set_config(c);
             }

@@ -1,5 +1,6 @@
 //! The long-running daemon (`adaptd run`): sources, the inference pipeline, MQTT, retraining.
 //!
+//! - [`annotate`]: detections drawn on the `snapshot` image.
 //! - [`pipeline`]: per-frame work on the inference thread: backbone, head, sub-labels of
 //!   detections, consensus; the head in service behind an atomic swap.
 //! - [`stats`]: frame rate, skipped frames, latency percentiles, temperature.
@@ -7,6 +8,7 @@
 //! - [`infer`]: the inference thread (frames, and jobs that need a backbone).
 //! - [`control`]: the command and sample dispatcher behind `reply`.
 
+pub mod annotate;
 pub mod control;
 pub mod infer;
 pub mod pipeline;

@@ -67,6 +67,8 @@ pub struct FrameStats {
     pub latency: LatencyRing,
     pub fps: FpsMeter,
     pub frames: u64,
+    /// Frames left out to hold the `set fps` cap.
+    pub throttled: u64,
 }
 
 /// Something the tokio side should react to.
@@ -90,6 +92,8 @@ pub struct Shared {
     /// Sample counts per label, refreshed after every change of the store.
     pub counts: Mutex<BTreeMap<String, usize>>,
     pub head_macro_f1: Mutex<Option<f64>>,
+    /// `set unknown_threshold`: overrides the threshold of every head put in service.
+    pub unknown_threshold: Mutex<Option<f32>>,
     pub paused: AtomicBool,
     pub training: AtomicBool,
     pub auto_train: AtomicBool,
@@ -153,11 +157,12 @@ impl Shared {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        let (fps, frames, p50, p95) = {
+        let (fps, frames, throttled, p50, p95) = {
             let s = lock(&self.frame_stats);
             (
                 s.fps.fps(),
                 s.frames,
+                s.throttled,
                 s.latency.percentile(0.5),
                 s.latency.percentile(0.95),
             )
@@ -166,6 +171,7 @@ impl Shared {
             fps,
             frames,
             skipped_frames: self.slot_counters.skipped(),
+            throttled_frames: throttled,
             inference_ms_p50: p50,
             inference_ms_p95: p95,
             paused: self.paused.load(Ordering::SeqCst),
@@ -202,7 +208,12 @@ impl Shared {
 
     /// Puts version `version` of the registry in service.
     pub fn serve_head(&self, ws: &Workspace, version: u32) -> Result<(), WorkspaceError> {
-        let (head, meta) = ws.registry.load(version)?;
+        let (mut head, meta) = ws.registry.load(version)?;
+        if let Some(t) = *lock(&self.unknown_threshold) {
+            if let Err(e) = head.set_unknown_threshold(t) {
+                warn!("the unknown_threshold set earlier ({t}) does not apply: {e}");
+            }
+        }
         *lock(&self.head_macro_f1) = Some(meta.report.metrics.macro_f1);
         self.slot
             .store(Some(Arc::new(ServingHead { version, head })));
@@ -298,10 +309,12 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
             latency: LatencyRing::new(256),
             fps: FpsMeter::new(Duration::from_secs(10)),
             frames: 0,
+            throttled: 0,
         }),
         label: Mutex::new(None),
         counts: Mutex::new(BTreeMap::new()),
         head_macro_f1: Mutex::new(None),
+        unknown_threshold: Mutex::new(None),
         paused: AtomicBool::new(false),
         training: AtomicBool::new(false),
         auto_train: AtomicBool::new(true),
@@ -474,6 +487,7 @@ fn reload(shared: &Arc<Shared>, path: Option<&Path>) {
                 consensus: Some(c.consensus),
                 consensus_frames: None,
                 score_threshold: c.detect.score_threshold,
+                max_fps: None,
             });
             *lock(&shared.train) = c.train.clone();
             info!(

@@ -102,7 +102,10 @@ fn read_millidegrees(path: &Path) -> Option<f64> {
 pub struct StatsSnapshot {
     pub fps: f64,
     pub frames: u64,
+    /// Frames the source delivered while the inference thread was busy (latest-frame slot).
     pub skipped_frames: u64,
+    /// Frames left out to hold the `set fps` cap.
+    pub throttled_frames: u64,
     pub inference_ms_p50: f64,
     pub inference_ms_p95: f64,
     pub paused: bool,
