@@ -57,6 +57,7 @@ pub fn run(
     // No cap until `set fps` asks for one: the source paces itself.
     let mut cap = Pacer::new(0.0);
     while !shared.shutdown.load(Ordering::SeqCst) {
+        shared.beat();
         while let Ok(job) = jobs.try_recv() {
             serve(&mut pipeline, &mut cap, job);
         }

@@ -6,11 +6,14 @@
 //! - [`stats`]: frame rate, skipped frames, latency percentiles, temperature.
 //! - [`run`]: `adaptd run`: loading, threads, the main loop, signals, shutdown.
 //! - [`infer`]: the inference thread (frames, and jobs that need a backbone).
+//! - [`notify`]: the systemd notify protocol (READY, STATUS, WATCHDOG only while frames
+//!   flow, RELOADING, STOPPING).
 //! - [`control`]: the command and sample dispatcher behind `reply`.
 
 pub mod annotate;
 pub mod control;
 pub mod infer;
+pub mod notify;
 pub mod pipeline;
 pub mod run;
 pub mod stats;

@@ -39,6 +39,7 @@ use tracing::{error, info, warn};
 
 use super::control;
 use super::infer::{self, Job};
+use super::notify::{Liveness, Notifier, Progress};
 use super::pipeline::{FrameResult, HeadSlot, Pipeline, ServingHead};
 use super::stats::{cpu_temperature, FpsMeter, LatencyRing, StatsSnapshot};
 use crate::adapt::workspace::{Workspace, WorkspaceError};
@@ -47,7 +48,7 @@ use crate::config::{Config, TrainSection};
 use crate::consensus::Consensus;
 use crate::model::manifest::Task;
 use crate::mqtt::{LinkEvent, MqttLink, Publisher};
-use crate::source::{SlotCounters, SourceStats, StopSignal};
+use crate::source::{SlotCounters, SourceState, SourceStats, StopSignal};
 use crate::vision::image_io::DecodeLimits;
 use crate::vision::{AnalyzeOptions, VisionModel};
 
@@ -111,6 +112,9 @@ pub struct Shared {
     pub source_stats: Arc<SourceStats>,
     pub slot_counters: Arc<SlotCounters>,
     pub started: Instant,
+    /// Milliseconds after `started` at which the inference thread last went round its loop
+    /// (for the systemd watchdog, see [`super::notify::Liveness`]).
+    pub heartbeat_ms: AtomicU64,
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -120,6 +124,50 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Called by the inference thread on every round of its loop.
+    pub fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The pipeline's progress, for the watchdog.
+    fn progress(&self) -> Progress {
+        let frames = lock(&self.frame_stats).frames;
+        let beat = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        let source_idle = matches!(
+            self.source_stats.state(),
+            SourceState::Reconnecting { .. } | SourceState::Ended | SourceState::Failed { .. }
+        );
+        Progress {
+            frames,
+            heartbeat: self.started + beat,
+            idle_by_design: source_idle || self.paused.load(Ordering::SeqCst),
+        }
+    }
+
+    /// One line for `systemctl status`.
+    fn status_line(&self) -> String {
+        let st = self.stats();
+        let head = st
+            .head_version
+            .map_or_else(|| "no head yet".to_owned(), |v| format!("head v{v}"));
+        let samples: usize = st.samples.values().sum();
+        let mqtt = if self.publisher.stats().connected {
+            "MQTT connected"
+        } else {
+            "MQTT disconnected"
+        };
+        let what = if st.paused {
+            "paused".to_owned()
+        } else {
+            format!("{:.1} fps (p50 {:.0} ms)", st.fps, st.inference_ms_p50)
+        };
+        format!(
+            "{what}, {head}, {samples} samples, {mqtt}, source {}",
+            st.source_state
+        )
+    }
+
     pub fn notify(&self, notice: Notice) {
         let _ = self.notices.send(notice);
     }
@@ -330,6 +378,7 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
         source_stats,
         slot_counters: frames.counters(),
         started: Instant::now(),
+        heartbeat_ms: AtomicU64::new(0),
         runtime: tokio::runtime::Handle::current(),
     });
     {
@@ -352,6 +401,12 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
             .context("cannot start the inference thread")?
     };
     info!(source = %shared.source, model = %shared.model, "adaptd running");
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!("running {} on {}", shared.model, shared.source));
+    // Without a watchdog the tick still runs, rarely, and does nothing.
+    let ping_every = notifier.ping_interval();
+    let mut watchdog_tick = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+    let mut liveness = Liveness::new(ping_every.unwrap_or(Duration::MAX));
 
     let stats_every = Duration::from_secs(s.config.mqtt.stats_interval_secs.max(1));
     let mut stats_tick = tokio::time::interval(stats_every);
@@ -363,13 +418,25 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => reload(&shared, s.config_path.as_deref()),
+            _ = sighup.recv() => {
+                notifier.reloading();
+                reload(&shared, s.config_path.as_deref());
+                notifier.reloaded(&shared.status_line());
+            }
             event = events.recv() => match event {
                 Some(event) => on_link_event(&shared, event, &mut pending).await,
                 None => { error!("the MQTT link ended unexpectedly; stopping"); break; }
             },
             Some(Notice::StateChanged) = notices.recv() => shared.publish_state().await,
+            _ = watchdog_tick.tick(), if ping_every.is_some() => {
+                if liveness.alive(Instant::now(), shared.progress()) {
+                    notifier.watchdog();
+                } else {
+                    warn!("the pipeline made no progress for {:?}: no watchdog ping", ping_every.unwrap_or_default());
+                }
+            }
             _ = stats_tick.tick() => {
+                notifier.status(&shared.status_line());
                 if let Ok(json) = serde_json::to_vec(&shared.stats()) {
                     let topic = shared.publisher.topics().stats();
                     let _ = shared.publisher.try_publish(&topic, json, false);
@@ -380,6 +447,7 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     }
 
     // Shutdown: frames stop first, then work in hand finishes, then MQTT says `stopped`.
+    notifier.stopping();
     stop.stop();
     shared.shutdown.store(true, Ordering::SeqCst);
     let joined = tokio::time::timeout(
