@@ -77,8 +77,12 @@ pub enum MqttError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (default 8883).
+    /// `mqtt://host[:port]` (default port 1883), `mqtts://host[:port]` (default 8883), or
+    /// `embedded`: run the in-process broker on `embedded_bind` and connect to it.
     pub url: String,
+    /// Where the embedded broker listens (`url = "embedded"` only). Loopback by default: the
+    /// embedded broker has no authentication.
+    pub embedded_bind: String,
     /// MQTT client id; unset means `adaptd-<device_id>`. Two clients with one id kick each other
     /// off the broker, hence the device id in the default.
     pub client_id: Option<String>,
@@ -123,6 +127,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             url: "mqtt://127.0.0.1:1883".to_owned(),
+            embedded_bind: "127.0.0.1:1883".to_owned(),
             client_id: None,
             username: None,
             password_file: None,
@@ -140,6 +145,9 @@ impl Default for MqttConfig {
         }
     }
 }
+
+/// The `[mqtt].url` that selects the embedded broker.
+pub const EMBEDDED: &str = "embedded";
 
 /// The MQTT protocol's largest remaining length (256 MiB - 1).
 const MQTT_MAX_PACKET: usize = 268_435_455;
@@ -272,7 +280,17 @@ impl MqttConfig {
     /// message names the key as `[mqtt].key` and says what is allowed.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        let url = match BrokerUrl::parse(&self.url) {
+        if self.is_embedded() && !cfg!(feature = "embedded-broker") {
+            errors.push(
+                "[mqtt].url = \"embedded\": this adaptd was built without the embedded broker (cargo feature `embedded-broker`); point url at a broker such as Mosquitto (mqtt://127.0.0.1:1883)".to_owned(),
+            );
+        }
+        if self.is_embedded() || self.embedded_bind != MqttConfig::default().embedded_bind {
+            if let Err(e) = self.embedded_addr() {
+                errors.push(e);
+            }
+        }
+        let url = match self.broker_url_text() {
             Ok(u) => Some(u),
             Err(e) => {
                 errors.push(e);
@@ -369,7 +387,43 @@ impl MqttConfig {
 
     /// The broker URL, parsed. Fails like [`MqttConfig::validate`] does.
     pub fn broker_url(&self) -> Result<BrokerUrl, MqttError> {
-        BrokerUrl::parse(&self.url).map_err(|e| MqttError::Config(vec![e]))
+        self.broker_url_text()
+            .map_err(|e| MqttError::Config(vec![e]))
+    }
+
+    /// `url = "embedded"`: adaptd runs its own broker.
+    pub fn is_embedded(&self) -> bool {
+        self.url == EMBEDDED
+    }
+
+    /// The embedded broker's listening address.
+    pub fn embedded_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.embedded_bind.parse().map_err(|_| {
+            format!(
+                "[mqtt].embedded_bind = {:?}: give an address and port such as \"127.0.0.1:1883\" (an IPv6 address in brackets: \"[::1]:1883\")",
+                self.embedded_bind
+            )
+        })
+    }
+
+    /// The broker to connect to: the configured URL, or the embedded broker's address (its
+    /// loopback address when it listens on all interfaces).
+    fn broker_url_text(&self) -> Result<BrokerUrl, String> {
+        if !self.is_embedded() {
+            return BrokerUrl::parse(&self.url);
+        }
+        let addr = self.embedded_addr()?;
+        let host = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        Ok(BrokerUrl {
+            tls: false,
+            host,
+            port: addr.port(),
+        })
     }
 
     /// Reads the password: from `password_file`, else from the systemd credential
@@ -652,6 +706,37 @@ mod tests {
         let err = serde_json::from_str::<MqttConfig>(r#"{"passwd": "x"}"#)
             .expect_err("unknown key must fail");
         assert!(err.to_string().contains("passwd"), "{err}");
+    }
+
+    #[test]
+    fn the_embedded_broker_is_reached_on_its_bind_address() {
+        let c = with(|c| c.url = "embedded".into());
+        assert!(c.is_embedded());
+        if cfg!(feature = "embedded-broker") {
+            assert_eq!(c.validate(), Vec::<String>::new());
+        } else {
+            one_error_mentions(&c, "embedded-broker");
+        }
+        let u = c.broker_url().expect("url");
+        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "127.0.0.1", 1883));
+        let c = with(|c| {
+            c.url = "embedded".into();
+            c.embedded_bind = "0.0.0.0:18830".into();
+        });
+        let u = c.broker_url().expect("url");
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 18830));
+        let c = with(|c| {
+            c.url = "embedded".into();
+            c.embedded_bind = "[::1]:1884".into();
+        });
+        assert_eq!(c.broker_url().expect("url").host, "[::1]");
+        one_error_mentions(
+            &with(|c| {
+                c.url = "embedded".into();
+                c.embedded_bind = "localhost".into();
+            }),
+            "[mqtt].embedded_bind",
+        );
     }
 
     #[test]
