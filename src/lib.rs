@@ -30,6 +30,7 @@
 //! - [`mqtt`]: the MQTT control plane: configuration, topics, command parsing and replies,
 //!   the connection with last will, reconnect backoff and clean shutdown, Home Assistant
 //!   discovery.
+//! - [`watch`]: `adaptd watch`, a live terminal view of a device built from its MQTT topics.
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
 //! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
 //! - [`bench`]: the per-stage benchmark and its comparison with onnxruntime.
@@ -48,3 +49,4 @@ pub mod npy;
 pub mod source;
 pub mod store;
 pub mod vision;
+pub mod watch;

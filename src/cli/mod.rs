@@ -11,6 +11,7 @@ pub use adapt_cmds::default_state_dir;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -134,6 +135,25 @@ enum Command {
     /// Run the daemon: the configured source through the model, MQTT control (see
     /// docs/configuration.md). `--config FILE` may come before or after `run`.
     Run,
+    /// A live terminal view of a device: detections, labels, fps, training (from MQTT; uses
+    /// the config's [mqtt] table to connect).
+    Watch {
+        /// Device id to watch (default: the config's [mqtt].device_id, else this host's).
+        #[arg(long)]
+        device: Option<String>,
+        /// Broker URL (default: the config's [mqtt].url).
+        #[arg(long)]
+        broker: Option<String>,
+        /// No colours and no redraw in place: print whole screens one after another.
+        #[arg(long)]
+        plain: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 0.5)]
+        interval: f64,
+        /// With --plain: stop after printing this many screens.
+        #[arg(long)]
+        frames: Option<u64>,
+    },
     /// Trained head versions: list, show, rollback.
     Heads {
         #[command(flatten)]
@@ -194,7 +214,44 @@ pub fn main() -> anyhow::Result<ExitCode> {
         } => adapt_cmds::classify(&ctx, &target, &images, format),
         Command::Heads { target, cmd } => adapt_cmds::heads(&ctx, &target, &cmd),
         Command::Run => crate::daemon::run::run(&ctx, config_path.as_deref()),
+        Command::Watch {
+            device,
+            broker,
+            plain,
+            interval,
+            frames,
+        } => watch(&ctx, device, broker, plain, interval, frames),
     }
+}
+
+/// `adaptd watch`: a small runtime of its own, the view until Ctrl-C.
+fn watch(
+    ctx: &Context,
+    device: Option<String>,
+    broker: Option<String>,
+    plain: bool,
+    interval: f64,
+    frames: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    if !(interval.is_finite() && (0.05..=60.0).contains(&interval)) {
+        anyhow::bail!("--interval {interval}: give a number of seconds from 0.05 to 60");
+    }
+    let mut mqtt = ctx.config.mqtt.clone();
+    if let Some(url) = broker {
+        mqtt.url = url;
+    }
+    let opts = crate::watch::WatchOptions {
+        device: device.unwrap_or_else(|| mqtt.device_id()),
+        plain,
+        interval: Duration::from_secs_f64(interval),
+        frames,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::watch::watch(&mqtt, &opts))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(verbose: u8) {

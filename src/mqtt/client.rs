@@ -125,6 +125,30 @@ pub enum LinkEvent {
     },
 }
 
+/// Connection options every adaptd client shares (the daemon's link, `adaptd watch`): broker
+/// address, keep-alive, packet limit, credentials and TLS, all from `[mqtt]`. No last will:
+/// only the daemon's link has one.
+pub fn client_options(config: &MqttConfig, client_id: &str) -> Result<MqttOptions, MqttError> {
+    let url = config.broker_url()?;
+    let password = config.load_password()?;
+    let tls = config.tls_client_config()?;
+    let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
+    options
+        .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
+        .set_clean_session(true)
+        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+    if let Some(user) = &config.username {
+        let pw = password.as_ref().map_or("", |p| p.expose());
+        options.set_credentials(user.clone(), pw);
+    }
+    if let Some(tls) = tls {
+        options.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
+    Ok(options)
+}
+
 /// Counters of the link, for the `stats` message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkStats {
@@ -366,35 +390,19 @@ impl MqttLink {
             ])
         })?;
         let url = config.broker_url()?;
-        let password = config.load_password()?;
-        let tls = config.tls_client_config()?;
         let topics = Topics::from_config(config);
         let qos = if config.qos == 0 {
             QoS::AtMostOnce
         } else {
             QoS::AtLeastOnce
         };
-
-        let mut options = MqttOptions::new(config.client_id(), url.host.clone(), url.port);
-        options
-            .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
-            .set_clean_session(true)
-            .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
-            .set_last_will(LastWill::new(
-                topics.available(),
-                "offline",
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some(user) = &config.username {
-            let pw = password.as_ref().map_or("", |p| p.expose());
-            options.set_credentials(user.clone(), pw);
-        }
-        if let Some(tls) = tls {
-            options.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls),
-            ));
-        }
+        let mut options = client_options(config, &config.client_id())?;
+        options.set_last_will(LastWill::new(
+            topics.available(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let mut network = NetworkOptions::new();
         network.set_connection_timeout(CONNECT_TIMEOUT_SECS);
