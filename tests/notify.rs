@@ -200,3 +200,61 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
     assert_eq!(code, Some(0));
     let _ = writer.join();
 }
+
+/// A pipe whose writer goes away (ffmpeg or rpicam-vid died) is a broken pipeline: the daemon
+/// stops cleanly with status 1, so that systemd's `Restart=on-failure` starts it again.
+#[test]
+fn a_closed_pipe_stops_the_daemon_with_status_1() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[source]\nkind = \"mjpeg\"\npath = \"-\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{dead_port}\"\ndevice_id = \"pipetest\"\n",
+            tmp.path().join("state")
+        ),
+    )
+    .expect("write config");
+    let mut child = adaptd()
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start adaptd run");
+    let jpeg = std::fs::read(image("rocket.jpg")).expect("photo");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&jpeg).expect("write a frame");
+        stdin.write_all(&jpeg).expect("write a frame");
+    }
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut daemon = Guard(child);
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(s) = daemon.0.try_wait().expect("try_wait") {
+            break s.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "adaptd did not stop after its pipe closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().unwrap_or_default();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("restarts the pipeline"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

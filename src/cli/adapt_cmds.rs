@@ -95,9 +95,23 @@ pub enum HeadsCmd {
     Rollback { version: u32 },
 }
 
-/// Default state directory: root gets the systemd StateDirectory, users their XDG data dir.
+/// Default state directory: under systemd the unit's `StateDirectory=` (`$STATE_DIRECTORY`,
+/// which with `DynamicUser=yes` is neither root's nor a home directory), else
+/// /var/lib/adaptd for root and the XDG data dir for users.
 pub fn default_state_dir() -> PathBuf {
     use std::os::unix::fs::MetadataExt;
+    // systemd may list several directories separated by `:`; adaptd's unit names one.
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        let dir = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        if !dir.is_empty() {
+            return PathBuf::from(dir);
+        }
+    }
     // /proc/self belongs to the process's effective uid: no libc call needed.
     let is_root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)

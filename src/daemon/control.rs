@@ -335,6 +335,7 @@ pub fn start_training(shared: &Arc<Shared>, force: bool, why: &str) -> Result<()
     let spawned = std::thread::Builder::new()
         .name("training".into())
         .spawn(move || {
+            lower_this_threads_priority();
             train(&s, force, &why);
             s.training.store(false, Ordering::SeqCst);
             s.notify(Notice::StateChanged);
@@ -345,6 +346,28 @@ pub fn start_training(shared: &Arc<Shared>, force: bool, why: &str) -> Result<()
     }
     shared.notify(Notice::StateChanged);
     Ok(())
+}
+
+/// How much nicer the training thread is than the rest of the daemon: training may take
+/// seconds of CPU on a Pi, and frames must keep their latency meanwhile, so the scheduler
+/// should prefer the inference thread.
+const TRAINING_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by [`TRAINING_NICE`] (at most to 19).
+/// On Linux `setpriority` on a thread id affects that thread only; lowering needs no privilege.
+fn lower_this_threads_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id, no pointers involved.
+    let rc = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (current + TRAINING_NICE).min(19))
+    };
+    if rc != 0 {
+        warn!(
+            "cannot lower the training thread's priority: {}; training competes with inference",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 fn train(shared: &Shared, force: bool, why: &str) {
@@ -432,5 +455,37 @@ pub async fn publish_snapshot(shared: &Arc<Shared>) -> Option<usize> {
             info!("snapshot not published: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nice value of the calling thread, from /proc (field 19 of its stat line).
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read stat");
+        let after_comm = stat.rsplit(')').next().expect("stat line");
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        // Fields after the comm start at field 3 (state), so nice (19) is index 16.
+        fields[16].parse().expect("nice")
+    }
+
+    #[test]
+    fn training_runs_at_a_lower_priority_than_the_rest() {
+        let before = own_nice();
+        let (lowered, main_after) = std::thread::spawn(move || {
+            lower_this_threads_priority();
+            own_nice()
+        })
+        .join()
+        .map(|n| (n, own_nice()))
+        .expect("thread");
+        assert_eq!(
+            lowered,
+            (before + TRAINING_NICE).min(19),
+            "the training thread is niced"
+        );
+        assert_eq!(main_after, before, "only that thread");
     }
 }

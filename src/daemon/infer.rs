@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::pipeline::{FrameResult, Pipeline};
 use super::run::{lock, Latest, Notice, Shared};
@@ -72,9 +72,9 @@ pub fn run(
             Ok(f) => f,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => {
-                info!("the source ended; the daemon keeps serving commands");
                 source_ended = true;
                 shared.notify(Notice::StateChanged);
+                shared.notify(Notice::SourceEnded);
                 continue;
             }
         };

@@ -48,7 +48,7 @@ use crate::config::{Config, TrainSection};
 use crate::consensus::Consensus;
 use crate::model::manifest::Task;
 use crate::mqtt::{LinkEvent, MqttLink, Publisher};
-use crate::source::{SlotCounters, SourceState, SourceStats, StopSignal};
+use crate::source::{SlotCounters, SourceConfig, SourceState, SourceStats, StopSignal};
 use crate::vision::image_io::DecodeLimits;
 use crate::vision::{AnalyzeOptions, VisionModel};
 
@@ -77,6 +77,8 @@ pub struct FrameStats {
 pub enum Notice {
     /// Republish the retained `state`.
     StateChanged,
+    /// The capture thread ended: no more frames will come.
+    SourceEnded,
 }
 
 /// What every part of the daemon shares.
@@ -341,6 +343,8 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     let source = crate::source::open(&s.config.source, s.config.image.limits(), &stop)?;
     let source_desc = source.describe();
     let source_stats = source.stats();
+    #[cfg(feature = "embedded-broker")]
+    let broker = start_embedded_broker(&s.config.mqtt).await?;
     let (link, mut events) = MqttLink::start(&s.config.mqtt)?;
     let (capture, frames) =
         crate::source::spawn_capture(source).context("cannot start the capture thread")?;
@@ -414,6 +418,8 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     // A reply that could not go out because its cause (an oversized packet) dropped the
     // connection; sent after the reconnect.
     let mut pending: Option<crate::mqtt::Reply> = None;
+    let replay = matches!(s.config.source, SourceConfig::Dir { .. });
+    let mut code = ExitCode::SUCCESS;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
@@ -427,7 +433,26 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
                 Some(event) => on_link_event(&shared, event, &mut pending).await,
                 None => { error!("the MQTT link ended unexpectedly; stopping"); break; }
             },
-            Some(Notice::StateChanged) = notices.recv() => shared.publish_state().await,
+            Some(notice) = notices.recv() => match notice {
+                Notice::StateChanged => shared.publish_state().await,
+                Notice::SourceEnded => {
+                    let state = shared.source_stats.state();
+                    // A folder replay that ends is finished work; a pipe whose writer went
+                    // away (ffmpeg, rpicam-vid died) or a failed camera is a broken pipeline
+                    // that a restart by the service manager can mend.
+                    if replay && state == SourceState::Ended {
+                        info!("the replay ended; the daemon keeps serving commands");
+                    } else {
+                        error!(
+                            "the source {} ended ({state:?}): stopping with status 1 so that the \
+                             service manager (systemd Restart=on-failure) restarts the pipeline",
+                            shared.source
+                        );
+                        code = ExitCode::FAILURE;
+                        break;
+                    }
+                }
+            },
             _ = watchdog_tick.tick(), if ping_every.is_some() => {
                 if liveness.alive(Instant::now(), shared.progress()) {
                     notifier.watchdog();
@@ -470,8 +495,38 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     )
     .await;
     link.shutdown(Duration::from_secs(5)).await;
+    #[cfg(feature = "embedded-broker")]
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
     info!("adaptd stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
+}
+
+/// `[mqtt].url = "embedded"`: the in-process broker, started before the link connects to it.
+#[cfg(feature = "embedded-broker")]
+async fn start_embedded_broker(
+    config: &crate::mqtt::MqttConfig,
+) -> anyhow::Result<Option<crate::mqtt::broker::EmbeddedBroker>> {
+    use crate::mqtt::broker::{BrokerOptions, EmbeddedBroker};
+    if !config.is_embedded() {
+        return Ok(None);
+    }
+    let addr = config.embedded_addr().map_err(|e| anyhow::anyhow!(e))?;
+    let opts = BrokerOptions {
+        max_packet_bytes: config.max_packet_bytes,
+        ..BrokerOptions::default()
+    };
+    let broker = EmbeddedBroker::start(addr, opts).await?;
+    if !addr.ip().is_loopback() {
+        warn!(
+            "the embedded MQTT broker listens on {addr}, beyond this machine, and has no \
+             authentication: anyone who reaches it can command adaptd; use Mosquitto with \
+             passwords for that"
+        );
+    }
+    info!("embedded MQTT broker listening on {}", broker.local_addr());
+    Ok(Some(broker))
 }
 
 async fn on_link_event(
