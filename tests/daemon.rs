@@ -777,3 +777,110 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
         serde_json::json!({"cat": 8})
     );
 }
+
+/// The README's first command: demo/adaptd.toml (directory replay of demo/frames, the
+/// embedded broker), driven by `mosquitto_pub`/`mosquitto_sub` and shown by `adaptd watch`.
+/// Only the state directory, the frames' absolute path and the broker's port are changed.
+#[test]
+fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let demo = std::fs::read_to_string(repo().join("demo/adaptd.toml")).expect("demo config");
+    assert!(demo.contains("url = \"embedded\""), "{demo}");
+    let config = tmp.path().join("adaptd.toml");
+    let text = demo
+        .replace(
+            "state_dir = \"demo/state\"",
+            &format!("state_dir = {:?}", tmp.path().join("state")),
+        )
+        .replace(
+            "path = \"demo/frames\"",
+            &format!("path = {:?}", repo().join("demo/frames")),
+        )
+        .replace(
+            "device_id = \"demo\"",
+            &format!("device_id = \"testcam\"\nembedded_bind = \"127.0.0.1:{port}\""),
+        );
+    std::fs::write(&config, text).expect("write config");
+    let mut daemon = start_daemon(&config);
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the embedded broker never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_sub, mut bus) = bus(port);
+    bus.wait_for("detections", "detections", |p| {
+        json(p)["items"][0]["label"].is_string()
+    });
+    assert_eq!(retained_state(port)["model"], "mobilenetv2");
+
+    // The README's teaching example: four samples start a training run by themselves.
+    for (label, file) in [
+        ("people", "03-astronaut.jpg"),
+        ("people", "05-camera.jpg"),
+        ("things", "02-coffee.jpg"),
+        ("things", "04-rocket.jpg"),
+    ] {
+        publish_file(
+            port,
+            &format!("samples/{label}"),
+            &repo().join("demo/frames").join(file),
+        );
+        let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let t = json(&bus.wait_for("training", "a finished run", |p| {
+        json(p)["status"] == "finished"
+    }));
+    assert_eq!(t["deployed"], true, "{t}");
+    bus.wait_for("detections", "a head label", |p| {
+        let l = &json(p)["items"][0]["head"]["label"];
+        l == "people" || l == "things"
+    });
+
+    // The terminal view, in plain mode: three screens, then it exits.
+    let o = adaptd()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "watch",
+            "--device",
+            "testcam",
+            "--plain",
+            "--frames",
+            "3",
+            "--interval",
+            "1",
+        ])
+        .output()
+        .expect("run adaptd watch");
+    let screen = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!screen.contains('\x1b'), "plain output has no escape codes");
+    let last = screen.rsplit("adaptd watch · ").next().unwrap_or("");
+    for needle in [
+        "testcam · online",
+        "mobilenetv2",
+        "fps",
+        "head v1",
+        "people",
+    ] {
+        assert!(
+            last.contains(needle),
+            "{needle:?} not on the screen:\n{last}"
+        );
+    }
+
+    send_signal(&daemon, "-TERM");
+    assert_eq!(wait_exit(&mut daemon, "adaptd"), Some(0));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the embedded broker stops with the daemon"
+    );
+}
