@@ -5,6 +5,7 @@ Only the Python standard library, Mosquitto and its command-line tools (Debian:
 `apt-get install mosquitto mosquitto-clients`) are needed.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -149,3 +150,13 @@ def median(xs):
         return float("nan")
     m = len(xs) // 2
     return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def arg_parser(doc):
+    """The options every daemon benchmark takes: which binary, models, photos and model."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--adaptd", default=str(REPO / "target/release/adaptd"))
+    ap.add_argument("--model-dir", default=str(REPO / "models"))
+    ap.add_argument("--images", default=str(REPO / "../shared/images"))
+    ap.add_argument("--model", default="mobilenetv2")
+    return ap

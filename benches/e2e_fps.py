@@ -13,7 +13,6 @@ Prints one JSON object: backbone median ms and throughput, end-to-end fps (media
 `stats` messages after a warm-up), the ratio, skipped frames, CPU time per frame, RSS.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -34,11 +33,7 @@ def backbone_ms(adaptd, model_dir, model, image):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--adaptd", default=str(h.REPO / "target/release/adaptd"))
-    ap.add_argument("--model-dir", default=str(h.REPO / "models"))
-    ap.add_argument("--images", default=str(h.REPO / "../shared/images"))
-    ap.add_argument("--model", default="mobilenetv2")
+    ap = h.arg_parser(__doc__)
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--warmup", type=float, default=12.0)
     args = ap.parse_args()

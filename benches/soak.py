@@ -14,7 +14,6 @@ Prints a table of (minute, RSS MiB, frames, fps) and one JSON summary line. Exit
 daemon died or RSS grew by more than --tolerance (default 10 %) after the first minute.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -25,11 +24,7 @@ import daemon_harness as h  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--adaptd", default=str(h.REPO / "target/release/adaptd"))
-    ap.add_argument("--model-dir", default=str(h.REPO / "models"))
-    ap.add_argument("--images", default=str(h.REPO / "../shared/images"))
-    ap.add_argument("--model", default="mobilenetv2")
+    ap = h.arg_parser(__doc__)
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--tolerance", type=float, default=0.10)

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
@@ -17,16 +17,6 @@ use serde_json::Value;
 /// Upper bound of every wait, so a broken daemon fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(90);
 const BASE: &str = "adaptd/testcam";
-
-/// A child process killed on drop (broker, subscriber, daemon after a failed assertion).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn mosquitto_bin() -> PathBuf {
     std::env::var_os("ADAPTD_MOSQUITTO")
@@ -44,10 +34,7 @@ fn mosquitto_bin() -> PathBuf {
 /// Mosquitto on 127.0.0.1 on a free port (retried: another process may take the port).
 fn start_broker(dir: &Path) -> (Guard, u16) {
     for _ in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         if let Some(broker) = broker_on(dir, port) {
             return (broker, port);
         }
@@ -235,6 +222,15 @@ fn write_box_crops(
         .collect()
 }
 
+/// A temporary directory with `frames/` (what the source replays) and `samples/` in it.
+fn workdirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (frames, samples) = (tmp.path().join("frames"), tmp.path().join("samples"));
+    std::fs::create_dir_all(&frames).expect("mkdir");
+    std::fs::create_dir_all(&samples).expect("mkdir");
+    (tmp, frames, samples)
+}
+
 /// Starts `adaptd --config FILE run`.
 fn start_daemon(config: &Path) -> Guard {
     Guard(
@@ -247,26 +243,6 @@ fn start_daemon(config: &Path) -> Guard {
             .spawn()
             .expect("start adaptd run"),
     )
-}
-
-fn send_signal(child: &Guard, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success(), "kill {sig}");
-}
-
-/// Waits for the process to exit and returns its exit code.
-fn wait_exit(child: &mut Guard, what: &str) -> Option<i32> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(s) = child.0.try_wait().expect("try_wait") {
-            return s.code();
-        }
-        assert!(Instant::now() < deadline, "{what} did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn bus(port: u16) -> (Guard, Bus) {
@@ -325,11 +301,7 @@ fn stored_counts(state_dir: &Path, model: &str) -> Value {
 
 #[test]
 fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let frames = tmp.path().join("frames");
-    let samples = tmp.path().join("samples");
-    std::fs::create_dir_all(&frames).expect("mkdir");
-    std::fs::create_dir_all(&samples).expect("mkdir");
+    let (tmp, frames, samples) = workdirs();
     write_crops("chelsea.png", 3, &frames, "a");
     write_crops("coffee.png", 3, &frames, "b");
     let cats = write_crops("chelsea.png", 6, &samples, "cat");
@@ -481,35 +453,19 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
     );
 
     // SIGTERM: `stopped` (retained) and exit code 0.
-    let killed = Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    send_signal(&daemon, "-TERM");
     bus.wait_for("available", "`stopped`", |p| p == "stopped");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "adaptd did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
+        Some(0)
+    );
 }
 
 /// A detector with sub-labels: boxes, events, labeling a detection, retraining triggered by
 /// new samples, live settings, `forget`, SIGHUP with a valid and an invalid file.
 #[test]
 fn detector_daemon_sublabels_retrains_and_reloads() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let frames = tmp.path().join("frames");
-    let samples = tmp.path().join("samples");
-    std::fs::create_dir_all(&frames).expect("mkdir");
-    std::fs::create_dir_all(&samples).expect("mkdir");
+    let (tmp, frames, samples) = workdirs();
     // The person nanodet-m finds in each photo, cropped as a sub-label sample would be.
     write_crops("astronaut.png", 2, &frames, "f");
     let eileen = write_box_crops("astronaut.png", [15, 14, 364, 508], 6, &samples, "e");
@@ -689,7 +645,7 @@ fn detector_daemon_sublabels_retrains_and_reloads() {
 
     send_signal(&daemon, "-INT");
     bus.wait_for("available", "`stopped`", |p| p == "stopped");
-    assert_eq!(wait_exit(&mut daemon, "adaptd"), Some(0));
+    assert_eq!(wait_exit(&mut daemon, "adaptd", WAIT), Some(0));
     let stored = stored_counts(&state_dir, "mobilenetv2");
     assert_eq!(
         stored,
@@ -703,11 +659,7 @@ fn detector_daemon_sublabels_retrains_and_reloads() {
 /// the broker publishes the last will, `offline`.
 #[test]
 fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let frames = tmp.path().join("frames");
-    let samples = tmp.path().join("samples");
-    std::fs::create_dir_all(&frames).expect("mkdir");
-    std::fs::create_dir_all(&samples).expect("mkdir");
+    let (tmp, frames, samples) = workdirs();
     write_crops("coffee.png", 2, &frames, "f");
     let cats = write_crops("chelsea.png", 8, &samples, "cat");
 
@@ -770,7 +722,7 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
 
     // kill -9: no `stopped`, the broker fires the will.
     send_signal(&daemon, "-KILL");
-    wait_exit(&mut daemon, "adaptd after kill -9");
+    wait_exit(&mut daemon, "adaptd after kill -9", WAIT);
     bus.wait_for("available", "the will, `offline`", |p| p == "offline");
     assert_eq!(
         stored_counts(&state_dir, "mobilenetv2"),
@@ -784,10 +736,7 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
 #[test]
 fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let demo = std::fs::read_to_string(repo().join("demo/adaptd.toml")).expect("demo config");
     assert!(demo.contains("url = \"embedded\""), "{demo}");
     let config = tmp.path().join("adaptd.toml");
@@ -878,7 +827,7 @@ fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
     }
 
     send_signal(&daemon, "-TERM");
-    assert_eq!(wait_exit(&mut daemon, "adaptd"), Some(0));
+    assert_eq!(wait_exit(&mut daemon, "adaptd", WAIT), Some(0));
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the embedded broker stops with the daemon"

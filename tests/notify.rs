@@ -10,7 +10,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,15 +19,6 @@ use common::*;
 
 /// Upper bound of every wait, so a broken daemon fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Datagrams from the daemon, each split into its `KEY=value` lines.
 struct Socket(UnixDatagram);
@@ -73,14 +64,6 @@ impl Socket {
     }
 }
 
-fn kill(child: &Guard, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
-
 #[test]
 fn notify_protocol_ready_status_watchdog_reload_stop() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -94,10 +77,7 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
         out.into_inner()
     };
     // A port nothing listens on: MQTT keeps retrying in the background, the pipeline runs.
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let dead_port = free_port();
     let config = tmp.path().join("adaptd.toml");
     std::fs::write(
         &config,
@@ -173,7 +153,7 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
     socket.until("WATCHDOG=1");
 
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC (systemd >= 253 insists), then READY=1.
-    kill(&daemon, "-HUP");
+    send_signal(&daemon, "-HUP");
     let reload = socket.until("RELOADING=1");
     let msg = reload.last().expect("the RELOADING datagram");
     assert!(
@@ -182,21 +162,11 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
     );
     socket.until("READY=1");
 
-    kill(&daemon, "-TERM");
+    send_signal(&daemon, "-TERM");
     socket.until("STOPPING=1");
     done.store(true, Ordering::SeqCst);
     let mut daemon = daemon;
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(s) = daemon.0.try_wait().expect("try_wait") {
-            break s.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "adaptd did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT);
     assert_eq!(code, Some(0));
     let _ = writer.join();
 }
@@ -206,10 +176,7 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
 #[test]
 fn a_closed_pipe_stops_the_daemon_with_status_1() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let dead_port = free_port();
     let config = tmp.path().join("adaptd.toml");
     std::fs::write(
         &config,
@@ -242,17 +209,7 @@ fn a_closed_pipe_stops_the_daemon_with_status_1() {
         s
     });
     let mut daemon = Guard(child);
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(s) = daemon.0.try_wait().expect("try_wait") {
-            break s.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "adaptd did not stop after its pipe closed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(&mut daemon, "adaptd after its pipe closed", WAIT);
     let err = reader.join().unwrap_or_default();
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("restarts the pipeline"), "{err}");

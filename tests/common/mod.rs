@@ -6,8 +6,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -87,4 +88,46 @@ pub fn reference() -> serde_json::Value {
 pub fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to)
         .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
+}
+
+/// A child process killed on drop (broker, subscriber, daemon after a failed assertion).
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `limit` for the process to exit and returns its exit code.
+pub fn wait_exit(child: &mut Guard, what: &str, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.0.try_wait().expect("try_wait") {
+            return s.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A loopback port nothing listens on (free when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `kill -SIG pid`.
+pub fn send_signal(child: &Guard, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig}");
 }
