@@ -207,6 +207,7 @@ impl Shared {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
+        let link = self.publisher.stats();
         let (fps, frames, throttled, p50, p95) = {
             let s = lock(&self.frame_stats);
             (
@@ -221,6 +222,12 @@ impl Shared {
             fps,
             frames,
             skipped_frames: self.slot_counters.skipped(),
+            // Three separate reads can race with the capture thread: clamp to what is possible.
+            queued_frames: self
+                .slot_counters
+                .sent()
+                .saturating_sub(self.slot_counters.skipped() + self.slot_counters.received())
+                .min(1),
             throttled_frames: throttled,
             inference_ms_p50: p50,
             inference_ms_p95: p95,
@@ -238,7 +245,8 @@ impl Shared {
             },
             samples: lock(&self.counts).clone(),
             cpu_temp_c: cpu_temperature(),
-            mqtt_reconnects: self.publisher.stats().reconnects,
+            mqtt_reconnects: link.reconnects,
+            mqtt_dropped: link.dropped,
             uptime_s: self.started.elapsed().as_secs(),
         }
     }

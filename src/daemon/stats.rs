@@ -106,6 +106,8 @@ pub struct StatsSnapshot {
     pub skipped_frames: u64,
     /// Frames left out to hold the `set fps` cap.
     pub throttled_frames: u64,
+    /// Frames waiting for the inference thread: 0 or 1, since the slot keeps only the newest.
+    pub queued_frames: u64,
     pub inference_ms_p50: f64,
     pub inference_ms_p95: f64,
     pub paused: bool,
@@ -117,6 +119,8 @@ pub struct StatsSnapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_temp_c: Option<f64>,
     pub mqtt_reconnects: u64,
+    /// Messages not sent: the link was down, its queue full, or a message too large.
+    pub mqtt_dropped: u64,
     pub uptime_s: u64,
 }
 
