@@ -3,7 +3,7 @@
 
 The daemon replays the photos of a folder (looping) through a detector with sub-labels or a
 classifier, while this script keeps it busy the way a household does: a labeled sample over
-MQTT every 20 s, a `train` command every 5 minutes (so heads are trained, deployed and
+MQTT every 20 s, a `train` command every 5 minutes (both adjustable) (so heads are trained, deployed and
 swapped), a `snapshot` every minute and a `status` every 10 s. Resident memory (VmRSS) is read
 every 30 s; the verdict compares the end with the value at one minute, when the models, the
 allocator's arenas and the caches have settled.
@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--tolerance", type=float, default=0.10)
+    ap.add_argument("--train-every", type=float, default=300.0, help="seconds between `train` commands")
+    ap.add_argument("--sample-every", type=float, default=20.0, help="seconds between samples")
     args = ap.parse_args()
 
     work = Path(h.workdir())
@@ -56,11 +58,11 @@ def main():
                 photo = photos[i % len(photos)]
                 daemon.publish(f"samples/{photo.stem.lower()}", file=photo)
                 i += 1
-                next_sample += 20
+                next_sample += args.sample_every
             if now >= next_train:
                 if now > start + 60:
                     daemon.publish("cmd/train", '{"force": true}')
-                next_train += 300
+                next_train += args.train_every
             if now >= next_snap:
                 daemon.publish("cmd/snapshot")
                 next_snap += 60

@@ -320,7 +320,33 @@ fn apply_settings(shared: &Shared, s: Settings) -> Result<Value, String> {
     Ok(json!({ "applied": applied, "not_applied": not_applied }))
 }
 
-/// Starts a training run on its own thread unless one is running. The result goes to
+/// A request for the training thread.
+pub struct TrainRequest {
+    force: bool,
+    why: String,
+}
+
+/// Starts the training thread: one for the daemon's lifetime, niced once, which waits for
+/// [`TrainRequest`]s. A long-lived thread rather than one per run keeps the allocator's
+/// per-thread arena (and so resident memory) from growing with every run over months. It
+/// ends when `shared.trainer` is emptied at shutdown.
+pub fn spawn_trainer(shared: &Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (tx, rx) = std::sync::mpsc::channel::<TrainRequest>();
+    *lock(&shared.trainer) = Some(tx);
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name("training".into())
+        .spawn(move || {
+            lower_this_threads_priority();
+            while let Ok(req) = rx.recv() {
+                train(&s, req.force, &req.why);
+                s.training.store(false, Ordering::SeqCst);
+                s.notify(Notice::StateChanged);
+            }
+        })
+}
+
+/// Starts a training run on the training thread unless one is running. The result goes to
 /// `training`; a deployed head is swapped in at once.
 pub fn start_training(shared: &Arc<Shared>, force: bool, why: &str) -> Result<(), String> {
     if shared.training.swap(true, Ordering::SeqCst) {
@@ -328,22 +354,19 @@ pub fn start_training(shared: &Arc<Shared>, force: bool, why: &str) -> Result<()
             "a training run is already in progress; its result will be on `training`".into(),
         );
     }
+    let request = TrainRequest {
+        force,
+        why: why.to_owned(),
+    };
+    let sent = lock(&shared.trainer)
+        .as_ref()
+        .is_some_and(|tx| tx.send(request).is_ok());
+    if !sent {
+        shared.training.store(false, Ordering::SeqCst);
+        return Err("the training thread has stopped (the daemon is shutting down)".into());
+    }
     shared.new_samples.store(0, Ordering::SeqCst);
     *lock(&shared.last_train) = Instant::now();
-    let s = shared.clone();
-    let why = why.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("training".into())
-        .spawn(move || {
-            lower_this_threads_priority();
-            train(&s, force, &why);
-            s.training.store(false, Ordering::SeqCst);
-            s.notify(Notice::StateChanged);
-        });
-    if let Err(e) = spawned {
-        shared.training.store(false, Ordering::SeqCst);
-        return Err(format!("cannot start the training thread: {e}"));
-    }
     shared.notify(Notice::StateChanged);
     Ok(())
 }

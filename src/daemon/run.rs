@@ -7,8 +7,9 @@
 //! - the source's own capture thread ([`crate::source::spawn_capture`]) feeds a one-frame
 //!   slot, so a slow model skips stale frames instead of queueing them;
 //! - the inference thread ([`super::infer`]) owns the backbones;
-//! - a training thread is started on demand; it swaps the new head into the [`HeadSlot`]
-//!   and inference picks it up on the next frame, without pausing.
+//! - the training thread (niced, one for the daemon's lifetime) waits for training requests;
+//!   it swaps a deployed head into the [`HeadSlot`] and inference picks it up on the next
+//!   frame, without pausing.
 //!
 //! The [`Workspace`] (an SQLite connection and the head registry) sits behind one mutex and
 //! is only touched from `spawn_blocking` closures and the training thread: SQLite work never
@@ -87,6 +88,8 @@ pub struct Shared {
     pub workspace: Mutex<Workspace>,
     pub slot: HeadSlot,
     pub jobs: Mutex<Sender<Job>>,
+    /// The training thread's queue; emptied at shutdown, which ends that thread.
+    pub trainer: Mutex<Option<Sender<control::TrainRequest>>>,
     notices: mpsc::UnboundedSender<Notice>,
     pub latest: Mutex<Option<Latest>>,
     pub frame_stats: Mutex<FrameStats>,
@@ -363,6 +366,7 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
         workspace: Mutex::new(s.ws),
         slot: s.slot,
         jobs: Mutex::new(jobs_tx),
+        trainer: Mutex::new(None),
         notices: notices_tx,
         latest: Mutex::new(None),
         frame_stats: Mutex::new(FrameStats {
@@ -405,6 +409,7 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
             Err(e) => warn!("head registry: {e}; running without a head"),
         }
     }
+    let trainer = control::spawn_trainer(&shared).context("cannot start the training thread")?;
     let inference = {
         let shared = shared.clone();
         std::thread::Builder::new()
@@ -491,9 +496,15 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     if !matches!(joined, Ok(Ok(Ok(())))) {
         warn!("the inference thread did not stop cleanly within {STOP_GRACE:?}");
     }
-    let deadline = Instant::now() + STOP_GRACE;
-    while shared.training.load(Ordering::SeqCst) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Closing the queue ends the training thread once a run in progress is cancelled.
+    lock(&shared.trainer).take();
+    let joined = tokio::time::timeout(
+        STOP_GRACE,
+        tokio::task::spawn_blocking(move || trainer.join()),
+    )
+    .await;
+    if !matches!(joined, Ok(Ok(Ok(())))) {
+        warn!("the training thread did not stop cleanly within {STOP_GRACE:?}");
     }
     // The capture thread sees the stop signal within a second; a blocking pipe read may not,
     // so it is not waited for beyond that (see `spawn_capture`).
