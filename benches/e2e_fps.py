@@ -10,7 +10,10 @@ inference thread is one thread), measured in the same run on the same machine.
     benches/e2e_fps.py [--adaptd target/release/adaptd] [--model mobilenetv2] [--seconds 40]
 
 Prints one JSON object: backbone median ms and throughput, end-to-end fps (median of the
-`stats` messages after a warm-up), the ratio, skipped frames, CPU time per frame, RSS.
+`stats` messages after a warm-up), the ratio, skipped frames, CPU time per frame, RSS, and
+`busy_ratio`: end-to-end fps x the daemon's own per-frame inference time, the share of the
+inference thread's time spent on frames (1.0 = no time lost between frames). On a machine
+whose load changes between the two phases, `busy_ratio` is the steadier figure.
 """
 
 import json
@@ -69,7 +72,10 @@ def main():
             "source_fps": source_fps,
             "e2e_fps": round(e2e, 2),
             "ratio": round(e2e / throughput, 3),
-            "inference_ms_p50": last["inference_ms_p50"],
+            "inference_ms_p50": round(last["inference_ms_p50"], 2),
+            # Share of wall time the inference thread spends on frames, from the daemon's own
+            # figures of the same seconds: immune to load that changes between the phases.
+            "busy_ratio": round(e2e * last["inference_ms_p50"] / 1000, 3),
             "skipped_frames": last["skipped_frames"],
             "cpu_ms_per_frame": round(1000 * (cpu1 - cpu0) / max(processed, 1), 2),
             "rss_mib": round(daemon.rss_kib() / 1024, 1),
