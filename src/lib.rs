@@ -15,6 +15,8 @@
 //!   [`vision::backbone`] loads and runs the tract plan, [`vision::classify`] ranks classes,
 //!   [`vision::detect`] decodes NanoDet/YOLO outputs and runs NMS; [`vision::VisionModel`]
 //!   ties them together.
+//! - [`audio`]: audio in, voice prints out: WAV and raw PCM, resampling to 16 kHz, the energy
+//!   gate (VAD), the mel front end (checked against librosa) and the speaker encoder.
 //! - [`store`]: the SQLite sample store (WAL, full sync): labeled embeddings with their
 //!   backbone identity, source, thumbnail and train/holdout split; per-label and total caps.
 //! - [`adapt`]: transfer learning on the device: the trainable head (softmax regression or
@@ -37,6 +39,7 @@
 //! - [`cli`]: the `adaptd` command line; `main.rs` only maps its errors to exit codes.
 
 pub mod adapt;
+pub mod audio;
 pub mod bench;
 pub mod cli;
 pub mod config;

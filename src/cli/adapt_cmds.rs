@@ -5,13 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use image::RgbImage;
 use serde::Serialize;
 
 use super::{Context, Format, UsageError};
 use crate::adapt::metrics::Metrics;
 use crate::adapt::workspace::{TrainOutcome, Workspace};
 use crate::adapt::HeadKind;
+use crate::audio::model::{AudioModel, AudioModelError};
+use crate::audio::wav::WavLimits;
+use crate::model::manifest::ModelKind;
+use crate::model::ResolvedModel;
 use crate::store::{SampleSource, ThumbnailFilter};
 use crate::vision::{image_io, AnalyzeOptions, VisionModel};
 
@@ -144,33 +147,89 @@ impl Target {
     }
 
     /// The backbone (batch 1) and the workspace.
-    fn load(&self, ctx: &Context) -> anyhow::Result<(VisionModel, Workspace)> {
+    fn load(&self, ctx: &Context) -> anyhow::Result<(Embedder, Workspace)> {
         let model = ctx.resolve_model(self.model.as_deref())?;
         let ws = Workspace::open(
             &self.state_dir(ctx),
             &model,
             ctx.config.samples.store_options(),
         )?;
-        let vm = VisionModel::load(model, 1)?;
-        Ok((vm, ws))
+        Ok((Embedder::load(ctx, model)?, ws))
     }
 }
 
-/// Embeds one image with the backbone.
-fn embed(vm: &mut VisionModel, img: &RgbImage) -> anyhow::Result<Vec<f32>> {
-    let opts = AnalyzeOptions {
-        top_k: 0,
-        detect: None,
-    };
-    let a = vm.analyze(&[img], &opts)?;
-    a.into_iter()
-        .next()
-        .and_then(|a| a.embedding)
-        .context("the backbone produced no embedding")
+/// An embedding, and for images the thumbnail the store keeps for re-embedding.
+type Embedded = (Vec<f32>, Option<Vec<u8>>);
+
+/// What turns an input file into an embedding: images for vision models, WAV clips for audio
+/// models (the manifest's `kind` decides), so that every sample and head command works the
+/// same for cameras and microphones.
+enum Embedder {
+    Vision(Box<VisionModel>, image_io::DecodeLimits),
+    Audio(Box<AudioModel>, WavLimits),
 }
 
-/// Images of an ImageFolder tree: (label, path), sorted for reproducibility.
-fn image_folder(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+impl Embedder {
+    fn load(ctx: &Context, model: ResolvedModel) -> anyhow::Result<Embedder> {
+        Ok(match model.manifest.kind {
+            ModelKind::Vision => Embedder::Vision(
+                Box::new(VisionModel::load(model, 1)?),
+                ctx.config.image.limits(),
+            ),
+            ModelKind::Audio => {
+                Embedder::Audio(Box::new(AudioModel::load(model)?), WavLimits::default())
+            }
+        })
+    }
+
+    /// File extensions this model reads.
+    fn extensions(&self) -> &'static [&'static str] {
+        match self {
+            Embedder::Vision(..) => &["jpg", "jpeg", "png"],
+            Embedder::Audio(..) => &["wav"],
+        }
+    }
+
+    /// Reads and embeds one file: `Ok(Err(message))` when the file cannot be used (the
+    /// caller reports and skips it), `Err` when the model fails. Images also give the
+    /// thumbnail the store keeps for re-embedding.
+    fn embed_file(&mut self, path: &Path) -> anyhow::Result<Result<Embedded, String>> {
+        match self {
+            Embedder::Vision(vm, limits) => {
+                let img = match image_io::decode_file(path, limits) {
+                    Ok(img) => img,
+                    Err(e) => return Ok(Err(e.to_string())),
+                };
+                let opts = AnalyzeOptions {
+                    top_k: 0,
+                    detect: None,
+                };
+                let e = vm
+                    .analyze(&[&img], &opts)?
+                    .into_iter()
+                    .next()
+                    .and_then(|a| a.embedding)
+                    .context("the backbone produced no embedding")?;
+                Ok(Ok((e, Some(image_io::thumbnail_jpeg(&img)?))))
+            }
+            Embedder::Audio(am, limits) => {
+                let samples = match crate::audio::load_16k(path, limits) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(Err(format!("{}: {e}", path.display()))),
+                };
+                match am.embed(&samples) {
+                    Ok(e) => Ok(Ok((e, None))),
+                    Err(AudioModelError::Audio(e)) => Ok(Err(format!("{}: {e}", path.display()))),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+}
+
+/// The files of an ImageFolder-style tree (`DIR/<label>/*.<ext>`): (label, path), sorted
+/// for reproducibility.
+fn labeled_folder(dir: &Path, extensions: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let read = |d: &Path| -> anyhow::Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .with_context(|| format!("{}: cannot list the folder", d.display()))?
@@ -189,15 +248,16 @@ fn image_folder(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
             let ext = file
                 .extension()
                 .map(|e| e.to_string_lossy().to_ascii_lowercase());
-            if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {
+            if ext.as_deref().is_some_and(|e| extensions.contains(&e)) {
                 out.push((label.clone(), file));
             }
         }
     }
     if out.is_empty() {
         return Err(UsageError(format!(
-            "{}: no images found; expected DIR/<label>/*.jpg|png (one folder per label)",
-            dir.display()
+            "{}: no files found; expected DIR/<label>/*.{} (one folder per label)",
+            dir.display(),
+            extensions.join("|")
         ))
         .into());
     }
@@ -207,32 +267,28 @@ fn image_folder(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 /// Adds (label, file) pairs, one committed sample each; prints a line per sample *after* its
 /// commit, so whatever was reported is on disk. Undecodable files are listed and skipped.
 fn add_files(
-    ctx: &Context,
-    vm: &mut VisionModel,
+    em: &mut Embedder,
     ws: &mut Workspace,
     files: &[(String, PathBuf)],
 ) -> anyhow::Result<usize> {
-    let limits = ctx.config.image.limits();
     let mut failures = 0;
     let mut checked_labels = std::collections::HashSet::new();
     for (label, path) in files {
         if checked_labels.insert(label.clone()) {
             crate::store::validate_training_label(label)?;
         }
-        let img = match image_io::decode_file(path, &limits) {
-            Ok(img) => img,
+        let (embedding, thumb) = match em.embed_file(path)? {
+            Ok(e) => e,
             Err(e) => {
                 eprintln!("adaptd: skipped: {e}");
                 failures += 1;
                 continue;
             }
         };
-        let embedding = embed(vm, &img)?;
-        let thumb = image_io::thumbnail_jpeg(&img)?;
         let source = SampleSource::File {
             path: path.display().to_string(),
         };
-        let sample = ws.sample(label, embedding, Some(thumb), source);
+        let sample = ws.sample(label, embedding, thumb, source);
         let outcome = ws.add(sample)?;
         println!(
             "added #{} {} ({}, {}){}",
@@ -253,15 +309,15 @@ fn add_files(
 pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SamplesCmd::Add { label, files } => {
-            let (mut vm, mut ws) = target.load(ctx)?;
+            let (mut em, mut ws) = target.load(ctx)?;
             let pairs: Vec<_> = files.iter().map(|f| (label.clone(), f.clone())).collect();
-            let failures = add_files(ctx, &mut vm, &mut ws, &pairs)?;
+            let failures = add_files(&mut em, &mut ws, &pairs)?;
             Ok(exit(failures))
         }
         SamplesCmd::Import { dir } => {
-            let files = image_folder(dir)?;
-            let (mut vm, mut ws) = target.load(ctx)?;
-            let failures = add_files(ctx, &mut vm, &mut ws, &files)?;
+            let (mut em, mut ws) = target.load(ctx)?;
+            let files = labeled_folder(dir, em.extensions())?;
+            let failures = add_files(&mut em, &mut ws, &files)?;
             eprintln!(
                 "imported {} of {} images from {}",
                 files.len() - failures,
@@ -362,9 +418,9 @@ pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Resu
 pub fn train(ctx: &Context, target: &Target, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let mut failures = 0;
     if let Some(dir) = &args.data {
-        let files = image_folder(dir)?;
-        let (mut vm, mut ws) = target.load(ctx)?;
-        failures = add_files(ctx, &mut vm, &mut ws, &files)?;
+        let (mut em, mut ws) = target.load(ctx)?;
+        let files = labeled_folder(dir, em.extensions())?;
+        failures = add_files(&mut em, &mut ws, &files)?;
     }
     let mut ws = target.workspace(ctx)?;
     let head = args.head.map(|h| match h {
@@ -442,23 +498,22 @@ struct EvalReport {
 }
 
 pub fn eval(ctx: &Context, target: &Target, data: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let files = image_folder(data)?;
-    let (mut vm, ws) = target.load(ctx)?;
+    let (mut em, ws) = target.load(ctx)?;
+    let files = labeled_folder(data, em.extensions())?;
     let (version, head, _) = ws.current_head()?;
     let mut classes: Vec<String> = head.classes().to_vec();
-    let limits = ctx.config.image.limits();
     let (mut y_true, mut y_pred) = (Vec::new(), Vec::new());
     let (mut skipped, mut unknown) = (0, 0);
     for (label, path) in &files {
-        let img = match image_io::decode_file(path, &limits) {
-            Ok(i) => i,
+        let embedding = match em.embed_file(path)? {
+            Ok((e, _)) => e,
             Err(e) => {
                 eprintln!("adaptd: skipped: {e}");
                 skipped += 1;
                 continue;
             }
         };
-        let p = crate::adapt::workspace::predict(&head, &embed(&mut vm, &img)?)?;
+        let p = crate::adapt::workspace::predict(&head, &embedding)?;
         // Closed-set metrics (argmax), like the training report; open-set rejections are
         // reported separately as the unknown rate.
         let argmax = p
@@ -507,20 +562,19 @@ pub fn classify(
     images: &[PathBuf],
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let (mut vm, ws) = target.load(ctx)?;
+    let (mut em, ws) = target.load(ctx)?;
     let (version, head, _) = ws.current_head()?;
-    let limits = ctx.config.image.limits();
     let mut failures = 0;
     for path in images {
-        let img = match image_io::decode_file(path, &limits) {
-            Ok(i) => i,
+        let embedding = match em.embed_file(path)? {
+            Ok((e, _)) => e,
             Err(e) => {
                 eprintln!("adaptd: {e}");
                 failures += 1;
                 continue;
             }
         };
-        let p = crate::adapt::workspace::predict(&head, &embed(&mut vm, &img)?)?;
+        let p = crate::adapt::workspace::predict(&head, &embedding)?;
         let mut ranked: Vec<(String, f32)> = head
             .classes()
             .iter()
