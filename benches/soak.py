@@ -30,6 +30,9 @@ def main():
     ap.add_argument("--tolerance", type=float, default=0.10)
     ap.add_argument("--train-every", type=float, default=300.0, help="seconds between `train` commands")
     ap.add_argument("--sample-every", type=float, default=20.0, help="seconds between samples")
+    ap.add_argument("--max-per-label", type=int, default=40,
+                    help="[samples].max_per_label: with a small cap the store reaches its steady "
+                         "state (each new sample evicts the oldest) during the run")
     args = ap.parse_args()
 
     work = Path(h.workdir())
@@ -41,7 +44,7 @@ def main():
     daemon = h.Daemon(
         args.adaptd, args.model_dir, work,
         model + f'[source]\nkind = "dir"\npath = "{frames}"\nfps = {args.fps}\nloop = true\n'
-        '[samples]\nmax_per_label = 40\n',
+        f'[samples]\nmax_per_label = {args.max_per_label}\n',
         broker.port)
     start = time.time()
     end = start + args.minutes * 60
