@@ -616,12 +616,24 @@ async fn discovery_is_published_on_connect_and_on_home_assistant_birth() {
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
     let discovery = device_discovery(&topics, crate::mqtt::client::SW_VERSION, cfg.qos);
-    let mut obs = Observer::connect(broker.port, std::slice::from_ref(&discovery.topic)).await;
-    let (payload, retain) = obs
-        .next_on(&discovery.topic, WAIT)
-        .await
-        .expect("retained discovery");
-    assert!(retain, "published retained on connect");
+    // `Connected` comes before the link's first publishes reach the broker: an observer that
+    // subscribes in between gets the discovery live, not retained. A fresh observer per try
+    // sees what the broker retained.
+    let deadline = std::time::Instant::now() + WAIT;
+    let (mut obs, payload) = loop {
+        let mut obs = Observer::connect(broker.port, std::slice::from_ref(&discovery.topic)).await;
+        let (payload, retain) = obs
+            .next_on(&discovery.topic, WAIT)
+            .await
+            .expect("discovery");
+        if retain {
+            break (obs, payload);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the discovery message is never retained"
+        );
+    };
     let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
     assert_eq!(v, discovery.payload);
 
