@@ -379,9 +379,11 @@ const TRAINING_NICE: i32 = 10;
 /// Lowers the calling thread's scheduling priority by [`TRAINING_NICE`] (at most to 19).
 /// On Linux `setpriority` on a thread id affects that thread only; lowering needs no privilege.
 fn lower_this_threads_priority() {
-    // SAFETY: plain syscalls on the calling thread's own id, no pointers involved.
+    // SAFETY: plain syscalls on the calling thread's own id, no pointers involved. The raw
+    // gettid syscall rather than glibc's gettid(), which only exists from glibc 2.30 on and
+    // would raise the binary's glibc floor above Bullseye's and JetPack 4's.
     let rc = unsafe {
-        let tid = libc::gettid() as libc::id_t;
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         let current = libc::getpriority(libc::PRIO_PROCESS, tid);
         libc::setpriority(libc::PRIO_PROCESS, tid, (current + TRAINING_NICE).min(19))
     };
