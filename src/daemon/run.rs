@@ -282,8 +282,21 @@ impl Shared {
     }
 }
 
+/// glibc malloc arenas the daemon may use. glibc gives threads their own arenas (up to 8 per
+/// core), and the daemon's short-lived threads (tokio's blocking pool, which retires idle
+/// threads after 10 s and starts new ones) each dirty a fresh one: the 30-minute soak saw
+/// resident memory step up by megabytes that were never returned. Two arenas cost nothing
+/// measurable here (one thread does the heavy allocation: inference) and cap that growth.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 2;
+
 /// Loads everything, then runs until SIGTERM/SIGINT.
 pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // SAFETY: mallopt only sets a malloc tunable; called before any thread is started.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
     let config = ctx.config.clone();
     let main_model = ctx.resolve_model(None)?;
     let is_detector = main_model.manifest.task == Task::Detect;
