@@ -34,6 +34,7 @@
 //!   discovery.
 //! - [`watch`]: `adaptd watch`, a live terminal view of a device built from its MQTT topics.
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
+//! - [`bounded`]: reading untrusted files whole with a size cap checked first.
 //! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
 //! - [`bench`]: the per-stage benchmark and its comparison with onnxruntime.
 //! - [`cli`]: the `adaptd` command line; `main.rs` only maps its errors to exit codes.
@@ -41,6 +42,7 @@
 pub mod adapt;
 pub mod audio;
 pub mod bench;
+pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod consensus;

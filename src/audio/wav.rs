@@ -36,6 +36,7 @@
 //! truncated file fine, failing only part-way through its samples. The format is simple
 //! enough that a parser which handles all of that is shorter than the workarounds.
 
+use crate::bounded::{read_capped, CappedRead};
 use std::fmt;
 use std::path::Path;
 
@@ -193,19 +194,17 @@ pub enum WavError {
 /// Reads and decodes a WAV file; the file size is checked before it is read.
 pub fn read_file(path: &Path, limits: &WavLimits) -> Result<Wav, WavError> {
     let name = path.display().to_string();
-    let io = |source| WavError::Io {
-        name: name.clone(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > limits.max_bytes {
-        return Err(WavError::TooLarge {
-            name,
-            bytes: len,
+    let bytes = read_capped(path, limits.max_bytes).map_err(|e| match e {
+        CappedRead::Io(source) => WavError::Io {
+            name: name.clone(),
+            source,
+        },
+        CappedRead::TooLarge { bytes } => WavError::TooLarge {
+            name: name.clone(),
+            bytes,
             max: limits.max_bytes,
-        });
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
+        },
+    })?;
     read_bytes(&bytes, &name, limits)
 }
 

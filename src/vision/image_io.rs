@@ -4,6 +4,7 @@
 //! pixels in a few dozen bytes. The header is read first and the claimed size checked against
 //! the configured limits, so a hostile or broken image costs nothing but an error message.
 
+use crate::bounded::{read_capped, CappedRead};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -60,19 +61,17 @@ pub enum ImageError {
 /// Reads and decodes an image file.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
     let name = path.display().to_string();
-    let io = |source| ImageError::Io {
-        name: name.clone(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > limits.max_bytes {
-        return Err(ImageError::TooManyBytes {
-            name,
-            bytes: len,
+    let bytes = read_capped(path, limits.max_bytes).map_err(|e| match e {
+        CappedRead::Io(source) => ImageError::Io {
+            name: name.clone(),
+            source,
+        },
+        CappedRead::TooLarge { bytes } => ImageError::TooManyBytes {
+            name: name.clone(),
+            bytes,
             max: limits.max_bytes,
-        });
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
+        },
+    })?;
     decode_bytes(&bytes, &name, limits)
 }
 
