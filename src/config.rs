@@ -224,7 +224,7 @@ impl Default for TrainSection {
         let d = crate::adapt::TrainConfig::default();
         let (hidden, dropout) = match crate::adapt::TrainConfig::mlp().head {
             crate::adapt::HeadKind::Mlp { hidden, dropout } => (hidden, dropout),
-            crate::adapt::HeadKind::Softmax => (128, 0.2),
+            crate::adapt::HeadKind::Softmax | crate::adapt::HeadKind::Centroid => (128, 0.2),
         };
         TrainSection {
             head: "softmax".into(),
@@ -252,6 +252,7 @@ impl TrainSection {
                 hidden: self.hidden,
                 dropout: self.dropout,
             },
+            "centroid" => crate::adapt::HeadKind::Centroid,
             _ => crate::adapt::HeadKind::Softmax,
         };
         crate::adapt::TrainConfig {
@@ -402,9 +403,9 @@ impl Config {
             ));
         }
         let t = &self.train;
-        if !["softmax", "mlp"].contains(&t.head.as_str()) {
+        if !["softmax", "mlp", "centroid"].contains(&t.head.as_str()) {
             p.push(format!(
-                "[train].head = {:?}; allowed: \"softmax\", \"mlp\"",
+                "[train].head = {:?}; allowed: \"softmax\", \"mlp\", \"centroid\"",
                 t.head
             ));
         }

@@ -123,6 +123,38 @@ fn voice_prints_separate_speakers_not_sentences() {
     );
 }
 
+/// The encoder's LSTM must start from zero for every utterance: the same clip gives the same
+/// voice print whatever was embedded before it (tract's Scan keeps its hidden state between
+/// runs unless the state is renewed; before that fix a clip's score moved by 0.08 with the
+/// clips before it and speakers were swapped).
+#[test]
+fn a_voice_print_does_not_depend_on_the_clips_before_it() {
+    use adaptd::audio::model::AudioModel;
+    use adaptd::model::{ModelDirs, ResolvedModel};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clip = |voice: &str, i: usize| {
+        let f = tmp.path().join(format!("{voice}{i}.wav"));
+        say(voice, SENTENCES[i], &f);
+        adaptd::audio::load_16k(&f, &Default::default()).expect("read the clip")
+    };
+    let dirs = ModelDirs::new(Some(&models_dir()), None);
+    let model = ResolvedModel::resolve("resemblyzer-ge2e", &dirs).expect("model");
+    let mut am = AudioModel::load(model).expect("load the speaker encoder");
+    let (a, b) = (clip("slt", 2), clip("awb", 3));
+    let first = am.embed(&a).expect("embed");
+    am.embed(&b).expect("embed");
+    let again = am.embed(&a).expect("embed");
+    let diff = first
+        .iter()
+        .zip(&again)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-6,
+        "the same clip embedded twice differs by {diff}"
+    );
+}
+
 #[test]
 fn bad_wav_input_is_a_clear_error_or_handled() {
     let tmp = tempfile::tempdir().expect("tempdir");

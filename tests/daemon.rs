@@ -841,3 +841,194 @@ fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
         "the embedded broker stops with the daemon"
     );
 }
+
+/// `flite -voice VOICE -t TEXT -o FILE`: a real speaker's voice (awb, rms and slt are built
+/// from recordings of three people).
+fn say(voice: &str, text: &str, out: &Path) {
+    let ok = Command::new("flite")
+        .args(["-voice", voice, "-t", text, "-o"])
+        .arg(out)
+        .status()
+        .expect("run flite (apt-get install flite)");
+    assert!(ok.success(), "flite -voice {voice}");
+}
+
+/// A WAV file as raw 16 kHz mono S16_LE, what `arecord -f S16_LE -r 16000 -c 1` writes.
+fn raw_16k(wav: &Path) -> Vec<u8> {
+    let o = Command::new("sox")
+        .arg(wav)
+        .args([
+            "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1", "-",
+        ])
+        .output()
+        .expect("run sox (apt-get install sox)");
+    assert!(o.status.success(), "sox {}", wav.display());
+    o.stdout
+}
+
+/// A speaker daemon: voices enrolled with WAV clips over MQTT, a centroid head trained on
+/// its own once enough arrived, then a microphone stream on stdin (raw PCM with pauses):
+/// each utterance is identified in `detections`, `events` follow the speaker changes, an
+/// utterance is labeled, Home Assistant sees a Speaker sensor, bad clips are refused.
+#[test]
+fn speaker_daemon_enrolls_voices_and_names_who_speaks() {
+    const ENROL: [&str; 2] = [
+        "Please turn on the kitchen lights and close the garage door.",
+        "Tomorrow it will rain in the morning and clear up by the evening.",
+    ];
+    const TEST: [&str; 2] = [
+        "I left my keys on the table next to the window this afternoon.",
+        "Could you remind me to call the plumber at nine o'clock?",
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clips = tmp.path().join("clips");
+    std::fs::create_dir_all(&clips).expect("mkdir");
+    let voices = ["awb", "rms", "slt"];
+    let (_broker, port) = start_broker(tmp.path());
+    let (_sub, mut bus) = bus(port);
+    let config = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {state:?}\n\
+             [model]\nname = \"resemblyzer-ge2e\"\n\
+             [source]\nkind = \"audio\"\npath = \"-\"\n\
+             [train]\nhead = \"centroid\"\nmin_new_samples = 6\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
+             stats_interval_secs = 1\n",
+            state = tmp.path().join("state"),
+        ),
+    )
+    .expect("write config");
+    let mut daemon = Guard(
+        adaptd()
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start adaptd run"),
+    );
+    let mut mic = daemon.0.stdin.take().expect("stdin");
+    bus.wait_for("available", "`online`", |p| p == "online");
+
+    // Home Assistant: a Speaker sensor, no snapshot image.
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ])
+        .args(["-t", "homeassistant/device/testcam/config"])
+        .output()
+        .expect("run mosquitto_sub");
+    let disc = json(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(disc["cmps"]["speaker"]["p"], "sensor", "{disc}");
+    assert!(disc["cmps"]["snapshot"].is_null(), "{disc}");
+
+    // Enrolment: two clips per voice as WAV on samples/<voice>; the sixth starts training.
+    for voice in voices {
+        for (i, text) in ENROL.iter().enumerate() {
+            let f = clips.join(format!("{voice}-enrol-{i}.wav"));
+            say(voice, text, &f);
+            publish_file(port, &format!("samples/{voice}"), &f);
+            let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
+            assert_eq!(r["ok"], true, "{r}");
+            assert_eq!(r["result"]["label"], voice, "{r}");
+        }
+    }
+    let t = json(&bus.wait_for("training", "a finished training", |p| {
+        json(p)["status"] == "finished"
+    }));
+    assert_eq!(t["deployed"], true, "{t}");
+
+    // A clip that is not WAV, and a truncated WAV: clear refusals, nothing stored.
+    publish(port, "samples/awb", "this is not a WAV file", tmp.path());
+    let r = bus.reply("a not-WAV reply", |v| v["cmd"] == "sample");
+    assert_eq!(r["ok"], false, "{r}");
+    let whole = std::fs::read(clips.join("awb-enrol-0.wav")).expect("read");
+    let cut = tmp.path().join("cut.wav");
+    std::fs::write(&cut, &whole[..30]).expect("write");
+    publish_file(port, "samples/awb", &cut);
+    let r = bus.reply("a truncated-WAV reply", |v| v["cmd"] == "sample");
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(!r["error"].as_str().unwrap_or("").is_empty(), "{r}");
+
+    // The microphone: awb, slt, awb, with pauses (low background noise, as a room has).
+    use std::io::Write;
+    let pause = |secs: f64| -> Vec<u8> {
+        let n = (secs * 16000.0) as usize;
+        let mut seed = 7u32;
+        (0..n)
+            .flat_map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (((seed >> 16) as i32 % 60 - 30) as i16).to_le_bytes()
+            })
+            .collect()
+    };
+    let order = [("awb", TEST[0]), ("slt", TEST[1]), ("awb", TEST[1])];
+    mic.write_all(&pause(1.0)).expect("write pcm");
+    for (i, (voice, text)) in order.iter().enumerate() {
+        let f = clips.join(format!("{voice}-test-{i}.wav"));
+        say(voice, text, &f);
+        mic.write_all(&raw_16k(&f)).expect("write pcm");
+        mic.write_all(&pause(1.5)).expect("write pcm");
+    }
+    mic.flush().expect("flush");
+    for (i, (voice, _)) in order.iter().enumerate() {
+        let d = json(&bus.wait_for("detections", "an utterance", |p| {
+            json(p)["frame_id"] == (i as u64 + 1)
+        }));
+        assert!(
+            d["utterance"]["duration_s"].as_f64().unwrap_or(0.0) > 1.0,
+            "{d}"
+        );
+        let head = &d["items"][0]["head"];
+        assert_eq!(head["label"], *voice, "utterance {i}: {d}");
+        assert_eq!(head["unknown"], false, "{d}");
+    }
+    let e = json(&bus.wait_for("events", "the first speaker", |p| json(p)["after"] == "awb"));
+    assert_eq!(e["track"], "speaker", "{e}");
+    assert_eq!(e["type"], "new", "{e}");
+    let e = json(&bus.wait_for("events", "the change to slt", |p| json(p)["after"] == "slt"));
+    assert_eq!(
+        (e["type"].as_str(), e["before"].as_str()),
+        (Some("update"), Some("awb")),
+        "{e}"
+    );
+    let e = json(&bus.wait_for("events", "the change back to awb", |p| {
+        json(p)["after"] == "awb" && json(p)["before"] == "slt"
+    }));
+    assert_eq!(e["type"], "update", "{e}");
+    state_where(port, "speaker awb", |s| s["label"] == "awb");
+
+    // The last utterance becomes a sample; there is no picture to snapshot.
+    publish(
+        port,
+        "cmd/label",
+        r#"{"id": "l1", "label": "awb"}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the label reply", |v| v["id"] == "l1");
+    assert_eq!(r["ok"], true, "{r}");
+    publish(port, "cmd/snapshot", r#"{"id": "s1"}"#, tmp.path());
+    let r = bus.reply("the snapshot reply", |v| v["id"] == "s1");
+    assert_eq!(r["ok"], false, "{r}");
+    let counts = stored_counts(&tmp.path().join("state"), "resemblyzer-ge2e");
+    assert_eq!(counts["awb"], 3, "{counts}");
+    assert_eq!(counts["slt"], 2, "{counts}");
+
+    send_signal(&daemon, "-TERM");
+    bus.wait_for("available", "`stopped`", |p| p == "stopped");
+    assert_eq!(
+        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
+        Some(0)
+    );
+}

@@ -58,6 +58,14 @@ pub enum HeadKind {
         /// Dropout probability on the hidden layer during training, in [0, 1).
         dropout: f32,
     },
+    /// Nearest centroid by cosine similarity: one unit-length mean direction
+    /// per class, no training loop. For enrolment from one to three clips
+    /// (a new voice, a new object), where a softmax fitted on three points
+    /// per class is mostly noise, and for embeddings such as speaker voice
+    /// prints that are built to be compared by cosine. Its per-class
+    /// scores are cosine similarities in [-1, 1], not probabilities, and
+    /// the open-set threshold applies to the best cosine.
+    Centroid,
 }
 
 impl HeadKind {
@@ -66,7 +74,14 @@ impl HeadKind {
         match self {
             HeadKind::Softmax => "softmax",
             HeadKind::Mlp { .. } => "mlp",
+            HeadKind::Centroid => "centroid",
         }
+    }
+
+    /// True when [`Head::probabilities`] returns softmax probabilities
+    /// (summing to one); false for the centroid head's cosine similarities.
+    pub fn is_probabilistic(&self) -> bool {
+        !matches!(self, HeadKind::Centroid)
     }
 }
 
@@ -152,19 +167,23 @@ pub enum HeadError {
 ///    consumers can tell "confidently nothing there" from "unsure", while
 ///    anything that only checks `unknown` treats both as "no class".
 ///
-/// `score` is always the top probability and `probabilities` the full
-/// distribution in class order, whatever the decision.
+/// `score` is always the top score and `probabilities` the scores of every
+/// class in class order, whatever the decision. Scores are softmax
+/// probabilities for softmax and MLP heads, and cosine similarities to each
+/// class centroid for a [`HeadKind::Centroid`] head (see
+/// [`HeadKind::is_probabilistic`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     /// The class name, `unknown`, or `none`.
     pub label: String,
-    /// The top probability.
+    /// The top score (probability, or cosine for a centroid head).
     pub score: f32,
     /// Index of the predicted class; `None` when rejected by the threshold.
     pub class_index: Option<usize>,
     /// True when the result must not be treated as a real class.
     pub unknown: bool,
-    /// Softmax probabilities in class order.
+    /// Per-class scores in class order: softmax probabilities, or cosine
+    /// similarities for a centroid head.
     pub probabilities: Vec<f32>,
 }
 
@@ -226,7 +245,7 @@ impl Head {
         }
         let k = p.classes.len();
         let out1 = match p.kind {
-            HeadKind::Softmax => k,
+            HeadKind::Softmax | HeadKind::Centroid => k,
             HeadKind::Mlp { hidden, dropout } => {
                 if hidden == 0 {
                     return Err(HeadError::Invalid("an MLP head needs hidden >= 1".into()));
@@ -240,7 +259,7 @@ impl Head {
             }
         };
         let (w2_len, b2_len) = match p.kind {
-            HeadKind::Softmax => (0, 0),
+            HeadKind::Softmax | HeadKind::Centroid => (0, 0),
             HeadKind::Mlp { hidden, .. } => (k.saturating_mul(hidden), k),
         };
         let check_len = |name: &str, v: &[f32], len: Option<usize>| -> Result<(), HeadError> {
@@ -275,6 +294,9 @@ impl Head {
                 "unknown_threshold {} is outside [0, 1]",
                 p.unknown_threshold
             )));
+        }
+        if p.kind == HeadKind::Centroid {
+            validate_centroids(&p, dim)?;
         }
         let inv_std = p.std.iter().map(|s| 1.0 / s).collect();
         Ok(Head { p, dim, inv_std })
@@ -318,7 +340,8 @@ impl Head {
         &self.p
     }
 
-    /// Softmax probabilities for one embedding, in class order.
+    /// Per-class scores for one embedding, in class order: softmax
+    /// probabilities, or cosine similarities for a centroid head.
     pub fn probabilities(&self, x: &[f32]) -> Result<Vec<f32>, HeadError> {
         if x.len() != self.dim {
             return Err(HeadError::DimensionMismatch {
@@ -348,10 +371,25 @@ impl Head {
         let mut hidden = vec![0.0f32; block * out1];
         for (xs_blk, out_blk) in xs.chunks(block * self.dim).zip(out.chunks_mut(block * k)) {
             let rows = xs_blk.len() / self.dim;
+            if self.p.kind == HeadKind::Centroid {
+                // Cosine: raw embeddings (no standardisation) against unit centroids,
+                // divided by the embedding's own length.
+                linear_forward(&self.p.w1, &self.p.b1, xs_blk, self.dim, out_blk);
+                for (x, row) in xs_blk
+                    .chunks_exact(self.dim)
+                    .zip(out_blk.chunks_exact_mut(k))
+                {
+                    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+                    row.iter_mut()
+                        .for_each(|s| *s = (*s * inv).clamp(-1.0, 1.0));
+                }
+                continue;
+            }
             let xstd = &mut xstd[..rows * self.dim];
             standardize_rows(xs_blk, &self.p.mean, &self.inv_std, xstd);
             match self.p.kind {
-                HeadKind::Softmax => {
+                HeadKind::Softmax | HeadKind::Centroid => {
                     linear_forward(&self.p.w1, &self.p.b1, xstd, self.dim, out_blk);
                 }
                 HeadKind::Mlp { .. } => {
@@ -481,6 +519,7 @@ impl Head {
         let unknown_threshold: f32 = parse_meta(get("unknown_threshold")?, "unknown_threshold")?;
         let kind = match get("kind")? {
             "softmax" => HeadKind::Softmax,
+            "centroid" => HeadKind::Centroid,
             "mlp" => HeadKind::Mlp {
                 hidden: parse_meta(get("hidden")?, "hidden")?,
                 dropout: parse_meta(get("dropout")?, "dropout")?,
@@ -489,7 +528,7 @@ impl Head {
         };
         let k = classes.len();
         let out1 = match kind {
-            HeadKind::Softmax => k,
+            HeadKind::Softmax | HeadKind::Centroid => k,
             HeadKind::Mlp { hidden, .. } => hidden,
         };
 
@@ -555,6 +594,36 @@ impl Head {
             other => other,
         })
     }
+}
+
+/// How far from 1 a stored centroid's length may be (rounding of the f32
+/// normalisation, and of a save/load cycle, is far below this).
+const CENTROID_NORM_TOLERANCE: f32 = 1e-3;
+
+/// A centroid head compares raw embeddings by cosine: its stored
+/// standardisation must be the identity (so nothing is silently ignored),
+/// its bias zero and every centroid of unit length (so the score really is
+/// a cosine).
+fn validate_centroids(p: &HeadParams, dim: usize) -> Result<(), HeadError> {
+    if p.mean.iter().any(|&m| m != 0.0) || p.std.iter().any(|&s| s != 1.0) {
+        return Err(HeadError::Invalid(
+            "a centroid head has no standardisation: 'mean' must be 0 and 'std' 1".into(),
+        ));
+    }
+    if p.b1.iter().any(|&b| b != 0.0) {
+        return Err(HeadError::Invalid(
+            "a centroid head has no bias: 'b1' must be 0".into(),
+        ));
+    }
+    for (c, row) in p.w1.chunks_exact(dim.max(1)).enumerate() {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if (norm - 1.0).abs() > CENTROID_NORM_TOLERANCE {
+            return Err(HeadError::Invalid(format!(
+                "centroid {c} has length {norm}, not 1"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_meta<T: std::str::FromStr>(value: &str, key: &str) -> Result<T, HeadError>
@@ -834,7 +903,7 @@ mod tests {
     fn sample_head(kind: HeadKind, classes: &[&str], dim: usize) -> Head {
         let k = classes.len();
         let out1 = match kind {
-            HeadKind::Softmax => k,
+            HeadKind::Softmax | HeadKind::Centroid => k,
             HeadKind::Mlp { hidden, .. } => hidden,
         };
         let wave = |n: usize, s: f32| -> Vec<f32> {
@@ -843,7 +912,7 @@ mod tests {
                 .collect()
         };
         let (w2, b2) = match kind {
-            HeadKind::Softmax => (vec![], vec![]),
+            HeadKind::Softmax | HeadKind::Centroid => (vec![], vec![]),
             HeadKind::Mlp { hidden, .. } => (wave(k * hidden, 3.0), wave(k, 4.0)),
         };
         Head::from_params(HeadParams {
@@ -871,7 +940,7 @@ mod tests {
                 .collect()
         };
         let z = match p.kind {
-            HeadKind::Softmax => lin(&p.w1, &p.b1, &xs),
+            HeadKind::Softmax | HeadKind::Centroid => lin(&p.w1, &p.b1, &xs),
             HeadKind::Mlp { .. } => {
                 let h: Vec<f32> = lin(&p.w1, &p.b1, &xs).iter().map(|v| v.max(0.0)).collect();
                 lin(&p.w2, &p.b2, &h)

@@ -9,10 +9,12 @@
 //!
 //! - [`head`]: the head itself (inference, open-set decision, safetensors).
 //! - [`trainer`]: datasets, configuration and the Adam training loop.
+//! - [`centroid`]: the nearest-centroid (cosine) head, for enrolment from a few samples.
 //! - [`metrics`]: accuracy / macro-F1 / confusion matrix.
 //! - [`registry`]: versioned heads on disk with a deploy policy.
 //! - [`workspace`]: one model's samples and heads together: add, train + deploy, classify.
 
+pub mod centroid;
 pub mod head;
 pub mod metrics;
 pub mod registry;

@@ -251,7 +251,7 @@ impl Dataset {
     }
 
     /// Row `i` (empty if out of range).
-    fn row(&self, i: usize) -> &[f32] {
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
         self.x
             .get(i * self.dim..(i + 1) * self.dim)
             .unwrap_or_default()
@@ -347,6 +347,10 @@ pub enum ValidationSource {
     /// Too few samples to validate: fixed epochs, fallback threshold,
     /// empty metrics.
     None,
+    /// Centroid head without a holdout: each training sample is scored
+    /// against its class centroid computed without it (classes with at
+    /// least two samples).
+    LeaveOneOut,
 }
 
 /// What a training run did and how good the result is.
@@ -480,6 +484,15 @@ pub enum TrainError {
     /// A configuration value is unusable.
     #[error("invalid training configuration: {0}")]
     InvalidConfig(String),
+    /// Every embedding of a class is all zeros, so it has no direction to
+    /// compare by cosine.
+    #[error(
+        "every sample of class '{class}' has an all-zero embedding, which a centroid (cosine) head cannot use: re-capture its samples, or train a softmax head"
+    )]
+    ZeroCentroid {
+        /// The class.
+        class: String,
+    },
     /// The loss became NaN or infinite.
     #[error(
         "training diverged at epoch {epoch} (loss is not finite): lower learning_rate (currently {learning_rate})"
@@ -635,6 +648,9 @@ pub fn train(
             class: train.classes[i].clone(),
         });
     }
+    if cfg.head == HeadKind::Centroid {
+        return crate::adapt::centroid::fit(train, holdout, cfg, start);
+    }
 
     // Validation split.
     let all: Vec<usize> = (0..train.len()).collect();
@@ -699,7 +715,7 @@ pub fn train(
     let mut dropout_rng = SplitMix64::new(cfg.seed ^ STREAM_DROPOUT);
     let dropout = match cfg.head {
         HeadKind::Mlp { dropout, .. } => dropout,
-        HeadKind::Softmax => 0.0,
+        HeadKind::Softmax | HeadKind::Centroid => 0.0,
     };
 
     let mut order = fit_idx.clone();
@@ -1000,7 +1016,8 @@ impl Model {
     fn init(kind: HeadKind, dim: usize, k: usize, seed: u64) -> Model {
         let mut rng = SplitMix64::new(seed ^ STREAM_INIT);
         match kind {
-            HeadKind::Softmax => Model {
+            // A centroid head never reaches the training loop (see `train`).
+            HeadKind::Softmax | HeadKind::Centroid => Model {
                 kind,
                 dim,
                 k,
@@ -1050,7 +1067,9 @@ impl Model {
         let xb = &work.xb[..rows * self.dim];
         let z = &mut work.z[..rows * self.k];
         match self.kind {
-            HeadKind::Softmax => linear_forward(&self.p.w1, &self.p.b1, xb, self.dim, z),
+            HeadKind::Softmax | HeadKind::Centroid => {
+                linear_forward(&self.p.w1, &self.p.b1, xb, self.dim, z)
+            }
             HeadKind::Mlp { .. } => {
                 let h = &mut work.h[..rows * self.out1];
                 let gate = &mut work.gate[..rows * self.out1];
@@ -1127,7 +1146,9 @@ impl Model {
         let xb = &work.xb[..rows * self.dim];
         let gz = &work.z[..rows * self.k];
         match self.kind {
-            HeadKind::Softmax => linear_backward(&mut grads.w1, &mut grads.b1, gz, xb, self.dim),
+            HeadKind::Softmax | HeadKind::Centroid => {
+                linear_backward(&mut grads.w1, &mut grads.b1, gz, xb, self.dim)
+            }
             HeadKind::Mlp { .. } => {
                 let h = &work.h[..rows * self.out1];
                 linear_backward(&mut grads.w2, &mut grads.b2, gz, h, self.out1);

@@ -45,6 +45,7 @@ pub mod mel;
 pub mod model;
 pub mod pcm;
 pub mod resample;
+pub mod stream;
 pub mod vad;
 pub mod wav;
 

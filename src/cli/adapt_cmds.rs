@@ -67,6 +67,8 @@ pub enum SamplesCmd {
 pub enum HeadChoice {
     Softmax,
     Mlp,
+    /// Nearest centroid by cosine, for enrolment from one to three samples per label.
+    Centroid,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +428,7 @@ pub fn train(ctx: &Context, target: &Target, args: &TrainArgs) -> anyhow::Result
     let head = args.head.map(|h| match h {
         HeadChoice::Softmax => "softmax",
         HeadChoice::Mlp => "mlp",
+        HeadChoice::Centroid => "centroid",
     });
     let mut config = ctx.config.train.train_config(head);
     if let Some(seed) = args.seed {
@@ -445,6 +448,7 @@ fn print_train(o: &TrainOutcome) {
     let kind = match r.head_kind {
         HeadKind::Softmax => "softmax".to_string(),
         HeadKind::Mlp { hidden, .. } => format!("mlp ({hidden} hidden)"),
+        HeadKind::Centroid => "centroid (cosine)".to_string(),
     };
     let n_train: usize = r.samples_per_class_train.iter().sum();
     println!(

@@ -162,6 +162,7 @@ mod tests {
             time_unix_ms: 0,
             width: 200,
             height: 100,
+            utterance: None,
             items,
             inference_ms: 1.0,
             events: Vec::new(),

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::annotate::annotate;
-use super::infer::Job;
+use super::infer::{EmbedInput, Job};
 use super::pipeline::{crop, ServingHead};
 use super::run::{lock, Notice, Shared};
 use crate::mqtt::commands::{RollbackTarget, Settings};
@@ -45,7 +45,7 @@ pub async fn handle(shared: &Arc<Shared>, topic: &str, incoming: Incoming, paylo
                 }
             }
         },
-        Incoming::Sample(label) => match add_image_sample(shared, topic, &label, payload).await {
+        Incoming::Sample(label) => match add_sample(shared, topic, &label, payload).await {
             Ok(result) => Reply::ok(None, "sample", result),
             Err(message) => Reply::error(None, Some("sample"), message),
         },
@@ -89,6 +89,10 @@ async fn execute(shared: &Arc<Shared>, command: Command) -> Result<Value, String
             shared.notify(Notice::StateChanged);
             Ok(json!({ "paused": paused }))
         }
+        Command::Snapshot if shared.is_audio => Err(
+            "an audio source has no picture to snapshot; its latest utterance is in `detections`"
+                .into(),
+        ),
         Command::Snapshot => match publish_snapshot(shared).await {
             Some(bytes) => Ok(json!({ "bytes": bytes })),
             None => Err("no frame has been processed yet (or the link is down)".into()),
@@ -135,9 +139,11 @@ async fn label_latest(
     let (image, embedding, bbox, class) = {
         let latest = lock(&shared.latest);
         let Some(l) = latest.as_ref() else {
-            return Err(
-                "no frame has been processed yet; wait for `detections` (or `resume`)".into(),
-            );
+            return Err(if shared.is_audio {
+                "no utterance has been heard yet; wait for `detections` (or `resume`)".into()
+            } else {
+                "no frame has been processed yet; wait for `detections` (or `resume`)".into()
+            });
         };
         let r = &l.result;
         match detection {
@@ -170,13 +176,17 @@ async fn label_latest(
     };
     let s = shared.clone();
     let result = blocking(move || {
-        let img = match bbox {
-            Some(b) => crop(&image, b),
-            None => (*image).clone(),
-        };
-        let thumb = thumbnail_jpeg(&img).ok();
+        // An utterance has no picture: its sample is the voice print alone.
+        let thumb = image.and_then(|image| {
+            let img = match bbox {
+                Some(b) => crop(&image, b),
+                None => (*image).clone(),
+            };
+            thumbnail_jpeg(&img).ok()
+        });
         let source = match class {
             Some(class) => SampleSource::DetectionCrop { class },
+            None if s.is_audio => SampleSource::Microphone,
             None => SampleSource::CameraFrame,
         };
         store_sample(&s, label.as_str(), embedding, thumb, source)
@@ -186,8 +196,9 @@ async fn label_latest(
     Ok(result)
 }
 
-/// `samples/<label>`: decode (under the configured limits), embed, store.
-async fn add_image_sample(
+/// `samples/<label>`: decode (an image, or a WAV clip for an audio model, under the
+/// configured limits), embed, store.
+async fn add_sample(
     shared: &Arc<Shared>,
     topic: &str,
     label: &str,
@@ -195,18 +206,22 @@ async fn add_image_sample(
 ) -> Result<Value, String> {
     let label = Label::parse(label).map_err(|e| e.to_string())?;
     let limits = shared.limits;
+    let wav_limits = shared.wav_limits;
+    let audio = shared.is_audio;
     let name = topic.to_owned();
-    let (img, thumb) = blocking(move || {
+    let (input, thumb) = blocking(move || {
+        if audio {
+            let clip = crate::audio::decode_16k(&payload, &name, &wav_limits)
+                .map_err(|e| e.to_string())?;
+            return Ok((EmbedInput::Audio(clip), None));
+        }
         let img = decode_bytes(&payload, &name, &limits).map_err(|e| e.to_string())?;
         let thumb = thumbnail_jpeg(&img).ok();
-        Ok((img, thumb))
+        Ok((EmbedInput::Image(img), thumb))
     })
     .await?;
     let (tx, rx) = oneshot::channel();
-    if !shared.send_job(Job::Embed {
-        image: img,
-        reply: tx,
-    }) {
+    if !shared.send_job(Job::Embed { input, reply: tx }) {
         return Err("the inference thread has stopped".into());
     }
     let embedding = match tokio::time::timeout(EMBED_TIMEOUT, rx).await {
@@ -454,7 +469,7 @@ fn train(shared: &Shared, force: bool, why: &str) {
 pub async fn publish_snapshot(shared: &Arc<Shared>) -> Option<usize> {
     let (image, result) = lock(&shared.latest)
         .as_ref()
-        .map(|l| (l.image.clone(), l.result.clone()))?;
+        .and_then(|l| Some((l.image.clone()?, l.result.clone())))?;
     let jpeg = blocking(move || {
         let mut annotated = (*image).clone();
         annotate(&mut annotated, &result);

@@ -5,6 +5,9 @@
 //! backbone); everything else that needs a backbone (embedding an image received on
 //! `samples/<label>`) or changes pipeline settings (`set`, SIGHUP) is sent to it as a [`Job`],
 //! served between frames. That keeps one owner per model and no lock on the frame path.
+//!
+//! The loop is the same for pictures and sound; what differs (a frame through the vision
+//! [`Pipeline`], an utterance through the speaker encoder) is behind [`Analyzer`].
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -17,19 +20,71 @@ use tracing::{debug, warn};
 
 use super::pipeline::{FrameResult, Pipeline};
 use super::run::{lock, Latest, Notice, Shared};
-use crate::consensus::ConsensusConfig;
+use crate::consensus::{Consensus, ConsensusConfig};
 use crate::source::pace::Pacer;
 use crate::source::{Frame, LatestReceiver};
 use crate::vision::AnalyzeOptions;
+
+/// What the inference thread runs on each input of its source.
+pub trait Analyzer {
+    /// A frame, or an utterance.
+    type Input: Keep;
+    /// The `detections` (and consensus `events`) of one input.
+    fn analyze(&mut self, input: &Self::Input) -> Result<FrameResult, String>;
+    /// The consensus state, for the stable label of `state`.
+    fn consensus_mut(&mut self) -> &mut Consensus;
+    /// A [`Job`] served between inputs.
+    fn serve(&mut self, job: Job, cap: &mut Pacer);
+}
+
+/// What an input leaves behind for `label` and `snapshot` once analysed, and how it is named
+/// in logs.
+pub trait Keep {
+    fn seq(&self) -> u64;
+    fn source(&self) -> &str;
+    /// The picture, if there is one.
+    fn into_image(self) -> Option<Arc<RgbImage>>;
+}
+
+impl Keep for Frame {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn source(&self) -> &str {
+        &self.source
+    }
+    fn into_image(self) -> Option<Arc<RgbImage>> {
+        Some(Arc::new(self.image))
+    }
+}
+
+impl Keep for crate::audio::stream::UtteranceMsg {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn source(&self) -> &str {
+        "audio"
+    }
+    fn into_image(self) -> Option<Arc<RgbImage>> {
+        None
+    }
+}
+
+/// What to embed for a sample received over MQTT.
+pub enum EmbedInput {
+    Image(RgbImage),
+    /// Mono samples at the audio model's rate.
+    Audio(Vec<f32>),
+}
 
 /// How long the thread waits for a frame before serving jobs again.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Work for the inference thread besides frames.
 pub enum Job {
-    /// Embed an image with the head's embedding model.
+    /// Embed an image or a clip with the head's embedding model.
     Embed {
-        image: RgbImage,
+        input: EmbedInput,
         reply: oneshot::Sender<Result<Vec<f32>, String>>,
     },
     /// Live settings (`set` command, SIGHUP reload); `None` leaves a setting as it is.
@@ -46,9 +101,9 @@ pub enum Job {
 }
 
 /// Runs until `shared.shutdown` is set; returns after finishing the frame in hand.
-pub fn run(
-    mut pipeline: Pipeline,
-    frames: LatestReceiver<Frame>,
+pub fn run<A: Analyzer>(
+    mut pipeline: A,
+    frames: LatestReceiver<A::Input>,
     jobs: Receiver<Job>,
     shared: Arc<Shared>,
 ) {
@@ -59,12 +114,12 @@ pub fn run(
     while !shared.shutdown.load(Ordering::SeqCst) {
         shared.beat();
         while let Ok(job) = jobs.try_recv() {
-            serve(&mut pipeline, &mut cap, job);
+            pipeline.serve(job, &mut cap);
         }
         if source_ended {
             // No more frames: keep serving jobs (sample embedding) until shutdown.
             if let Ok(job) = jobs.recv_timeout(POLL) {
-                serve(&mut pipeline, &mut cap, job);
+                pipeline.serve(job, &mut cap);
             }
             continue;
         }
@@ -85,10 +140,10 @@ pub fn run(
             lock(&shared.frame_stats).throttled += 1;
             continue;
         }
-        let result = match pipeline.process(frame.seq, frame.unix_ms, &frame.image) {
+        let result = match pipeline.analyze(&frame) {
             Ok(r) => r,
             Err(e) => {
-                warn!(frame = frame.seq, source = %frame.source, "inference failed: {e}");
+                warn!(frame = frame.seq(), source = %frame.source(), "inference failed: {e}");
                 continue;
             }
         };
@@ -112,7 +167,7 @@ pub fn run(
             shared.notify(Notice::StateChanged);
         }
         *lock(&shared.latest) = Some(Latest {
-            image: Arc::new(frame.image),
+            image: frame.into_image(),
             result,
         });
     }
@@ -143,9 +198,37 @@ fn publish(shared: &Shared, result: &FrameResult) {
     }
 }
 
-fn serve(pipeline: &mut Pipeline, cap: &mut Pacer, job: Job) {
+impl Analyzer for Pipeline {
+    type Input = Frame;
+
+    fn analyze(&mut self, frame: &Frame) -> Result<FrameResult, String> {
+        self.process(frame.seq, frame.unix_ms, &frame.image)
+            .map_err(|e| e.to_string())
+    }
+
+    fn consensus_mut(&mut self) -> &mut Consensus {
+        Pipeline::consensus_mut(self)
+    }
+
+    fn serve(&mut self, job: Job, cap: &mut Pacer) {
+        serve_vision(self, cap, job);
+    }
+}
+
+fn serve_vision(pipeline: &mut Pipeline, cap: &mut Pacer, job: Job) {
     match job {
-        Job::Embed { image, reply } => {
+        Job::Embed {
+            input: EmbedInput::Audio(_),
+            reply,
+        } => {
+            let _ = reply.send(Err(
+                "this daemon runs an image model: send a JPEG or PNG, not audio".into(),
+            ));
+        }
+        Job::Embed {
+            input: EmbedInput::Image(image),
+            reply,
+        } => {
             let opts = AnalyzeOptions {
                 top_k: 0,
                 detect: None,

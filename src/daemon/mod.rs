@@ -5,7 +5,9 @@
 //!   detections, consensus; the head in service behind an atomic swap.
 //! - [`stats`]: frame rate, skipped frames, latency percentiles, temperature.
 //! - [`run`]: `adaptd run`: loading, threads, the main loop, signals, shutdown.
-//! - [`infer`]: the inference thread (frames, and jobs that need a backbone).
+//! - [`infer`]: the inference thread (frames or utterances, and jobs that need a backbone),
+//!   generic over the [`infer::Analyzer`] of the source's medium.
+//! - [`listen`]: the audio analyzer: utterance -> voice print -> head -> speaker, consensus.
 //! - [`notify`]: the systemd notify protocol (READY, STATUS, WATCHDOG only while frames
 //!   flow, RELOADING, STOPPING).
 //! - [`control`]: the command and sample dispatcher behind `reply`.
@@ -13,6 +15,7 @@
 pub mod annotate;
 pub mod control;
 pub mod infer;
+pub mod listen;
 pub mod notify;
 pub mod pipeline;
 pub mod run;

@@ -56,10 +56,17 @@ pub struct Item {
 /// Everything one frame produced; serialised as the `detections` message.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrameResult {
+    /// The frame's sequence number (for audio: the utterance's).
     pub frame_id: u64,
     pub time_unix_ms: i64,
+    /// Frame size in pixels; absent (0) for audio.
+    #[serde(skip_serializing_if = "is_zero")]
     pub width: u32,
+    #[serde(skip_serializing_if = "is_zero")]
     pub height: u32,
+    /// For audio: where the utterance lies in the stream and how loud it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utterance: Option<UtteranceInfo>,
     pub items: Vec<Item>,
     pub inference_ms: f64,
     #[serde(skip)]
@@ -68,6 +75,22 @@ pub struct FrameResult {
     /// `label` command can store the sample without re-running the backbone.
     #[serde(skip)]
     pub embeddings: Vec<Vec<f32>>,
+}
+
+/// The utterance of an audio `detections` message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UtteranceInfo {
+    /// Start, seconds from the start of the stream.
+    pub start_s: f64,
+    pub duration_s: f64,
+    /// Mean level of its voiced frames, dBFS.
+    pub level_dbfs: f32,
+    /// Level above the background, dB.
+    pub snr_db: f32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// The per-frame processor.
@@ -217,6 +240,7 @@ impl Pipeline {
             time_unix_ms,
             width: img.width(),
             height: img.height(),
+            utterance: None,
             items,
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
             events,
@@ -225,7 +249,7 @@ impl Pipeline {
     }
 }
 
-fn head_label(h: &ServingHead, embedding: &[f32]) -> Option<HeadLabel> {
+pub(crate) fn head_label(h: &ServingHead, embedding: &[f32]) -> Option<HeadLabel> {
     let p = h.head.predict(embedding).ok()?;
     Some(HeadLabel {
         label: p.label,

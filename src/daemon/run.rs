@@ -40,14 +40,21 @@ use tracing::{error, info, warn};
 
 use super::control;
 use super::infer::{self, Job};
+use super::listen::AudioPipeline;
 use super::notify::{Liveness, Notifier, Progress};
 use super::pipeline::{FrameResult, HeadSlot, Pipeline, ServingHead};
 use super::stats::{cpu_temperature, FpsMeter, LatencyRing, StatsSnapshot};
 use crate::adapt::workspace::{Workspace, WorkspaceError};
+use crate::audio::model::AudioModel;
+use crate::audio::pcm::PcmFormat;
+use crate::audio::stream::{self, StreamConfig};
+use crate::audio::wav::WavLimits;
 use crate::cli::Context;
 use crate::config::{Config, TrainSection};
 use crate::consensus::Consensus;
+use crate::model::manifest::ModelKind;
 use crate::model::manifest::Task;
+use crate::mqtt::discovery::DeviceKind;
 use crate::mqtt::{LinkEvent, MqttLink, Publisher};
 use crate::source::{SlotCounters, SourceConfig, SourceState, SourceStats, StopSignal};
 use crate::vision::image_io::DecodeLimits;
@@ -58,9 +65,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often the retraining schedule is checked.
 const TRAIN_CHECK: Duration = Duration::from_secs(2);
 
-/// The latest processed frame, for `label` and `snapshot`.
+/// The latest processed frame (or utterance), for `label` and `snapshot`.
 pub struct Latest {
-    pub image: Arc<RgbImage>,
+    /// The frame; `None` for an utterance.
+    pub image: Option<Arc<RgbImage>>,
     pub result: FrameResult,
 }
 
@@ -110,6 +118,10 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     pub train: Mutex<TrainSection>,
     pub limits: DecodeLimits,
+    /// Limits of WAV clips received on `samples/<label>` (audio models).
+    pub wav_limits: WavLimits,
+    /// An audio model on a `kind = "audio"` source: samples are WAV clips, inputs utterances.
+    pub is_audio: bool,
     pub is_detector: bool,
     pub model: String,
     pub embedding_model: String,
@@ -299,6 +311,26 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
     }
     let config = ctx.config.clone();
     let main_model = ctx.resolve_model(None)?;
+    let is_audio = main_model.manifest.kind == ModelKind::Audio;
+    if is_audio != config.source.is_audio() {
+        anyhow::bail!(if is_audio {
+            format!(
+                "[model].name = {:?} is an audio model but [source].kind = {:?}: use \
+                 kind = \"audio\" (PCM on stdin or a FIFO) for it, or an image model",
+                main_model.manifest.name,
+                config.source.kind()
+            )
+        } else {
+            format!(
+                "[source].kind = \"audio\" needs an audio model ([model].name = \
+                 \"resemblyzer-ge2e\"), but {:?} is an image model",
+                main_model.manifest.name
+            )
+        });
+    }
+    if is_audio {
+        return run_audio(config, main_model, config_path);
+    }
     let is_detector = main_model.manifest.task == Task::Detect;
     let sub_model = if is_detector {
         Some(
@@ -328,23 +360,130 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
         AnalyzeOptions { top_k: 1, detect },
         Vec::new(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("adaptd-io")
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = io_runtime()?;
     let start = Start {
         config,
         config_path: config_path.map(Path::to_path_buf),
         ws,
         slot,
-        pipeline,
+        engine: Engine::Vision(Box::new(pipeline)),
         is_detector,
         model,
         embedding_model,
     };
-    runtime.block_on(serve(start))
+    serve_on(runtime, start)
+}
+
+/// `run` for an audio model: the speaker encoder is both backbone and embedding model.
+fn run_audio(
+    config: Config,
+    model: crate::model::ResolvedModel,
+    config_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let state_dir = config
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::cli::default_state_dir);
+    let ws = Workspace::open(&state_dir, &model, config.samples.store_options())?;
+    let name = model.manifest.name.clone();
+    let encoder = AudioModel::load(model)?;
+    let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
+    let pipeline = AudioPipeline::new(encoder, slot.clone());
+    let runtime = io_runtime()?;
+    let start = Start {
+        config,
+        config_path: config_path.map(Path::to_path_buf),
+        ws,
+        slot,
+        engine: Engine::Audio(Box::new(pipeline)),
+        is_detector: false,
+        model: name.clone(),
+        embedding_model: name,
+    };
+    serve_on(runtime, start)
+}
+
+/// Runs the daemon on `runtime`, then drops the runtime without waiting for a capture thread
+/// still blocked in a read from stdin or a FIFO (which no signal can interrupt; the process
+/// exit ends it). Dropping a runtime normally waits for every `spawn_blocking` task.
+fn serve_on(runtime: tokio::runtime::Runtime, start: Start) -> anyhow::Result<ExitCode> {
+    let result = runtime.block_on(serve(start));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// The runtime that owns the daemon's I/O (see the module docs).
+fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("adaptd-io")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// What the inference thread runs.
+enum Engine {
+    Vision(Box<Pipeline>),
+    Audio(Box<AudioPipeline>),
+}
+
+/// The capture side of the source, started by `serve`.
+enum Feed {
+    Frames(
+        crate::source::CaptureHandle,
+        crate::source::LatestReceiver<crate::source::Frame>,
+    ),
+    Audio(
+        std::thread::JoinHandle<()>,
+        crate::source::LatestReceiver<stream::UtteranceMsg>,
+    ),
+}
+
+impl Feed {
+    fn counters(&self) -> Arc<SlotCounters> {
+        match self {
+            Feed::Frames(_, rx) => rx.counters(),
+            Feed::Audio(_, rx) => rx.counters(),
+        }
+    }
+}
+
+/// Opens the configured source and starts its capture thread: (feed, description, stats).
+fn open_feed(
+    config: &Config,
+    stop: &StopSignal,
+) -> anyhow::Result<(Feed, String, Arc<SourceStats>)> {
+    if let SourceConfig::Audio {
+        path,
+        sample_rate,
+        channels,
+    } = &config.source
+    {
+        let problems = config.source.validate();
+        if !problems.is_empty() {
+            anyhow::bail!("invalid [source] configuration: {}", problems.join("; "));
+        }
+        let cfg = StreamConfig {
+            path: path.clone(),
+            format: PcmFormat {
+                sample_rate: *sample_rate,
+                channels: *channels,
+            },
+        };
+        cfg.check().map_err(anyhow::Error::msg)?;
+        let desc = cfg.describe();
+        let stats = SourceStats::new();
+        let (handle, rx) = stream::spawn(cfg, stats.clone(), stop.clone())
+            .context("cannot start the audio capture thread")?;
+        return Ok((Feed::Audio(handle, rx), desc, stats));
+    }
+    let source = crate::source::open(&config.source, config.image.limits(), stop)?;
+    let desc = source.describe();
+    let stats = source.stats();
+    let (handle, rx) =
+        crate::source::spawn_capture(source).context("cannot start the capture thread")?;
+    Ok((Feed::Frames(handle, rx), desc, stats))
 }
 
 /// What `run` loaded before the runtime started.
@@ -353,7 +492,7 @@ struct Start {
     config_path: Option<PathBuf>,
     ws: Workspace,
     slot: HeadSlot,
-    pipeline: Pipeline,
+    engine: Engine,
     is_detector: bool,
     model: String,
     embedding_model: String,
@@ -364,14 +503,17 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let stop = StopSignal::new();
-    let source = crate::source::open(&s.config.source, s.config.image.limits(), &stop)?;
-    let source_desc = source.describe();
-    let source_stats = source.stats();
+    let is_audio = s.config.source.is_audio();
     #[cfg(feature = "embedded-broker")]
     let broker = start_embedded_broker(&s.config.mqtt).await?;
-    let (link, mut events) = MqttLink::start(&s.config.mqtt)?;
-    let (capture, frames) =
-        crate::source::spawn_capture(source).context("cannot start the capture thread")?;
+    let kind = if is_audio {
+        DeviceKind::Microphone
+    } else {
+        DeviceKind::Camera
+    };
+    let (link, mut events) = MqttLink::start_for(&s.config.mqtt, kind)?;
+    let (feed, source_desc, source_stats) = open_feed(&s.config, &stop)?;
+    let slot_counters = feed.counters();
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
     let (notices_tx, mut notices) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -400,12 +542,14 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
         shutdown: AtomicBool::new(false),
         train: Mutex::new(s.config.train.clone()),
         limits: s.config.image.limits(),
+        wav_limits: WavLimits::default(),
+        is_audio,
         is_detector: s.is_detector,
         model: s.model,
         embedding_model: s.embedding_model,
         source: source_desc,
         source_stats,
-        slot_counters: frames.counters(),
+        slot_counters,
         started: Instant::now(),
         heartbeat_ms: AtomicU64::new(0),
         runtime: tokio::runtime::Handle::current(),
@@ -423,13 +567,24 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
         }
     }
     let trainer = control::spawn_trainer(&shared).context("cannot start the training thread")?;
-    let inference = {
+    let (inference, capture) = {
         let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || infer::run(s.pipeline, frames, jobs_rx, shared))
-            .context("cannot start the inference thread")?
+        let thread = std::thread::Builder::new().name("inference".into());
+        match (s.engine, feed) {
+            (Engine::Vision(p), Feed::Frames(capture, frames)) => {
+                let h = thread.spawn(move || infer::run(*p, frames, jobs_rx, shared));
+                (h, Capture::Frames(capture))
+            }
+            (Engine::Audio(p), Feed::Audio(capture, utterances)) => {
+                let h = thread.spawn(move || infer::run(*p, utterances, jobs_rx, shared));
+                (h, Capture::Audio(capture))
+            }
+            _ => anyhow::bail!(
+                "internal error: the model and the source disagree on images versus audio"
+            ),
+        }
     };
+    let inference = inference.context("cannot start the inference thread")?;
     info!(source = %shared.source, model = %shared.model, "adaptd running");
     let notifier = Notifier::from_env();
     notifier.ready(&format!("running {} on {}", shared.model, shared.source));
@@ -444,7 +599,12 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     // A reply that could not go out because its cause (an oversized packet) dropped the
     // connection; sent after the reconnect.
     let mut pending: Option<crate::mqtt::Reply> = None;
-    let replay = matches!(s.config.source, SourceConfig::Dir { .. });
+    // Finished work rather than a broken pipeline when it ends: a folder replay, a recording.
+    let replay = match &s.config.source {
+        SourceConfig::Dir { .. } => true,
+        SourceConfig::Audio { path, .. } => std::fs::metadata(path).is_ok_and(|m| m.is_file()),
+        _ => false,
+    };
     let mut code = ExitCode::SUCCESS;
     loop {
         tokio::select! {
@@ -523,7 +683,10 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     // so it is not waited for beyond that (see `spawn_capture`).
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
-        tokio::task::spawn_blocking(move || capture.join()),
+        tokio::task::spawn_blocking(move || match capture {
+            Capture::Frames(h) => h.join().is_ok(),
+            Capture::Audio(h) => h.join().is_ok(),
+        }),
     )
     .await;
     link.shutdown(Duration::from_secs(5)).await;
@@ -533,6 +696,12 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
     }
     info!("adaptd stopped");
     Ok(code)
+}
+
+/// The capture thread, joined (briefly) at shutdown.
+enum Capture {
+    Frames(crate::source::CaptureHandle),
+    Audio(std::thread::JoinHandle<()>),
 }
 
 /// `[mqtt].url = "embedded"`: the in-process broker, started before the link connects to it.

@@ -73,7 +73,7 @@ use tracing::{debug, info, warn};
 
 use crate::mqtt::backoff::Backoff;
 use crate::mqtt::config::{BrokerUrl, MqttConfig, MqttError};
-use crate::mqtt::discovery::{device_discovery, Discovery};
+use crate::mqtt::discovery::{device_discovery_for, DeviceKind, Discovery};
 use crate::mqtt::topics::{Incoming, Topics};
 
 /// adaptd's version, for the discovery message (the package this module is compiled in).
@@ -380,6 +380,14 @@ impl MqttLink {
     /// (and keeps trying to connect) while the broker is down. The receiver yields the
     /// [`LinkEvent`]s; keep draining it.
     pub fn start(config: &MqttConfig) -> Result<(MqttLink, mpsc::Receiver<LinkEvent>), MqttError> {
+        Self::start_for(config, DeviceKind::Camera)
+    }
+
+    /// [`MqttLink::start`] for a kind of device (its Home Assistant entities differ).
+    pub fn start_for(
+        config: &MqttConfig,
+        kind: DeviceKind,
+    ) -> Result<(MqttLink, mpsc::Receiver<LinkEvent>), MqttError> {
         let errors = config.validate();
         if !errors.is_empty() {
             return Err(MqttError::Config(errors));
@@ -418,7 +426,7 @@ impl MqttLink {
             qos,
             discovery: config
                 .discovery
-                .then(|| device_discovery(&topics, SW_VERSION, config.qos)),
+                .then(|| device_discovery_for(&topics, SW_VERSION, config.qos, kind)),
             max_packet: config.max_packet_bytes,
             url,
             events: events_tx,

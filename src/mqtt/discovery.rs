@@ -52,9 +52,31 @@ pub const AVAILABILITY_TEMPLATE: &str = "{{ 'online' if value == 'online' else '
 /// (`env!("CARGO_PKG_VERSION")` of the binary); `qos` the configured QoS, used by Home
 /// Assistant for its subscriptions and button presses.
 pub fn device_discovery(topics: &Topics, sw_version: &str, qos: u8) -> Discovery {
+    device_discovery_for(topics, sw_version, qos, DeviceKind::Camera)
+}
+
+/// What the device senses, which decides its Home Assistant entities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// Frames: a `Label` sensor (the scene or object after consensus), a frame rate and the
+    /// annotated `Snapshot` image.
+    #[default]
+    Camera,
+    /// Utterances: a `Speaker` sensor (who spoke last, after the open-set threshold) in place
+    /// of `Label`, an utterance rate, and no snapshot (there is no picture).
+    Microphone,
+}
+
+/// [`device_discovery`] for a given kind of device.
+pub fn device_discovery_for(
+    topics: &Topics,
+    sw_version: &str,
+    qos: u8,
+    kind: DeviceKind,
+) -> Discovery {
     let id = topics.device_id();
     let uid = |key: &str| format!("adaptd_{id}_{key}");
-    let payload = json!({
+    let mut payload = json!({
         "dev": {
             "ids": [format!("adaptd_{id}")],
             "name": format!("adaptd {id}"),
@@ -141,6 +163,28 @@ pub fn device_discovery(topics: &Topics, sw_version: &str, qos: u8) -> Discovery
             },
         },
     });
+    if kind == DeviceKind::Microphone {
+        if let Some(cmps) = payload.get_mut("cmps").and_then(|c| c.as_object_mut()) {
+            cmps.remove("label");
+            cmps.remove("snapshot");
+            cmps.insert(
+                "speaker".into(),
+                json!({
+                    "p": "sensor",
+                    "name": "Speaker",
+                    "unique_id": uid("speaker"),
+                    "state_topic": topics.state(),
+                    "value_template": "{{ value_json.label | default('unknown') }}",
+                    "icon": "mdi:account-voice",
+                }),
+            );
+            if let Some(fps) = cmps.get_mut("fps") {
+                fps["name"] = json!("Utterance rate");
+                fps["unit_of_measurement"] = json!("utterances/s");
+                fps["suggested_display_precision"] = json!(2);
+            }
+        }
+    }
     Discovery {
         topic: topics.discovery_config(),
         payload,
@@ -241,6 +285,21 @@ mod tests {
                 target: RollbackTarget::Previous
             }
         );
+    }
+
+    #[test]
+    fn a_microphone_has_a_speaker_sensor_and_no_snapshot() {
+        let topics = Topics::new("adaptd", "mic1");
+        let d = device_discovery_for(&topics, "1.2.3", 1, DeviceKind::Microphone);
+        let c = &d.payload["cmps"];
+        assert_eq!(c["speaker"]["p"], "sensor");
+        assert_eq!(c["speaker"]["state_topic"], "adaptd/mic1/state");
+        assert!(c["speaker"]["value_template"]
+            .as_str()
+            .is_some_and(|t| t.contains("value_json.label")));
+        assert!(c.get("label").is_none() && c.get("snapshot").is_none());
+        assert_eq!(c["fps"]["unit_of_measurement"], "utterances/s");
+        assert_eq!(c["train"]["command_topic"], "adaptd/mic1/cmd/train");
     }
 
     #[test]

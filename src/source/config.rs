@@ -10,6 +10,16 @@
 //! format = "mjpeg"         # or "yuyv"
 //! ```
 //!
+//! A microphone (with an audio model such as `resemblyzer-ge2e`):
+//!
+//! ```toml
+//! [source]
+//! kind = "audio"
+//! path = "-"               # arecord -f S16_LE -r 16000 -c 1 | adaptd run ...
+//! sample_rate = 16000      # of the raw PCM; a WAV header in the stream overrides both
+//! channels = 1
+//! ```
+//!
 //! One enum tagged by `kind`, so each kind accepts exactly its own keys: `fps_limit` under
 //! `kind = "v4l2"` is an error, not silently ignored (`deny_unknown_fields`).
 
@@ -53,6 +63,18 @@ pub enum SourceConfig {
         #[serde(default)]
         format: PixelFormat,
     },
+    /// Live audio: signed 16-bit little-endian PCM (optionally behind a WAV header) from
+    /// standard input (`-`), a FIFO or a file, cut into utterances by the voice gate. For
+    /// audio models only (the manifest's `kind = "audio"`).
+    Audio {
+        path: PathBuf,
+        /// Rate of raw PCM, Hz (resampled to the model's rate).
+        #[serde(default = "default_audio_rate")]
+        sample_rate: u32,
+        /// Interleaved channels of raw PCM (mixed down to mono).
+        #[serde(default = "default_audio_channels")]
+        channels: u16,
+    },
 }
 
 /// What to ask the camera for.
@@ -77,6 +99,12 @@ impl PixelFormat {
     }
 }
 
+fn default_audio_rate() -> u32 {
+    16_000
+}
+fn default_audio_channels() -> u16 {
+    1
+}
 fn default_dir_fps() -> f64 {
     2.0
 }
@@ -122,7 +150,13 @@ impl SourceConfig {
             SourceConfig::Dir { .. } => "dir",
             SourceConfig::Mjpeg { .. } => "mjpeg",
             SourceConfig::V4l2 { .. } => "v4l2",
+            SourceConfig::Audio { .. } => "audio",
         }
+    }
+
+    /// True for sources of sound rather than pictures.
+    pub fn is_audio(&self) -> bool {
+        matches!(self, SourceConfig::Audio { .. })
     }
 
     /// Range and cross-field rules; each message names the key and what is allowed. Empty when
@@ -157,6 +191,34 @@ impl SourceConfig {
                 }
                 if let Some(v) = fps_limit {
                     fps_range("fps_limit", *v, &mut p);
+                }
+            }
+            SourceConfig::Audio {
+                path,
+                sample_rate,
+                channels,
+            } => {
+                if path.as_os_str().is_empty() {
+                    p.push(
+                        "[source].path is empty; allowed: \"-\" (standard input), a FIFO or a \
+                         file path"
+                            .into(),
+                    );
+                }
+                let (lo, hi) = (
+                    crate::audio::resample::MIN_RATE,
+                    crate::audio::resample::MAX_RATE,
+                );
+                if !(lo..=hi).contains(sample_rate) {
+                    p.push(format!(
+                        "[source].sample_rate = {sample_rate} is out of range; allowed: {lo} to {hi} Hz"
+                    ));
+                }
+                let max = crate::audio::pcm::MAX_CHANNELS;
+                if !(1..=max).contains(channels) {
+                    p.push(format!(
+                        "[source].channels = {channels} is out of range; allowed: 1 to {max}"
+                    ));
                 }
             }
             SourceConfig::V4l2 {

@@ -9,11 +9,17 @@
 //! Why not `tokio::sync::watch`: both ends are plain OS threads that block, and a watch
 //! channel cannot count what was overwritten. A `Mutex` + `Condvar` does both in a page of code.
 //!
+//! Audio uses the same slot with room for a few values ([`bounded_slot`]): utterances are
+//! events, not samples of a scene, and a short burst of them (the capture side reads a pipe
+//! faster than real time) should all be classified; when the queue is full the *oldest* is
+//! dropped and counted, so memory stays bounded just the same.
+//!
 //! Errors reuse `std::sync::mpsc`'s types, whose meaning every Rust reader already knows:
 //! `send` fails with [`SendError`] once the receiver is gone (the capture thread should stop),
 //! `recv_timeout` returns [`RecvTimeoutError::Timeout`] or, once the sender is gone and the
 //! last frame was taken, [`RecvTimeoutError::Disconnected`].
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,11 +38,19 @@ impl LatestFrame {
     }
 }
 
-/// A connected pair over any payload (frames, audio chunks).
+/// A connected pair over any payload that holds one value (the newest).
 pub fn latest_slot<T>() -> (LatestSender<T>, LatestReceiver<T>) {
+    bounded_slot(1)
+}
+
+/// A connected pair that holds up to `capacity` values (at least one) in order; a value sent
+/// to a full slot pushes out the oldest, counted as skipped.
+pub fn bounded_slot<T>(capacity: usize) -> (LatestSender<T>, LatestReceiver<T>) {
+    let capacity = capacity.max(1);
     let shared = Arc::new(Shared {
         state: Mutex::new(Slot {
-            value: None,
+            values: VecDeque::with_capacity(capacity),
+            capacity,
             closed: false,
         }),
         cond: Condvar::new(),
@@ -75,7 +89,8 @@ impl SlotCounters {
 }
 
 struct Slot<T> {
-    value: Option<T>,
+    values: VecDeque<T>,
+    capacity: usize,
     closed: bool,
 }
 
@@ -112,7 +127,12 @@ impl<T> LatestSender<T> {
             if slot.closed {
                 return Err(SendError(value));
             }
-            slot.value.replace(value)
+            slot.values.push_back(value);
+            if slot.values.len() > slot.capacity {
+                slot.values.pop_front()
+            } else {
+                None
+            }
         };
         self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         if old.is_some() {
@@ -158,7 +178,7 @@ impl<T> LatestReceiver<T> {
         let (mut slot, _) = match self
             .shared
             .cond
-            .wait_timeout_while(slot, timeout, |s| s.value.is_none() && !s.closed)
+            .wait_timeout_while(slot, timeout, |s| s.values.is_empty() && !s.closed)
         {
             Ok(r) => r,
             Err(e) => e.into_inner(),
@@ -181,7 +201,7 @@ impl<T> LatestReceiver<T> {
     }
 
     fn take(&self, slot: &mut Slot<T>) -> Option<T> {
-        let v = slot.value.take();
+        let v = slot.values.pop_front();
         if v.is_some() {
             self.shared
                 .counters
@@ -230,6 +250,24 @@ mod tests {
         assert_eq!(
             rx.recv_timeout(Duration::from_millis(20)).err(),
             Some(RecvTimeoutError::Timeout)
+        );
+    }
+
+    #[test]
+    fn a_bounded_slot_keeps_the_newest_values_in_order() {
+        let (tx, rx) = bounded_slot::<u32>(3);
+        for i in 0..5 {
+            assert!(tx.send(i).is_ok());
+        }
+        drop(tx);
+        let got: Vec<u32> =
+            std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(10)).ok()).collect();
+        assert_eq!(got, vec![2, 3, 4]);
+        let c = rx.counters();
+        assert_eq!((c.sent(), c.skipped(), c.received()), (5, 2, 3));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(5)).err(),
+            Some(RecvTimeoutError::Disconnected)
         );
     }
 

@@ -234,6 +234,11 @@ pub fn open(
         return Err(SourceError::Config(problems));
     }
     match cfg {
+        SourceConfig::Audio { .. } => Err(SourceError::Config(vec![
+            "[source].kind = \"audio\" is read by the audio pipeline, not as frames; use it \
+             with an audio model ([model].name = \"resemblyzer-ge2e\")"
+                .into(),
+        ])),
         SourceConfig::Dir { path, fps, repeat } => Ok(Box::new(dir::DirSource::open(
             path,
             *fps,

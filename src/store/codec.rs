@@ -114,6 +114,7 @@ pub(super) fn source_columns(s: &SampleSource) -> (&'static str, Option<&str>) {
         SampleSource::File { path } => ("file", Some(path)),
         SampleSource::Mqtt { topic } => ("mqtt", Some(topic)),
         SampleSource::CameraFrame => ("camera_frame", None),
+        SampleSource::Microphone => ("microphone", None),
         SampleSource::DetectionCrop { class } => ("detection_crop", Some(class)),
     }
 }
@@ -128,6 +129,7 @@ pub(super) fn parse_source(
         ("file", Some(path)) => Ok(SampleSource::File { path }),
         ("mqtt", Some(topic)) => Ok(SampleSource::Mqtt { topic }),
         ("camera_frame", None) => Ok(SampleSource::CameraFrame),
+        ("microphone", None) => Ok(SampleSource::Microphone),
         ("detection_crop", Some(class)) => Ok(SampleSource::DetectionCrop { class }),
         (kind, detail) => Err(StoreError::CorruptSample {
             path: path.to_path_buf(),

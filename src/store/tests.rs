@@ -109,6 +109,7 @@ fn round_trip_of_every_field() {
             topic: "adaptd/pi/samples/cat".into(),
         },
         SampleSource::CameraFrame,
+        SampleSource::Microphone,
         SampleSource::DetectionCrop {
             class: "person".into(),
         },

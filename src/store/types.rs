@@ -33,10 +33,18 @@ impl std::fmt::Display for BackboneId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SampleSource {
-    File { path: String },
-    Mqtt { topic: String },
+    File {
+        path: String,
+    },
+    Mqtt {
+        topic: String,
+    },
     CameraFrame,
-    DetectionCrop { class: String },
+    /// An utterance of a live audio source, labeled with `label`.
+    Microphone,
+    DetectionCrop {
+        class: String,
+    },
 }
 
 /// Train or holdout, fixed at insert.

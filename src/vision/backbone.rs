@@ -94,6 +94,11 @@ pub struct Backbone {
     outputs: Vec<(String, OutputRole, Option<u32>)>,
     plan: Plan,
     state: TypedSimpleState,
+    /// The graph has operators that keep state between runs (the GE2E speaker encoder's
+    /// LSTM, as a tract `Scan`, carries its hidden state over to the next run, made for
+    /// streaming): such a graph gets a fresh state for every run, or each embedding would
+    /// depend on the inputs before it.
+    stateful: bool,
     /// Intra-op thread pool; `None` runs on the calling thread only.
     executor: Option<Executor>,
     /// Load + optimise time, reported by `bench` and at start-up.
@@ -126,12 +131,19 @@ impl Backbone {
             path: path.clone(),
             detail: format!("{e:#}"),
         })?;
+        // tract's recurrent operators (Scan, what ONNX LSTM/GRU/RNN become, and its fused
+        // *Seq kernels) carry their state between runs unless told otherwise.
+        let stateful = loaded.model().nodes().iter().any(|n| {
+            let name = n.op.name();
+            name.contains("Scan") || name.ends_with("Seq")
+        });
         Ok(Backbone {
             path,
             input_shape,
             outputs,
             plan: loaded,
             state,
+            stateful,
             executor: None,
             load_time: start.elapsed(),
         })
@@ -166,6 +178,11 @@ impl Backbone {
     /// Runs one batch; `input` holds exactly `batch * item_len` values.
     pub fn run(&mut self, input: &[f32]) -> Result<BackboneOutput, BackboneError> {
         let tensor = self.input_tensor(input)?;
+        if self.stateful {
+            self.state = self.plan.spawn().map_err(|e| BackboneError::Run {
+                detail: format!("{e:#}"),
+            })?;
+        }
         let state = &mut self.state;
         let run = || state.run(tvec!(tensor.into()));
         let values = match &self.executor {
@@ -213,6 +230,7 @@ impl Backbone {
             outputs: self.outputs.clone(),
             plan: self.plan.clone(),
             state,
+            stateful: self.stateful,
             executor: self.executor.clone(),
             load_time: Duration::ZERO,
         })

@@ -1,0 +1,371 @@
+//! Live audio for `adaptd run`: PCM from standard input, a FIFO or a file, cut into
+//! utterances on a capture thread of its own.
+//!
+//! The chain is the one the module docs of [`crate::audio`] draw for a microphone:
+//! [`PcmReader`] (raw S16_LE, or a WAV header first) -> [`StreamResampler`] to 16 kHz ->
+//! [`Vad`] -> whole utterances, handed to the inference thread through a small
+//! [`bounded_slot`]. The capture thread does no model work, so a slow model never makes the
+//! pipe back up (which would make `arecord` report overruns): at worst the oldest queued
+//! utterance is dropped and counted.
+//!
+//! A regular file is read at its real-time rate, so a recording replays like the live
+//! microphone it stands for; a pipe or FIFO is read as fast as it delivers.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use super::pcm::{Header, PcmFormat, PcmReader};
+use super::resample::{StreamResampler, TARGET_RATE};
+use super::vad::{Utterance, Vad, VadConfig};
+use crate::source::latest::{bounded_slot, LatestReceiver, LatestSender};
+use crate::source::stats::{SourceState, SourceStats};
+use crate::source::StopSignal;
+
+/// Utterances that may wait for the model: 16 x up to 10 s is bounded memory (10 MB) and more
+/// than any burst a household produces between two inferences.
+pub const QUEUE: usize = 16;
+
+/// Frames per read: 100 ms at 16 kHz, so the gate sees speech within a tenth of a second.
+const CHUNK_FRAMES: usize = 1600;
+
+/// One utterance, ready for the speaker encoder.
+#[derive(Debug, Clone)]
+pub struct UtteranceMsg {
+    /// 1-based count of utterances delivered.
+    pub seq: u64,
+    /// Wall-clock time at which the utterance ended.
+    pub unix_ms: i64,
+    /// Start, seconds from the start of the stream.
+    pub start_s: f64,
+    /// Mono samples at [`TARGET_RATE`].
+    pub samples: Vec<f32>,
+    /// Mean level of its voiced frames, dBFS.
+    pub level_dbfs: f32,
+    /// Level above the noise floor, dB.
+    pub snr_db: f32,
+}
+
+impl UtteranceMsg {
+    /// Length in seconds.
+    pub fn duration_s(&self) -> f64 {
+        self.samples.len() as f64 / f64::from(TARGET_RATE)
+    }
+}
+
+/// Where the audio comes from and what raw PCM in it means.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// `-` for standard input, else a FIFO or a file.
+    pub path: PathBuf,
+    /// Format of raw PCM (a WAV header in the stream replaces it).
+    pub format: PcmFormat,
+}
+
+impl StreamConfig {
+    /// What `state` shows as the source.
+    pub fn describe(&self) -> String {
+        if self.path == Path::new("-") {
+            format!(
+                "audio stdin ({} Hz, {} ch)",
+                self.format.sample_rate, self.format.channels
+            )
+        } else {
+            format!(
+                "audio {} ({} Hz, {} ch)",
+                self.path.display(),
+                self.format.sample_rate,
+                self.format.channels
+            )
+        }
+    }
+
+    /// Refuses a path that cannot be an audio stream now (missing, a folder), with what to
+    /// do; a FIFO is only opened by the capture thread (opening blocks until a writer comes).
+    pub fn check(&self) -> Result<(), String> {
+        if self.path == Path::new("-") {
+            return Ok(());
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => Err(format!(
+                "{}: is a folder; [source] kind = \"audio\" reads one stream of PCM (\"-\" for \
+                 standard input, a FIFO or a file)",
+                self.path.display()
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!(
+                "{}: cannot open ({e}); create the FIFO with `mkfifo` before starting adaptd, \
+                 or check [source].path",
+                self.path.display()
+            )),
+        }
+    }
+}
+
+/// Starts the capture thread. It ends at the end of the stream (state `ended`), on a read
+/// error (state `failed`, the message says what happened), or once `stop` is set and the
+/// current read returns; the receiver then reports `Disconnected`.
+pub fn spawn(
+    cfg: StreamConfig,
+    stats: Arc<SourceStats>,
+    stop: StopSignal,
+) -> std::io::Result<(JoinHandle<()>, LatestReceiver<UtteranceMsg>)> {
+    let (tx, rx) = bounded_slot(QUEUE);
+    let handle = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            info!(source = %cfg.describe(), "audio capture started");
+            match capture(&cfg, &stats, &stop, &tx) {
+                Ok(n) => {
+                    info!(utterances = n, "audio stream ended");
+                    stats.set_state(SourceState::Ended);
+                }
+                Err(error) => {
+                    warn!("audio capture failed: {error}");
+                    stats.set_state(SourceState::Failed { error });
+                }
+            }
+        })?;
+    Ok((handle, rx))
+}
+
+/// The capture loop; returns the number of utterances delivered.
+fn capture(
+    cfg: &StreamConfig,
+    stats: &SourceStats,
+    stop: &StopSignal,
+    tx: &LatestSender<UtteranceMsg>,
+) -> Result<u64, String> {
+    let name = cfg.describe();
+    let (reader, real_time): (Box<dyn Read + Send>, bool) = if cfg.path == Path::new("-") {
+        let regular = std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
+        (Box::new(std::io::stdin()), regular)
+    } else {
+        let file = File::open(&cfg.path).map_err(|e| {
+            format!(
+                "{}: cannot open ({e}); check [source].path and the permissions of the user \
+                 running adaptd",
+                cfg.path.display()
+            )
+        })?;
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        (Box::new(file), regular)
+    };
+    let mut pcm = PcmReader::new(reader, cfg.format, CHUNK_FRAMES, Header::Detect)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let format = pcm.format();
+    if pcm.had_wav_header() {
+        info!(
+            rate = format.sample_rate,
+            channels = format.channels,
+            "the stream starts with a WAV header; using its format"
+        );
+    }
+    let mut resampler = StreamResampler::new(format.sample_rate, TARGET_RATE)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut vad = Vad::new(VadConfig::default()).map_err(|e| format!("{name}: {e}"))?;
+    let started = Instant::now();
+    let mut read_frames: u64 = 0;
+    let mut delivered: u64 = 0;
+    let mut deliver = |utterances: Vec<Utterance>| -> bool {
+        for u in utterances {
+            delivered += 1;
+            let msg = UtteranceMsg {
+                seq: delivered,
+                unix_ms: unix_ms(),
+                start_s: u.start_secs(TARGET_RATE),
+                samples: u.samples,
+                level_dbfs: u.level_dbfs,
+                snr_db: u.snr_db,
+            };
+            stats.frame_delivered();
+            if tx.send(msg).is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    loop {
+        if stop.is_stopped() || tx.is_closed() {
+            return Ok(delivered);
+        }
+        let chunk = match pcm.read_chunk() {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return Err(format!("{name}: {e}")),
+        };
+        if read_frames == 0 {
+            stats.set_state(SourceState::Streaming);
+        }
+        read_frames += chunk.len() as u64;
+        let resampled = resampler.push(&chunk).map_err(|e| format!("{name}: {e}"))?;
+        if !deliver(vad.push(&resampled)) {
+            return Ok(delivered);
+        }
+        if real_time {
+            // A recording on disk: hold it to the pace of the microphone it stands for.
+            let due = Duration::from_secs_f64(read_frames as f64 / f64::from(format.sample_rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                if !stop.sleep(wait) {
+                    return Ok(delivered);
+                }
+            }
+        }
+    }
+    if read_frames == 0 && cfg.path == Path::new("-") && !stop.is_stopped() {
+        warn!(
+            "stdin closed before any audio arrived; under systemd stdin is /dev/null: pipe the \
+             recorder into adaptd, or use a FIFO path for [source].path"
+        );
+    }
+    let tail = resampler.flush().map_err(|e| format!("{name}: {e}"))?;
+    let mut last = vad.push(&tail);
+    last.extend(vad.flush());
+    deliver(last);
+    let dropped = pcm.dropped_bytes();
+    if dropped > 0 {
+        info!(
+            bytes = dropped,
+            "the stream ended inside a sample frame; those bytes were dropped"
+        );
+    }
+    Ok(delivered)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// 16-bit PCM bytes: `secs` of a voice-like modulated tone, or silence with a little noise.
+    fn pcm(secs: f64, voiced: bool, rate: u32) -> Vec<u8> {
+        let n = (secs * f64::from(rate)) as usize;
+        let mut out = Vec::with_capacity(n * 2);
+        let mut seed = 0x1234_5678u32;
+        for i in 0..n {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let noise = (f64::from(seed >> 16) / 65536.0 - 0.5) * 0.002;
+            let t = i as f64 / f64::from(rate);
+            let v = if voiced {
+                // 4 "syllables" per second: speech-like energy modulation.
+                let env = (0.5 + 0.5 * (2.0 * std::f64::consts::PI * 4.0 * t).sin()).powi(2);
+                0.3 * env * (2.0 * std::f64::consts::PI * 180.0 * t).sin() + noise
+            } else {
+                noise
+            };
+            let s = (v * 32767.0).clamp(-32768.0, 32767.0) as i16;
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_of_speech_and_silence_gives_its_utterances_then_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("talk.raw");
+        let mut f = File::create(&path).expect("create");
+        for _ in 0..2 {
+            f.write_all(&pcm(1.0, false, 8000)).expect("write");
+            f.write_all(&pcm(1.5, true, 8000)).expect("write");
+        }
+        f.write_all(&pcm(1.0, false, 8000)).expect("write");
+        drop(f);
+        let stats = SourceStats::new();
+        let cfg = StreamConfig {
+            path,
+            format: PcmFormat {
+                sample_rate: 8000,
+                channels: 1,
+            },
+        };
+        cfg.check().expect("a file is fine");
+        let (handle, rx) = spawn(cfg, stats.clone(), StopSignal::new()).expect("spawn");
+        let mut got = Vec::new();
+        while let Ok(u) = rx.recv_timeout(Duration::from_secs(20)) {
+            got.push(u);
+        }
+        handle.join().expect("capture thread");
+        assert_eq!(
+            got.len(),
+            2,
+            "two utterances: {:?}",
+            got.iter().map(|u| u.start_s).collect::<Vec<_>>()
+        );
+        // The first starts about 1 s in (minus the pre-roll), and lasts about 1.5 s.
+        assert!((got[0].start_s - 1.0).abs() < 0.3, "{}", got[0].start_s);
+        assert!(
+            (got[0].duration_s() - 1.5).abs() < 0.5,
+            "{}",
+            got[0].duration_s()
+        );
+        assert_eq!(got[1].seq, 2);
+        assert_eq!(stats.state(), SourceState::Ended);
+        assert_eq!(stats.snapshot().frames, 2);
+    }
+
+    #[test]
+    fn a_missing_path_or_a_folder_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fmt = PcmFormat {
+            sample_rate: 16000,
+            channels: 1,
+        };
+        let e = StreamConfig {
+            path: dir.path().join("nope.fifo"),
+            format: fmt,
+        }
+        .check()
+        .unwrap_err();
+        assert!(e.contains("mkfifo"), "{e}");
+        let e = StreamConfig {
+            path: dir.path().into(),
+            format: fmt,
+        }
+        .check()
+        .unwrap_err();
+        assert!(e.contains("is a folder"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_wav_header_fails_the_source_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.wav");
+        // A RIFF/WAVE start whose fmt chunk says 8-bit: not what a pipe reader accepts.
+        let mut b = Vec::new();
+        b.extend_from_slice(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00");
+        b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        b.extend_from_slice(&1u16.to_le_bytes()); // mono
+        b.extend_from_slice(&8000u32.to_le_bytes());
+        b.extend_from_slice(&8000u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&8u16.to_le_bytes()); // 8-bit
+        b.extend_from_slice(b"data\x00\x00\x00\x00");
+        std::fs::write(&path, b).expect("write");
+        let stats = SourceStats::new();
+        let cfg = StreamConfig {
+            path,
+            format: PcmFormat {
+                sample_rate: 16000,
+                channels: 1,
+            },
+        };
+        let (handle, rx) = spawn(cfg, stats.clone(), StopSignal::new()).expect("spawn");
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_err());
+        handle.join().expect("thread");
+        match stats.state() {
+            SourceState::Failed { error } => assert!(error.contains("S16_LE"), "{error}"),
+            other => panic!("expected failed, got {other:?}"),
+        }
+    }
+}
