@@ -90,3 +90,65 @@ fn real_time_factor_for_ten_seconds() {
         eprintln!("  {what:52} {:8.3} ms  RTF {:.5}", t * 1e3, t / secs);
     }
 }
+
+/// Front end plus speaker encoder (tract) on 10 s of speech, one core, against onnxruntime
+/// (Python, from PyPI, one thread) on the same 160x40 windows. Needs the models fetched and
+/// `pip install onnxruntime numpy`:
+///
+/// `taskset -c 0 cargo test --release --test audio_rtf -- --ignored --nocapture encoder`
+#[test]
+#[ignore = "timing: run in release mode with --ignored --nocapture"]
+fn encoder_real_time_factor_against_onnxruntime() {
+    use adaptd::audio::model::AudioModel;
+    use adaptd::model::{ModelDirs, ResolvedModel};
+    let x16 = ten_seconds_of_speech();
+    let secs = x16.len() as f64 / 16000.0;
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let dirs = ModelDirs::new(Some(&models), None);
+    let model = ResolvedModel::resolve("resemblyzer-ge2e", &dirs).expect("model fetched");
+    let onnx = model.model_path.clone();
+    let mut am = AudioModel::load(model).expect("load");
+    let mut front = FrontEnd::new(&MelConfig::resemblyzer()).unwrap();
+    let windows = front.windows(&x16).unwrap();
+    let front_t = time(11, || {
+        front.windows(&x16).unwrap();
+    });
+    let total = time(11, || {
+        am.embed(&x16).unwrap();
+    });
+    let per_window = (total - front_t) / windows.count as f64;
+
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("window.npy");
+    adaptd::npy::write(&npy, &[1, 160, 40], windows.window(0)).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/ort_reference.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--threads", "1", "--iters", "100", "--model"])
+        .arg(&onnx)
+        .arg("--input")
+        .arg(&npy)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let ort: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let ort_ms = ort["median_ms"].as_f64().expect("median_ms");
+    let n = windows.count as f64;
+    eprintln!("speaker encoder, {secs} s of speech = {n} windows of 160x40, one core (median):");
+    eprintln!(
+        "  adaptd (front end + tract)   {:8.2} ms  RTF {:.4}",
+        total * 1e3,
+        total / secs
+    );
+    eprintln!("  tract per window             {:8.2} ms", per_window * 1e3);
+    eprintln!(
+        "  onnxruntime per window       {ort_ms:8.2} ms  (front end + ort: RTF {:.4})",
+        (front_t + n * ort_ms / 1e3) / secs
+    );
+    eprintln!("  tract / onnxruntime          {:8.2}x", per_window * 1e3 / ort_ms);
+}
