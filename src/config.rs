@@ -39,6 +39,8 @@ pub struct Config {
     pub source: crate::source::SourceConfig,
     pub mqtt: crate::mqtt::MqttConfig,
     pub consensus: crate::consensus::ConsensusConfig,
+    /// When the backbone may skip a frame (the daemon, image sources).
+    pub motion: crate::vision::motion::MotionConfig,
 }
 
 /// `[model]`: which backbone to run and how.
@@ -281,6 +283,7 @@ const SECTIONS: &[&str] = &[
     "source",
     "mqtt",
     "consensus",
+    "motion",
 ];
 
 impl Config {
@@ -315,6 +318,9 @@ impl Config {
                 "consensus" => {
                     check_section::<crate::consensus::ConsensusConfig>(key, value, &mut problems)
                 }
+                "motion" => {
+                    check_section::<crate::vision::motion::MotionConfig>(key, value, &mut problems)
+                }
                 // Tagged by `kind`: its keys only make sense together.
                 "source" => {
                     if let Err(e) = value.clone().try_into::<crate::source::SourceConfig>() {
@@ -343,7 +349,7 @@ impl Config {
 
     /// Cross-field and range rules; each message names the key and the allowed values.
     pub fn validate(&self) -> Vec<String> {
-        let mut p = Vec::new();
+        let mut p = self.motion.validate();
         if self.model.name.trim().is_empty() {
             p.push("[model].name is empty; give a built-in model name (e.g. mobilenetv2) or a manifest path".into());
         }

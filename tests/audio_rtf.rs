@@ -150,5 +150,8 @@ fn encoder_real_time_factor_against_onnxruntime() {
         "  onnxruntime per window       {ort_ms:8.2} ms  (front end + ort: RTF {:.4})",
         (front_t + n * ort_ms / 1e3) / secs
     );
-    eprintln!("  tract / onnxruntime          {:8.2}x", per_window * 1e3 / ort_ms);
+    eprintln!(
+        "  tract / onnxruntime          {:8.2}x",
+        per_window * 1e3 / ort_ms
+    );
 }

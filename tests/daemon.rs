@@ -1032,3 +1032,54 @@ fn speaker_daemon_enrolls_voices_and_names_who_speaks() {
         Some(0)
     );
 }
+
+/// Motion gating on a still scene (one photo, looped, no keep-alive): after the first frame
+/// every frame is skipped and counted, and `label` gets the frame on screen analysed (the
+/// keep-alive itself is covered by `vision::motion`'s unit tests).
+#[test]
+fn a_still_scene_is_gated_and_label_forces_a_frame() {
+    let (tmp, frames, _) = workdirs();
+    write_crops("chelsea.png", 1, &frames, "a");
+    let (_broker, port) = start_broker(tmp.path());
+    let (_sub, mut bus) = bus(port);
+    let config = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {state:?}\n\
+             [source]\nkind = \"dir\"\npath = {frames:?}\nfps = 10.0\nloop = true\n\
+             [motion]\nkeepalive_secs = 0\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
+             stats_interval_secs = 1\n",
+            state = tmp.path().join("state"),
+        ),
+    )
+    .expect("write config");
+    let mut daemon = start_daemon(&config);
+    bus.wait_for("available", "`online`", |p| p == "online");
+    bus.wait_for("detections", "the first frame", |_| true);
+    let s = json(&bus.wait_for("stats", "motion-skipped frames", |p| {
+        json(p)["motion_skipped_frames"].as_u64().unwrap_or(0) >= 20
+    }));
+    assert_eq!(s["frames"], 1, "only the first frame was analysed: {s}");
+
+    publish(
+        port,
+        "cmd/label",
+        r#"{"id": "l1", "label": "cat"}"#,
+        tmp.path(),
+    );
+    let r = bus.reply("the label reply", |v| v["id"] == "l1");
+    assert_eq!(r["ok"], true, "{r}");
+    // The forced frame's `detections` went out before the reply (the label waited for it);
+    // the counters say it was analysed, and only it.
+    let s = json(&bus.wait_for("stats", "stats after the label", |p| {
+        json(p)["frames"].as_u64().unwrap_or(0) >= 2
+    }));
+    assert_eq!(s["frames"], 2, "exactly one forced frame: {s}");
+    send_signal(&daemon, "-TERM");
+    assert_eq!(
+        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
+        Some(0)
+    );
+}

@@ -136,6 +136,9 @@ async fn label_latest(
     label: Label,
     detection: Option<u32>,
 ) -> Result<Value, String> {
+    if !shared.is_audio {
+        fresh_frame(shared).await;
+    }
     let (image, embedding, bbox, class) = {
         let latest = lock(&shared.latest);
         let Some(l) = latest.as_ref() else {
@@ -194,6 +197,31 @@ async fn label_latest(
     .await?;
     shared.notify(Notice::StateChanged);
     Ok(result)
+}
+
+/// How long `label` waits for the current frame to be analysed.
+const FRESH_FRAME_WAIT: Duration = Duration::from_secs(3);
+
+/// Asks the inference thread to analyse the next frame whatever the motion gate thinks, and
+/// waits (briefly) for it: `label` must store what the camera sees now, not the last frame
+/// that happened to move. Returns at once when no frame can come (paused, source ended).
+async fn fresh_frame(shared: &Arc<Shared>) {
+    use crate::source::SourceState;
+    let current = || lock(&shared.latest).as_ref().map(|l| l.result.frame_id);
+    let before = current();
+    shared.force_frame.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + FRESH_FRAME_WAIT;
+    while Instant::now() < deadline {
+        let idle = shared.paused.load(Ordering::SeqCst)
+            || matches!(
+                shared.source_stats.state(),
+                SourceState::Ended | SourceState::Failed { .. } | SourceState::Reconnecting { .. }
+            );
+        if idle || current() != before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `samples/<label>`: decode (an image, or a WAV clip for an audio model, under the

@@ -35,6 +35,11 @@ pub trait Analyzer {
     fn consensus_mut(&mut self) -> &mut Consensus;
     /// A [`Job`] served between inputs.
     fn serve(&mut self, job: Job, cap: &mut Pacer);
+    /// Whether `input` is worth analysing (the motion gate); `forced` when a command needs
+    /// the current input analysed whatever the gate thinks.
+    fn admit(&mut self, _input: &Self::Input, _now: Instant, _forced: bool) -> bool {
+        true
+    }
 }
 
 /// What an input leaves behind for `label` and `snapshot` once analysed, and how it is named
@@ -140,6 +145,11 @@ pub fn run<A: Analyzer>(
             lock(&shared.frame_stats).throttled += 1;
             continue;
         }
+        let forced = shared.force_frame.swap(false, Ordering::SeqCst);
+        if !pipeline.admit(&frame, Instant::now(), forced) {
+            lock(&shared.frame_stats).motion_skipped += 1;
+            continue;
+        }
         let result = match pipeline.analyze(&frame) {
             Ok(r) => r,
             Err(e) => {
@@ -212,6 +222,14 @@ impl Analyzer for Pipeline {
 
     fn serve(&mut self, job: Job, cap: &mut Pacer) {
         serve_vision(self, cap, job);
+    }
+
+    fn admit(&mut self, frame: &Frame, now: Instant, forced: bool) -> bool {
+        let run = self.motion_mut().judge(&frame.image, now).run();
+        if forced && !run {
+            self.motion_mut().ran(now);
+        }
+        run || forced
     }
 }
 

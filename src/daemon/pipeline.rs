@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::adapt::Head;
 use crate::consensus::{Consensus, Event};
 use crate::model::manifest::Task;
+use crate::vision::motion::{MotionConfig, MotionGate};
 use crate::vision::{AnalyzeOptions, VisionError, VisionModel};
 
 /// The head in service and its version.
@@ -103,6 +104,8 @@ pub struct Pipeline {
     opts: AnalyzeOptions,
     /// Detector classes whose boxes get a sub-label (empty = all).
     sublabel_classes: Vec<String>,
+    /// Skips the backbone on still frames; off unless [`Pipeline::with_motion`] turns it on.
+    motion: MotionGate,
 }
 
 impl Pipeline {
@@ -121,7 +124,22 @@ impl Pipeline {
             consensus,
             opts,
             sublabel_classes,
+            motion: MotionGate::new(MotionConfig {
+                enabled: false,
+                ..MotionConfig::default()
+            }),
         }
+    }
+
+    /// Gates the backbone on motion (`[motion]`).
+    pub fn with_motion(mut self, cfg: MotionConfig) -> Pipeline {
+        self.motion = MotionGate::new(cfg);
+        self
+    }
+
+    /// The motion gate, judged on every frame before [`Pipeline::process`].
+    pub fn motion_mut(&mut self) -> &mut MotionGate {
+        &mut self.motion
     }
 
     pub fn consensus_mut(&mut self) -> &mut Consensus {

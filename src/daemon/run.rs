@@ -79,6 +79,8 @@ pub struct FrameStats {
     pub frames: u64,
     /// Frames left out to hold the `set fps` cap.
     pub throttled: u64,
+    /// Frames the motion gate skipped.
+    pub motion_skipped: u64,
 }
 
 /// Something the tokio side should react to.
@@ -109,6 +111,9 @@ pub struct Shared {
     /// `set unknown_threshold`: overrides the threshold of every head put in service.
     pub unknown_threshold: Mutex<Option<f32>>,
     pub paused: AtomicBool,
+    /// Set by a command that needs the current frame analysed (`label`): the next frame
+    /// bypasses the motion gate.
+    pub force_frame: AtomicBool,
     pub training: AtomicBool,
     pub auto_train: AtomicBool,
     /// Samples added since the last training run started.
@@ -223,12 +228,13 @@ impl Shared {
 
     pub fn stats(&self) -> StatsSnapshot {
         let link = self.publisher.stats();
-        let (fps, frames, throttled, p50, p95) = {
+        let (fps, frames, throttled, motion_skipped, p50, p95) = {
             let s = lock(&self.frame_stats);
             (
                 s.fps.fps(),
                 s.frames,
                 s.throttled,
+                s.motion_skipped,
                 s.latency.percentile(0.5),
                 s.latency.percentile(0.95),
             )
@@ -244,6 +250,7 @@ impl Shared {
                 .saturating_sub(self.slot_counters.skipped() + self.slot_counters.received())
                 .min(1),
             throttled_frames: throttled,
+            motion_skipped_frames: motion_skipped,
             inference_ms_p50: p50,
             inference_ms_p95: p95,
             paused: self.paused.load(Ordering::SeqCst),
@@ -359,7 +366,8 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
         Consensus::new(config.consensus),
         AnalyzeOptions { top_k: 1, detect },
         Vec::new(),
-    );
+    )
+    .with_motion(config.motion);
     let runtime = io_runtime()?;
     let start = Start {
         config,
@@ -529,12 +537,14 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
             fps: FpsMeter::new(Duration::from_secs(10)),
             frames: 0,
             throttled: 0,
+            motion_skipped: 0,
         }),
         label: Mutex::new(None),
         counts: Mutex::new(BTreeMap::new()),
         head_macro_f1: Mutex::new(None),
         unknown_threshold: Mutex::new(None),
         paused: AtomicBool::new(false),
+        force_frame: AtomicBool::new(false),
         training: AtomicBool::new(false),
         auto_train: AtomicBool::new(true),
         new_samples: AtomicU64::new(0),

@@ -106,6 +106,8 @@ pub struct StatsSnapshot {
     pub skipped_frames: u64,
     /// Frames left out to hold the `set fps` cap.
     pub throttled_frames: u64,
+    /// Frames the motion gate skipped: nothing moved (`[motion]`).
+    pub motion_skipped_frames: u64,
     /// Frames waiting for the inference thread: 0 or 1, since the slot keeps only the newest.
     pub queued_frames: u64,
     pub inference_ms_p50: f64,

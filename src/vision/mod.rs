@@ -9,6 +9,7 @@ pub mod backbone;
 pub mod classify;
 pub mod detect;
 pub mod image_io;
+pub mod motion;
 pub mod preprocess;
 
 use std::time::{Duration, Instant};
