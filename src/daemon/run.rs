@@ -154,7 +154,12 @@ impl Shared {
 
     /// The pipeline's progress, for the watchdog.
     fn progress(&self) -> Progress {
-        let frames = lock(&self.frame_stats).frames;
+        // Frames the motion gate or the fps cap looked at and let go are progress too: a
+        // still scene is a healthy pipeline, not a stuck one.
+        let frames = {
+            let s = lock(&self.frame_stats);
+            s.frames + s.motion_skipped + s.throttled
+        };
         let beat = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
         let source_idle = matches!(
             self.source_stats.state(),
