@@ -3,7 +3,10 @@
 //! Absolute milliseconds on a shared, noisy machine mean little; a ratio against a reference
 //! measured in the same run on the same input tensor means a lot. The reference is Python
 //! onnxruntime (`benches/ort_reference.py`), fed the exact tensor our preprocessing produced,
-//! so only the backbone runtime differs.
+//! so only the backbone runtime differs. adaptd's own backends are measured on that same
+//! tensor too: tract always, and the onnxruntime backend (the same library as the Python
+//! reference when it is found through it), so the cost of going through the `ort` crate is
+//! a ratio against Python onnxruntime measured in the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -39,6 +42,14 @@ pub struct BenchArgs {
     /// The reference script.
     #[arg(long, default_value = "benches/ort_reference.py")]
     reference: PathBuf,
+    /// adaptd backends to time (`tract`, `onnxruntime`); default: tract, plus onnxruntime
+    /// when its library loads.
+    #[arg(long = "backend", value_delimiter = ',', value_enum)]
+    backends: Option<Vec<crate::runtime::BackendChoice>>,
+    /// onnxruntime library for the onnxruntime backend (default: [model].onnxruntime_library,
+    /// ORT_DYLIB_PATH, then the wheel that --python imports).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
     /// Also print tract's time per operator type.
     #[arg(long)]
     profile: bool,
@@ -85,10 +96,16 @@ pub struct OrtResult {
 #[derive(Debug, Serialize)]
 pub struct ThreadResult {
     pub threads: usize,
-    pub tract: Latency,
+    /// adaptd's tract backend.
+    pub tract: Option<Latency>,
+    /// adaptd's onnxruntime backend.
+    pub onnxruntime_backend: Option<Latency>,
+    /// Python onnxruntime (the reference).
     pub onnxruntime: Option<OrtResult>,
-    /// tract median / onnxruntime median (above 1: tract is slower).
+    /// tract median / Python onnxruntime median (above 1: tract is slower).
     pub ratio: Option<f64>,
+    /// onnxruntime backend median / Python onnxruntime median.
+    pub backend_ratio: Option<f64>,
 }
 
 /// Everything measured for one model.
@@ -97,6 +114,12 @@ pub struct ModelReport {
     pub model: String,
     pub image: String,
     pub load_ms: f64,
+    /// Load time of the onnxruntime backend (library already loaded), when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_load_ms: Option<f64>,
+    /// The onnxruntime library the backend used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_library: Option<String>,
     pub decode: Latency,
     pub preprocess: Latency,
     pub postprocess: Latency,
@@ -178,14 +201,65 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
     let input_file = tempfile::Builder::new().suffix(".npy").tempfile()?;
     let shape = vm.backbone().input_shape().to_vec();
     crate::npy::write(input_file.path(), &shape, vm.last_input())?;
+    let input = vm.last_input().to_vec();
+
+    use crate::runtime::BackendChoice;
+    let wanted = args
+        .backends
+        .clone()
+        .unwrap_or_else(|| vec![BackendChoice::Tract, BackendChoice::Auto]);
+    let measure_tract = wanted.contains(&BackendChoice::Tract);
+    let mut ort_backbone = None;
+    let (mut onnxruntime_load_ms, mut onnxruntime_library) = (None, None);
+    if let Some(choice) = wanted.iter().find(|c| **c != BackendChoice::Tract) {
+        let library = args
+            .ort_library
+            .clone()
+            .or_else(|| ctx.config.model.onnxruntime_library.clone())
+            .or_else(|| {
+                let env = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty());
+                env.is_none()
+                    .then(|| crate::runtime::find_wheel_library(&args.python))
+                    .flatten()
+            });
+        let opts = crate::runtime::BackendOptions {
+            choice: BackendChoice::Onnxruntime,
+            threads: 1,
+            library,
+        };
+        match crate::vision::backbone::Backbone::load_with(&vm.model, 1, &opts) {
+            Ok(b) => {
+                onnxruntime_load_ms = Some(b.load_time.as_secs_f64() * 1e3);
+                onnxruntime_library = crate::runtime::probe_onnxruntime(&opts).ok();
+                ort_backbone = Some(b);
+            }
+            // Asked for by name: its failure is the answer. By default: tract only.
+            Err(e) if *choice == BackendChoice::Onnxruntime => return Err(e.into()),
+            Err(e) => eprintln!("{name}: onnxruntime backend not measured: {e}"),
+        }
+    }
 
     let mut backbone = Vec::new();
     for &threads in &args.threads {
-        vm.backbone_mut().set_threads(threads);
-        let tract = time(args.iters, args.warmup, || {
-            vm.infer()?;
-            Ok(())
-        })?;
+        let tract = if measure_tract {
+            vm.backbone_mut().set_threads(threads)?;
+            Some(time(args.iters, args.warmup, || {
+                vm.infer()?;
+                Ok(())
+            })?)
+        } else {
+            None
+        };
+        let onnxruntime_backend = match ort_backbone.as_mut() {
+            Some(b) => {
+                b.set_threads(threads)?;
+                Some(time(args.iters, args.warmup, || {
+                    b.run(&input)?;
+                    Ok(())
+                })?)
+            }
+            None => None,
+        };
         let onnxruntime = if args.python == "none" {
             None
         } else {
@@ -196,18 +270,22 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
                 threads,
             )?)
         };
-        let ratio = onnxruntime.as_ref().map(|o| tract.median_ms / o.median_ms);
+        let over =
+            |l: &Option<Latency>| Some(l.as_ref()?.median_ms / onnxruntime.as_ref()?.median_ms);
         backbone.push(ThreadResult {
             threads,
+            ratio: over(&tract),
+            backend_ratio: over(&onnxruntime_backend),
             tract,
+            onnxruntime_backend,
             onnxruntime,
-            ratio,
         });
     }
-    vm.backbone_mut().set_threads(1);
+    vm.backbone_mut().set_threads(1)?;
     let inference_1t = backbone
         .first()
-        .map(|b| b.tract.median_ms)
+        .and_then(|b| b.tract.or(b.onnxruntime_backend))
+        .map(|l| l.median_ms)
         .unwrap_or(f64::NAN);
     let pre_post_percent_of_inference =
         100.0 * (preprocess.median_ms + postprocess.median_ms) / inference_1t;
@@ -234,6 +312,8 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         model: name.to_string(),
         image: label,
         load_ms,
+        onnxruntime_load_ms,
+        onnxruntime_library,
         decode,
         preprocess,
         postprocess,
@@ -291,19 +371,44 @@ fn print_report(r: &ModelReport) {
     row("decode", &r.decode);
     row("preprocess", &r.preprocess);
     row("postprocess", &r.postprocess);
+    if let (Some(ms), Some(lib)) = (r.onnxruntime_load_ms, &r.onnxruntime_library) {
+        println!("  onnxruntime backend: {lib}, session created in {ms:.0} ms");
+    }
+    let vs = |ratio: Option<f64>| {
+        ratio
+            .map(|x| format!("   /python = {x:.2}x"))
+            .unwrap_or_default()
+    };
     for b in &r.backbone {
-        row(&format!("inference tract {}t", b.threads), &b.tract);
-        if let (Some(o), Some(ratio)) = (&b.onnxruntime, b.ratio) {
+        if let Some(t) = &b.tract {
             println!(
-                "  {:<22} median {:8.2} ms   p95 {:8.2} ms   tract/ort = {ratio:.2}x",
-                format!("onnxruntime {} {}t", o.version, o.threads),
+                "  {:<22} median {:8.2} ms   p95 {:8.2} ms{}",
+                format!("tract {}t", b.threads),
+                t.median_ms,
+                t.p95_ms,
+                vs(b.ratio)
+            );
+        }
+        if let Some(o) = &b.onnxruntime_backend {
+            println!(
+                "  {:<22} median {:8.2} ms   p95 {:8.2} ms{}",
+                format!("onnxruntime (adaptd) {}t", b.threads),
+                o.median_ms,
+                o.p95_ms,
+                vs(b.backend_ratio)
+            );
+        }
+        if let Some(o) = &b.onnxruntime {
+            println!(
+                "  {:<22} median {:8.2} ms   p95 {:8.2} ms",
+                format!("python ort {} {}t", o.version, o.threads),
                 o.median_ms,
                 o.p95_ms
             );
         }
     }
     println!(
-        "  preprocess + postprocess = {:.1} % of 1-thread inference",
+        "  preprocess + postprocess = {:.1} % of 1-thread inference (tract if measured)",
         r.pre_post_percent_of_inference
     );
     if !r.profile.is_empty() {

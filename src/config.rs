@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::{BackendChoice, BackendOptions};
 use crate::vision::image_io::DecodeLimits;
 
 /// A configuration that failed to load: every problem found.
@@ -57,6 +58,18 @@ pub struct ModelConfig {
     /// head (sub-labels such as person -> `alice`). Ignored for classifiers, whose own
     /// embedding feeds the head.
     pub sublabel_model: String,
+    /// What runs the models: `tract` (built in, the default), `onnxruntime` (its shared
+    /// library loaded at run time; an error when it cannot be loaded) or `auto` (onnxruntime
+    /// when its library loads, tract otherwise).
+    pub backend: BackendChoice,
+    /// The backend of the sub-label model; default: `backend`.
+    pub sublabel_backend: Option<BackendChoice>,
+    /// Intra-op threads per model run (tract: matrix products only; onnxruntime: all ops).
+    pub threads: usize,
+    /// onnxruntime's shared library, e.g. the pip wheel's
+    /// `.../site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0`. Default:
+    /// `$ORT_DYLIB_PATH`, then `libonnxruntime.so` on the system's library search path.
+    pub onnxruntime_library: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -66,7 +79,28 @@ impl Default for ModelConfig {
             dir: None,
             batch: 1,
             sublabel_model: "mobilenetv2".into(),
+            backend: BackendChoice::Tract,
+            sublabel_backend: None,
+            threads: 1,
+            onnxruntime_library: None,
         }
+    }
+}
+
+impl ModelConfig {
+    /// How to run the main model.
+    pub fn backend_options(&self) -> BackendOptions {
+        BackendOptions {
+            choice: self.backend,
+            threads: self.threads,
+            library: self.onnxruntime_library.clone(),
+        }
+    }
+
+    /// How to run the sub-label (crop) model.
+    pub fn sublabel_backend_options(&self) -> BackendOptions {
+        self.backend_options()
+            .with_choice(self.sublabel_backend.unwrap_or(self.backend))
     }
 }
 
@@ -362,6 +396,34 @@ impl Config {
                 self.model.batch
             ));
         }
+        if !(1..=64).contains(&self.model.threads) {
+            p.push(format!(
+                "[model].threads = {} is out of range; allowed: 1 to 64",
+                self.model.threads
+            ));
+        }
+        if !crate::runtime::ONNXRUNTIME_BUILT {
+            for (key, choice) in [
+                ("backend", Some(self.model.backend)),
+                ("sublabel_backend", self.model.sublabel_backend),
+            ] {
+                if choice == Some(BackendChoice::Onnxruntime) {
+                    p.push(format!(
+                        "[model].{key} = \"onnxruntime\", but this adaptd was built without the \
+                         `onnxruntime` cargo feature; rebuild with `--features onnxruntime`, or use \
+                         \"tract\" (or \"auto\", which falls back to tract)"
+                    ));
+                }
+            }
+        }
+        if self
+            .model
+            .onnxruntime_library
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            p.push("[model].onnxruntime_library is empty; give the path of libonnxruntime.so.<version> or leave the key out".into());
+        }
         if self.image.max_bytes == 0 {
             p.push("[image].max_bytes must be greater than 0".into());
         }
@@ -535,6 +597,41 @@ mod tests {
             err.to_string().contains("[train].interval_secs = 5"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn backend_keys_have_defaults_and_are_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(c.model.backend_options(), BackendOptions::default());
+        let c = parse(
+            "[model]\nbackend = \"auto\"\nsublabel_backend = \"tract\"\nthreads = 2\nonnxruntime_library = \"/opt/ort/libonnxruntime.so.1.32.0\"\n",
+        )
+        .unwrap();
+        let o = c.model.backend_options();
+        assert_eq!((o.choice, o.threads), (BackendChoice::Auto, 2));
+        assert_eq!(
+            o.library.as_deref(),
+            Some(Path::new("/opt/ort/libonnxruntime.so.1.32.0"))
+        );
+        assert_eq!(
+            c.model.sublabel_backend_options().choice,
+            BackendChoice::Tract
+        );
+        let err = parse("[model]\nbackend = \"cuda\"\nthreads = 0\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("[model].backend") && text.contains("auto"),
+            "{text}"
+        );
+        let err = parse("[model]\nthreads = 0\nonnxruntime_library = \"\"\n").unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        let onnxruntime = parse("[model]\nbackend = \"onnxruntime\"\n");
+        if crate::runtime::ONNXRUNTIME_BUILT {
+            onnxruntime.unwrap();
+        } else {
+            let text = onnxruntime.unwrap_err().to_string();
+            assert!(text.contains("built without"), "{text}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! adaptd: edge inference and on-device adaptation.
 //!
-//! A frozen, pretrained backbone (MobileNetV2, EfficientNet-Lite, NanoDet... run by tract-onnx)
+//! A frozen, pretrained backbone (MobileNetV2, EfficientNet-Lite, NanoDet... run by tract-onnx,
+//! or by onnxruntime when its library is installed)
 //! turns camera frames into embeddings, class scores or boxes; a small classifier head is
 //! retrained on the device from a handful of labeled examples, so the model learns the user's
 //! own scene without a GPU, Python or a cloud.
@@ -12,9 +13,13 @@
 //!   embedding tensor, output meaning), finding model files and checking their sha256.
 //! - [`vision`]: images in, answers out: [`vision::image_io`] decodes untrusted JPEG/PNG
 //!   under size limits, [`vision::preprocess`] resizes and normalises into the input tensor,
-//!   [`vision::backbone`] loads and runs the tract plan, [`vision::classify`] ranks classes,
+//!   [`vision::backbone`] loads a model and runs it on the configured backend, [`vision::classify`] ranks classes,
 //!   [`vision::detect`] decodes NanoDet/YOLO outputs and runs NMS; [`vision::VisionModel`]
 //!   ties them together.
+//! - [`runtime`]: the inference backends under the backbone: [`runtime::tract`] (always
+//!   built) and `runtime::onnxruntime` (cargo feature `onnxruntime`, the library loaded at run
+//!   time), `auto` choosing between them; one [`runtime::Engine`] trait, so everything above
+//!   the graph is the same code for both.
 //! - [`audio`]: audio in, voice prints out: WAV and raw PCM, resampling to 16 kHz, the energy
 //!   gate (VAD), the mel front end (checked against librosa) and the speaker encoder.
 //! - [`store`]: the SQLite sample store (WAL, full sync): labeled embeddings with their
@@ -51,6 +56,7 @@ pub mod durable;
 pub mod model;
 pub mod mqtt;
 pub mod npy;
+pub mod runtime;
 pub mod source;
 pub mod store;
 pub mod vision;

@@ -465,6 +465,24 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
 /// new samples, live settings, `forget`, SIGHUP with a valid and an invalid file.
 #[test]
 fn detector_daemon_sublabels_retrains_and_reloads() {
+    detector_daemon("");
+}
+
+/// The same on the onnxruntime backend (both the detector and the crop model).
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn detector_daemon_on_onnxruntime() {
+    let Some(lib) = ort_library_or_skip("detector_daemon_on_onnxruntime") else {
+        return;
+    };
+    detector_daemon(&format!(
+        "backend = \"onnxruntime\"\nonnxruntime_library = {:?}\n",
+        lib.display().to_string()
+    ));
+}
+
+/// `model_keys`: extra `[model]` lines (the backend).
+fn detector_daemon(model_keys: &str) {
     let (tmp, frames, samples) = workdirs();
     // The person nanodet-m finds in each photo, cropped as a sub-label sample would be.
     write_crops("astronaut.png", 2, &frames, "f");
@@ -480,7 +498,7 @@ fn detector_daemon_sublabels_retrains_and_reloads() {
             &config,
             format!(
                 "state_dir = {state_dir:?}\n\
-                 [model]\nname = \"nanodet-m\"\nsublabel_model = \"mobilenetv2\"\n\
+                 [model]\nname = \"nanodet-m\"\nsublabel_model = \"mobilenetv2\"\n{model_keys}\
                  [detect]\nscore_threshold = {score}\n\
                  [consensus]\nn = 2\nm = 3\nmin_score = 0.3\n\
                  [train]\nmin_new_samples = 13\n\

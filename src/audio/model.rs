@@ -3,15 +3,17 @@
 //! The network (GE2E, `models/resemblyzer-ge2e.toml`) sees 1.6 s windows of mel frames; an
 //! utterance of any length is cut into windows by the front end ([`super::mel::FrontEnd`]),
 //! each window is embedded, and the window embeddings are averaged and re-normalised, as
-//! Resemblyzer's `embed_utterance` does. The window shape is pinned (`[1, 160, 40]`) so tract
-//! optimises the graph once at load; windows run one after another, which is also what is
-//! fastest per window with tract on these CPUs.
+//! Resemblyzer's `embed_utterance` does. The window shape is pinned (`[1, 160, 40]`) so the
+//! backend (tract or onnxruntime, [`crate::runtime`]) optimises the graph once at load;
+//! windows run one after another, which is also what is fastest per window with tract on
+//! these CPUs.
 
 use super::mel::{FrontEnd, MelConfig, MelNorm, MelScale, PadMode};
 use super::AudioError;
 use crate::model::manifest::OutputRole;
 use crate::model::manifest::{AudioSpec, ModelKind};
 use crate::model::ResolvedModel;
+use crate::runtime::BackendOptions;
 use crate::vision::backbone::{Backbone, BackboneError};
 
 /// Errors of loading or running the speaker encoder.
@@ -70,8 +72,17 @@ pub struct AudioModel {
 }
 
 impl AudioModel {
-    /// Loads the network (pinned to one window per run) and plans the front end.
+    /// Loads the network (pinned to one window per run) with tract on one thread and plans
+    /// the front end.
     pub fn load(model: ResolvedModel) -> Result<AudioModel, AudioModelError> {
+        AudioModel::load_with(model, &BackendOptions::default())
+    }
+
+    /// Loads the network on the backend `opts` selects and plans the front end.
+    pub fn load_with(
+        model: ResolvedModel,
+        opts: &BackendOptions,
+    ) -> Result<AudioModel, AudioModelError> {
         let name = model.manifest.name.clone();
         let spec = match (&model.manifest.kind, &model.manifest.audio) {
             (ModelKind::Audio, Some(spec)) => spec.clone(),
@@ -89,7 +100,7 @@ impl AudioModel {
             });
         }
         let front = FrontEnd::new(&cfg).map_err(AudioError::from)?;
-        let backbone = Backbone::load(&model, 1)?;
+        let backbone = Backbone::load_with(&model, 1, opts)?;
         Ok(AudioModel {
             model,
             front,

@@ -175,11 +175,19 @@ impl Embedder {
     fn load(ctx: &Context, model: ResolvedModel) -> anyhow::Result<Embedder> {
         Ok(match model.manifest.kind {
             ModelKind::Vision => Embedder::Vision(
-                Box::new(VisionModel::load(model, 1)?),
+                Box::new(VisionModel::load_with(
+                    model,
+                    1,
+                    &ctx.config.model.backend_options(),
+                )?),
                 ctx.config.image.limits(),
             ),
             ModelKind::Audio => {
-                Embedder::Audio(Box::new(AudioModel::load(model)?), WavLimits::default())
+                let opts = ctx.config.model.backend_options();
+                Embedder::Audio(
+                    Box::new(AudioModel::load_with(model, &opts)?),
+                    WavLimits::default(),
+                )
             }
         })
     }

@@ -198,6 +198,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
             let dirs = ModelDirs::new(config.model.dir.as_deref(), config.state_dir.as_deref());
             crate::model::load_manifest(&config.model.name, &dirs)
                 .with_context(|| format!("{}: [model].name", file.display()))?;
+            check_backend(&file, &config)?;
             println!("{}: ok", file.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -222,6 +223,32 @@ pub fn main() -> anyhow::Result<ExitCode> {
             frames,
         } => watch(&ctx, device, broker, plain, interval, frames),
     }
+}
+
+/// `check-config`'s backend check: with `onnxruntime`, the library must load (the daemon
+/// would refuse to start otherwise); with `auto`, says which backend the daemon would use.
+fn check_backend(file: &Path, config: &Config) -> anyhow::Result<()> {
+    use crate::runtime::BackendChoice;
+    let m = &config.model;
+    let choices = [Some(m.backend), m.sublabel_backend];
+    if !choices.iter().flatten().any(|c| *c != BackendChoice::Tract) {
+        return Ok(());
+    }
+    let probe = crate::runtime::probe_onnxruntime(&m.backend_options());
+    let strict = choices.contains(&Some(BackendChoice::Onnxruntime));
+    match probe {
+        Ok(lib) => println!("{}: [model].backend: {lib}", file.display()),
+        Err(e) if strict => {
+            return Err(
+                anyhow::Error::new(e).context(format!("{}: [model].backend", file.display()))
+            )
+        }
+        Err(e) => println!(
+            "{}: [model].backend = \"auto\" will use tract: {e}",
+            file.display()
+        ),
+    }
+    Ok(())
 }
 
 /// `adaptd watch`: a small runtime of its own, the view until Ctrl-C.

@@ -42,9 +42,10 @@ fn batch_size(ctx: &Context, batch: Option<usize>) -> anyhow::Result<usize> {
 
 fn load(ctx: &Context, model: Option<&str>, batch: usize) -> anyhow::Result<VisionModel> {
     let resolved = ctx.resolve_model(model)?;
-    let vm = VisionModel::load(resolved, batch)?;
+    let vm = VisionModel::load_with(resolved, batch, &ctx.config.model.backend_options())?;
     tracing::info!(
         model = %vm.model.manifest.name,
+        backend = %vm.backbone().backend(),
         ms = vm.backbone().load_time.as_secs_f64() * 1e3,
         "backbone loaded and optimised"
     );

@@ -97,7 +97,10 @@ fn is_zero(v: &u32) -> bool {
 /// The per-frame processor.
 pub struct Pipeline {
     main: VisionModel,
-    /// For detectors: the classification backbone that embeds each box for the head.
+    /// For detectors: the classification backbone that embeds each box for the head. Loaded
+    /// once, its input pinned to one image of the model's size: each crop, whatever its size,
+    /// is resized to that by preprocessing, so no crop makes either backend re-plan or
+    /// re-optimise the graph (tract's plan and onnxruntime's session are built at load only).
     crops: Option<VisionModel>,
     head: HeadSlot,
     consensus: Consensus,

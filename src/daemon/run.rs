@@ -361,8 +361,11 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
     let model = main_model.manifest.name.clone();
     let embedding_model = emb.manifest.name.clone();
     let detect = config.detect.for_manifest(&main_model.manifest);
-    let main_vm = VisionModel::load(main_model, 1)?;
-    let sub_vm = sub_model.map(|m| VisionModel::load(m, 1)).transpose()?;
+    let main_vm = VisionModel::load_with(main_model, 1, &config.model.backend_options())?;
+    let sub_opts = config.model.sublabel_backend_options();
+    let sub_vm = sub_model
+        .map(|m| VisionModel::load_with(m, 1, &sub_opts))
+        .transpose()?;
     let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
     let pipeline = Pipeline::new(
         main_vm,

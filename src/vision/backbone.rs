@@ -1,19 +1,20 @@
-//! The frozen backbone: an ONNX model loaded, pinned and optimised once by tract.
+//! The frozen backbone: an ONNX model loaded once, run by the configured backend.
 //!
-//! Shapes are always pinned (the batch too): tract optimises far better for concrete
-//! dimensions (a symbolic batch measured about 5x slower here). The graph's outputs are
-//! re-selected so that one run yields everything the manifest asks for at once (the embedding
-//! for the trainable head and the logits, or a detector's score/box tensors).
+//! [`Backbone`] is what the rest of adaptd sees, whatever runs the graph: it pins the input
+//! shape (the batch too), plans the outputs (the embedding for the trainable head first, then
+//! the manifest's logits or detector heads) and hands back [`OutputTensor`]s with the
+//! manifest's names and roles. The engine underneath ([`crate::runtime`]: tract, or
+//! onnxruntime loaded at run time) only executes the graph, so preprocessing, decoding, the
+//! head and training are the same code for both backends.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 
 use crate::model::manifest::{Manifest, OutputRole, Task};
 use crate::model::ResolvedModel;
+use crate::runtime::{self, BackendKind, BackendOptions, Engine, LoadRequest};
 
 /// Errors while loading or running a backbone.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,15 @@ pub enum BackboneError {
     },
     #[error("inference failed: {detail}")]
     Run { detail: String },
+    #[error("{path}: onnxruntime could not create a session for the model: {detail}")]
+    Session { path: PathBuf, detail: String },
+    #[error("{what} is not available with the {backend} backend")]
+    Unsupported {
+        what: &'static str,
+        backend: BackendKind,
+    },
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
     #[error("input has {got} values, the model expects {expected} (batch {batch})")]
     InputSize {
         got: usize,
@@ -85,68 +95,82 @@ pub struct OpProfile {
     pub total: Duration,
 }
 
-type Plan = Arc<TypedRunnableModel>;
-
-/// A loaded, optimised model and the per-worker state that runs it.
+/// A loaded model and the engine state that runs it (one per worker thread).
 pub struct Backbone {
     path: PathBuf,
     input_shape: Vec<usize>,
     outputs: Vec<(String, OutputRole, Option<u32>)>,
-    plan: Plan,
-    state: TypedSimpleState,
-    /// The graph has operators that keep state between runs (the GE2E speaker encoder's
-    /// LSTM, as a tract `Scan`, carries its hidden state over to the next run, made for
-    /// streaming): such a graph gets a fresh state for every run, or each embedding would
-    /// depend on the inputs before it.
-    stateful: bool,
-    /// Intra-op thread pool; `None` runs on the calling thread only.
-    executor: Option<Executor>,
+    engine: Box<dyn Engine>,
     /// Load + optimise time, reported by `bench` and at start-up.
     pub load_time: Duration,
 }
 
 impl Backbone {
-    /// Loads `model` with its batch dimension pinned to `batch`.
+    /// Loads `model` with tract on one thread, its batch dimension pinned to `batch`.
     pub fn load(model: &ResolvedModel, batch: usize) -> Result<Backbone, BackboneError> {
+        Backbone::load_with(model, batch, &BackendOptions::default())
+    }
+
+    /// Loads `model` with the backend and threads of `opts`, its batch pinned to `batch`.
+    /// With `auto`, logs which backend was chosen and why; with tract, warns about int8 QDQ
+    /// models (tract runs them as float, slower than the fp32 model).
+    pub fn load_with(
+        model: &ResolvedModel,
+        batch: usize,
+        opts: &BackendOptions,
+    ) -> Result<Backbone, BackboneError> {
         let start = Instant::now();
         let m = &model.manifest;
-        let path = model.model_path.clone();
         let mut input_shape = m.input.shape.clone();
         input_shape[0] = batch.max(1);
         let outputs = output_plan(m);
-        let names: Vec<&str> = outputs.iter().map(|(n, _, _)| n.as_str()).collect();
-
-        // tract panics on a few malformed graphs instead of returning an error: contain it, so
-        // a wrong model file is an error message, never a crash.
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            load_plan(model, &input_shape, &names)
-        }))
-        .unwrap_or_else(|_| {
-            Err(BackboneError::Load {
-                path: path.clone(),
-                detail: "tract panicked while reading the graph".into(),
+        let keyed: Vec<(&str, &'static str)> = outputs
+            .iter()
+            .map(|(n, _, _)| {
+                let key = if m.embedding.as_ref().is_some_and(|e| &e.tensor == n) {
+                    "[embedding].tensor"
+                } else {
+                    "[[outputs]].name"
+                };
+                (n.as_str(), key)
             })
-        })?;
-        let state = loaded.spawn().map_err(|e| BackboneError::Load {
-            path: path.clone(),
-            detail: format!("{e:#}"),
-        })?;
-        // tract's recurrent operators (Scan, what ONNX LSTM/GRU/RNN become, and its fused
-        // *Seq kernels) carry their state between runs unless told otherwise.
-        let stateful = loaded.model().nodes().iter().any(|n| {
-            let name = n.op.name();
-            name.contains("Scan") || name.ends_with("Seq")
-        });
+            .collect();
+        let request = LoadRequest {
+            model,
+            input_shape: &input_shape,
+            outputs: &keyed,
+        };
+        let (engine, why) = runtime::open(&request, opts)?;
+        match (engine.kind(), why) {
+            (BackendKind::Onnxruntime, Some(why)) => {
+                tracing::info!(model = %m.name, "backend onnxruntime: {why}")
+            }
+            (BackendKind::Tract, Some(why)) => {
+                tracing::warn!(model = %m.name, "backend tract: {why}")
+            }
+            _ => {}
+        }
+        if let (BackendKind::Tract, Some(q)) = (engine.kind(), &m.quantized) {
+            tracing::warn!(
+                model = %m.name,
+                "{} is a quantized ({q}) model: tract runs it as float around quantize/dequantize \
+                 steps, slower than the fp32 model; use the fp32 model with tract, or \
+                 [model].backend = \"onnxruntime\" for int8 speed",
+                m.name
+            );
+        }
         Ok(Backbone {
-            path,
+            path: model.model_path.clone(),
             input_shape,
             outputs,
-            plan: loaded,
-            state,
-            stateful,
-            executor: None,
+            engine,
             load_time: start.elapsed(),
         })
+    }
+
+    /// The backend running this backbone.
+    pub fn backend(&self) -> BackendKind {
+        self.engine.kind()
     }
 
     /// The pinned input shape, batch first.
@@ -154,7 +178,7 @@ impl Backbone {
         &self.input_shape
     }
 
-    /// The batch size the plan was optimised for.
+    /// The batch size the model was loaded for.
     pub fn batch(&self) -> usize {
         self.input_shape[0]
     }
@@ -169,74 +193,58 @@ impl Backbone {
         &self.path
     }
 
-    /// Uses `threads` threads inside matrix products (tract's `multithread-mm`); 1 = none.
-    /// Only matmul-like and element-wise ops use the pool, so the gain is modest.
-    pub fn set_threads(&mut self, threads: usize) {
-        self.executor = (threads > 1).then(|| Executor::multithread(threads));
+    /// Uses `threads` intra-op threads; 1 = the calling thread only. With tract only
+    /// matmul-like and element-wise ops use them; onnxruntime rebuilds its session.
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), BackboneError> {
+        self.engine.set_threads(threads)
     }
 
     /// Runs one batch; `input` holds exactly `batch * item_len` values.
     pub fn run(&mut self, input: &[f32]) -> Result<BackboneOutput, BackboneError> {
-        let tensor = self.input_tensor(input)?;
-        if self.stateful {
-            self.state = self.plan.spawn().map_err(|e| BackboneError::Run {
-                detail: format!("{e:#}"),
-            })?;
+        self.check_input(input)?;
+        let raw = self.engine.run(input)?;
+        if raw.len() != self.outputs.len() {
+            return Err(BackboneError::Run {
+                detail: format!(
+                    "the {} backend returned {} outputs, {} were planned",
+                    self.engine.kind(),
+                    raw.len(),
+                    self.outputs.len()
+                ),
+            });
         }
-        let state = &mut self.state;
-        let run = || state.run(tvec!(tensor.into()));
-        let values = match &self.executor {
-            Some(pool) => multithread_tract_scope(pool.clone(), run),
-            None => run(),
-        }
-        .map_err(|e| BackboneError::Run {
-            detail: format!("{e:#}"),
-        })?;
-        self.collect(values)
-    }
-
-    /// Runs once while timing every node; returns time per operator type, largest first.
-    pub fn profile(&mut self, input: &[f32]) -> Result<Vec<OpProfile>, BackboneError> {
-        let tensor = self.input_tensor(input)?;
-        let mut per_op: std::collections::HashMap<String, (usize, Duration)> = Default::default();
-        self.state
-            .run_plan_with_eval(tvec!(tensor.into()), |session, op_state, node, inputs| {
-                let start = Instant::now();
-                let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
-                let entry = per_op.entry(node.op().name().to_string()).or_default();
-                entry.0 += 1;
-                entry.1 += start.elapsed();
-                out
-            })
-            .map_err(|e| BackboneError::Run {
-                detail: format!("{e:#}"),
-            })?;
-        let mut profile: Vec<OpProfile> = per_op
+        let tensors = raw
             .into_iter()
-            .map(|(op, (nodes, total))| OpProfile { op, nodes, total })
+            .zip(&self.outputs)
+            .map(|(r, (name, role, stride))| OutputTensor {
+                name: name.clone(),
+                role: *role,
+                stride: *stride,
+                shape: r.shape,
+                data: r.data,
+            })
             .collect();
-        profile.sort_by_key(|p| std::cmp::Reverse(p.total));
-        Ok(profile)
+        Ok(BackboneOutput { tensors })
     }
 
-    /// A fresh state for another worker thread sharing the same optimised plan.
+    /// Runs once while timing every node (tract only); time per operator type, largest first.
+    pub fn profile(&mut self, input: &[f32]) -> Result<Vec<OpProfile>, BackboneError> {
+        self.check_input(input)?;
+        self.engine.profile(input)
+    }
+
+    /// Another worker's engine for the same loaded model (tract shares the optimised plan).
     pub fn spawn_worker(&self) -> Result<Backbone, BackboneError> {
-        let state = self.plan.spawn().map_err(|e| BackboneError::Run {
-            detail: format!("{e:#}"),
-        })?;
         Ok(Backbone {
             path: self.path.clone(),
             input_shape: self.input_shape.clone(),
             outputs: self.outputs.clone(),
-            plan: self.plan.clone(),
-            state,
-            stateful: self.stateful,
-            executor: self.executor.clone(),
+            engine: self.engine.spawn_worker()?,
             load_time: Duration::ZERO,
         })
     }
 
-    fn input_tensor(&self, input: &[f32]) -> Result<Tensor, BackboneError> {
+    fn check_input(&self, input: &[f32]) -> Result<(), BackboneError> {
         let expected = self.input_shape.iter().product();
         if input.len() != expected {
             return Err(BackboneError::InputSize {
@@ -245,31 +253,7 @@ impl Backbone {
                 batch: self.batch(),
             });
         }
-        Tensor::from_shape(&self.input_shape, input).map_err(|e| BackboneError::Run {
-            detail: format!("{e:#}"),
-        })
-    }
-
-    fn collect(&self, values: TVec<TValue>) -> Result<BackboneOutput, BackboneError> {
-        let tensors = values
-            .iter()
-            .zip(&self.outputs)
-            .map(|(v, (name, role, stride))| {
-                let view = v
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| BackboneError::Run {
-                        detail: format!("output {name}: {e:#}"),
-                    })?;
-                Ok(OutputTensor {
-                    name: name.clone(),
-                    role: *role,
-                    stride: *stride,
-                    shape: view.shape().to_vec(),
-                    data: view.iter().copied().collect(),
-                })
-            })
-            .collect::<Result<_, BackboneError>>()?;
-        Ok(BackboneOutput { tensors })
+        Ok(())
     }
 }
 
@@ -288,61 +272,6 @@ fn output_plan(m: &Manifest) -> Vec<(String, OutputRole, Option<u32>)> {
     outputs
 }
 
-fn load_plan(
-    model: &ResolvedModel,
-    shape: &[usize],
-    outputs: &[&str],
-) -> Result<Plan, BackboneError> {
-    let m = &model.manifest;
-    let path = &model.model_path;
-    let load_err = |e: TractError| BackboneError::Load {
-        path: path.clone(),
-        detail: format!("{e:#}"),
-    };
-    // Quantized QDQ exports carry value_info with a symbolic batch that contradicts the
-    // pinned input ("Impossible to unify Sym(batch) with Val(1)"): tract must ignore it.
-    let mut graph = read_graph(model)?;
-
-    let input_names: Vec<String> = graph
-        .input_outlets()
-        .map_err(load_err)?
-        .iter()
-        .map(|o| graph.node(o.node).name.clone())
-        .collect();
-    let Some(input_ix) = input_names.iter().position(|n| n == &m.input.name) else {
-        return Err(BackboneError::InputName {
-            path: path.clone(),
-            expected: m.input.name.clone(),
-            found: input_names,
-        });
-    };
-    graph
-        .set_input_fact(input_ix, f32::fact(shape).into())
-        .map_err(load_err)?;
-    for name in outputs {
-        let key = if m.embedding.as_ref().is_some_and(|e| e.tensor == *name) {
-            "[embedding].tensor"
-        } else {
-            "[[outputs]].name"
-        };
-        if graph.select_outputs_by_name([*name]).is_err() {
-            return Err(BackboneError::MissingTensor {
-                path: path.clone(),
-                name: name.to_string(),
-                key,
-            });
-        }
-    }
-    graph.select_outputs_by_name(outputs).map_err(load_err)?;
-    let optimise_err = |e: TractError| BackboneError::Optimise {
-        path: path.clone(),
-        shape: shape.to_vec(),
-        detail: format!("{e:#}"),
-    };
-    let typed = graph.into_optimized().map_err(optimise_err)?;
-    typed.into_runnable().map_err(optimise_err)
-}
-
 /// The graph's tensors, for `adaptd inspect`: (ONNX tensor name, producing operator, shape),
 /// in evaluation order. The names are the ones a manifest's `[embedding].tensor` and
 /// `[[outputs]].name` refer to.
@@ -352,7 +281,7 @@ pub fn inspect(model: &ResolvedModel) -> Result<Vec<(String, String, String)>, B
         path: path.clone(),
         detail: format!("{e:#}"),
     };
-    let mut graph = read_graph(model)?;
+    let mut graph = runtime::tract::read_graph(model)?;
     graph
         .set_input_fact(0, f32::fact(&model.manifest.input.shape).into())
         .map_err(load_err)?;
@@ -376,17 +305,6 @@ pub fn inspect(model: &ResolvedModel) -> Result<Vec<(String, String, String)>, B
                 .collect::<Vec<_>>()
         })
         .collect())
-}
-
-/// Reads the ONNX file into tract's inference graph (QDQ models need their value_info
-/// ignored once the input is pinned).
-fn read_graph(model: &ResolvedModel) -> Result<InferenceModel, BackboneError> {
-    let onnx = tract_onnx::onnx().with_ignore_value_info(model.manifest.quantized.is_some());
-    onnx.model_for_path(&model.model_path)
-        .map_err(|e| BackboneError::Load {
-            path: model.model_path.clone(),
-            detail: format!("{e:#}"),
-        })
 }
 
 /// True for tasks whose outputs include class logits.

@@ -1,4 +1,4 @@
-//! Vision: image decoding, preprocessing, the tract backbone, classification and detection.
+//! Vision: image decoding, preprocessing, the backbone, classification and detection.
 //!
 //! [`VisionModel`] glues the stages together for one model: it owns the preprocessor and the
 //! backbone state, so a frame loop or a CLI command calls one method per image (or batch) and
@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::model::manifest::{Decoder, DetectSpec, ModelKind, OutputRole, Task};
 use crate::model::ResolvedModel;
+use crate::runtime::BackendOptions;
 use backbone::{Backbone, BackboneError, BackboneOutput};
 use classify::Ranked;
 use preprocess::{PreprocessError, Preprocessor, Transform};
@@ -87,14 +88,23 @@ pub struct VisionModel {
 }
 
 impl VisionModel {
-    /// Loads and optimises the backbone for `batch` images per run.
+    /// Loads and optimises the backbone for `batch` images per run, with tract on one thread.
     pub fn load(model: ResolvedModel, batch: usize) -> Result<VisionModel, VisionError> {
+        VisionModel::load_with(model, batch, &BackendOptions::default())
+    }
+
+    /// Loads the backbone for `batch` images per run on the backend `opts` selects.
+    pub fn load_with(
+        model: ResolvedModel,
+        batch: usize,
+        opts: &BackendOptions,
+    ) -> Result<VisionModel, VisionError> {
         if model.manifest.kind != ModelKind::Vision {
             return Err(VisionError::NotVision {
                 model: model.manifest.name.clone(),
             });
         }
-        let backbone = Backbone::load(&model, batch)?;
+        let backbone = Backbone::load_with(&model, batch, opts)?;
         let pre = Preprocessor::new(&model.manifest.input, model.manifest.input_hw());
         let input = vec![0f32; backbone.input_shape().iter().product()];
         Ok(VisionModel {

@@ -131,3 +131,37 @@ pub fn send_signal(child: &Guard, sig: &str) {
         .expect("kill");
     assert!(ok.success(), "kill {sig}");
 }
+
+/// The onnxruntime library for tests of the onnxruntime backend: `ADAPTD_TEST_ORT_LIBRARY`,
+/// `ORT_DYLIB_PATH`, else the wheel `python3` imports; or why there is none.
+pub fn ort_library() -> Result<PathBuf, String> {
+    static LIB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        for var in ["ADAPTD_TEST_ORT_LIBRARY", "ORT_DYLIB_PATH"] {
+            if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+                return Ok(PathBuf::from(p));
+            }
+        }
+        adaptd::runtime::find_wheel_library("python3").ok_or_else(|| {
+            "no onnxruntime library: ADAPTD_TEST_ORT_LIBRARY and ORT_DYLIB_PATH are unset and \
+             python3 cannot import onnxruntime (pip install onnxruntime==1.32.0)"
+                .to_string()
+        })
+    })
+    .clone()
+}
+
+/// The library, or `None` after printing why `test` is skipped. With
+/// `ADAPTD_REQUIRE_ONNXRUNTIME=1` (CI) a missing library fails the test instead.
+pub fn ort_library_or_skip(test: &str) -> Option<PathBuf> {
+    match ort_library() {
+        Ok(p) => Some(p),
+        Err(why) if std::env::var("ADAPTD_REQUIRE_ONNXRUNTIME").as_deref() == Ok("1") => {
+            panic!("{test}: ADAPTD_REQUIRE_ONNXRUNTIME=1 but {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}

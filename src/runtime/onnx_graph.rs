@@ -1,0 +1,212 @@
+//! Re-selecting an ONNX model's graph outputs in its protobuf bytes, for onnxruntime.
+//!
+//! onnxruntime only returns a graph's declared outputs, but a manifest's embedding is an
+//! intermediate tensor (e.g. MobileNetV2's `/Flatten_output_0`). tract cuts the graph itself
+//! (`select_outputs_by_name`); for onnxruntime the model handed over is rewritten so that its
+//! outputs are exactly the planned tensors, which also lets onnxruntime prune what the
+//! manifest does not use, as tract does.
+//!
+//! The rewrite works on the protobuf wire format, not on a decoded model: decoding and
+//! re-encoding with a fixed schema would drop every field that schema does not know (newer
+//! ONNX fields, model-local functions), while splicing bytes keeps the rest of the file
+//! exactly as it was. Only `ModelProto.graph` (field 7) and, inside it, `GraphProto.output`
+//! (field 12) are touched.
+
+/// Wire type of length-delimited fields (messages, strings, bytes).
+const LEN: u64 = 2;
+const MODEL_GRAPH: u64 = 7;
+const GRAPH_OUTPUT: u64 = 12;
+const VALUE_INFO_NAME: u64 = 1;
+
+/// One field of a message: its number, wire type, the whole field's byte range (tag
+/// included) and, for length-delimited fields, the payload's range.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    number: u64,
+    wire: u64,
+    whole: (usize, usize),
+    payload: (usize, usize),
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_len_field(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
+    put_varint(out, (number << 3) | LEN);
+    put_varint(out, payload.len() as u64);
+    out.extend_from_slice(payload);
+}
+
+/// The top-level fields of one message.
+fn fields(buf: &[u8]) -> Result<Vec<Field>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let start = pos;
+        let tag = varint(buf, &mut pos)?;
+        let (number, wire) = (tag >> 3, tag & 7);
+        let payload_start;
+        match wire {
+            0 => {
+                varint(buf, &mut pos)?;
+                payload_start = start;
+            }
+            1 => {
+                payload_start = pos;
+                pos += 8;
+            }
+            LEN => {
+                let len = usize::try_from(varint(buf, &mut pos)?)
+                    .map_err(|_| "field length overflows".to_string())?;
+                payload_start = pos;
+                pos = pos.checked_add(len).ok_or("field length overflows")?;
+            }
+            5 => {
+                payload_start = pos;
+                pos += 4;
+            }
+            other => return Err(format!("unsupported protobuf wire type {other}")),
+        }
+        if pos > buf.len() {
+            return Err("truncated protobuf field".into());
+        }
+        out.push(Field {
+            number,
+            wire,
+            whole: (start, pos),
+            payload: (payload_start, pos),
+        });
+    }
+    Ok(out)
+}
+
+/// The `name` of a serialised `ValueInfoProto`.
+fn value_info_name(buf: &[u8]) -> Result<Option<&[u8]>, String> {
+    Ok(fields(buf)?
+        .into_iter()
+        .find(|f| f.number == VALUE_INFO_NAME && f.wire == LEN)
+        .map(|f| &buf[f.payload.0..f.payload.1]))
+}
+
+/// `model` (a serialised `ModelProto`) with its graph's outputs replaced by `outputs`, in
+/// that order. Outputs the graph already declares keep their declaration (with its type);
+/// the others are declared by name only, which onnxruntime accepts for any tensor the graph
+/// computes. The caller checks first that every name is a tensor of the graph.
+pub fn with_outputs(model: &[u8], outputs: &[&str]) -> Result<Vec<u8>, String> {
+    let top = fields(model)?;
+    let graphs: Vec<&Field> = top
+        .iter()
+        .filter(|f| f.number == MODEL_GRAPH && f.wire == LEN)
+        .collect();
+    let [graph] = graphs[..] else {
+        return Err(format!(
+            "expected one graph in the model, found {}",
+            graphs.len()
+        ));
+    };
+    let gbuf = &model[graph.payload.0..graph.payload.1];
+    let gfields = fields(gbuf)?;
+    let mut declared: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut new_graph = Vec::with_capacity(gbuf.len() + 64 * outputs.len());
+    for f in &gfields {
+        if f.number == GRAPH_OUTPUT && f.wire == LEN {
+            let vi = &gbuf[f.payload.0..f.payload.1];
+            if let Some(name) = value_info_name(vi)? {
+                declared.push((name, vi));
+            }
+        } else {
+            new_graph.extend_from_slice(&gbuf[f.whole.0..f.whole.1]);
+        }
+    }
+    for name in outputs {
+        match declared.iter().find(|(n, _)| *n == name.as_bytes()) {
+            Some((_, vi)) => put_len_field(&mut new_graph, GRAPH_OUTPUT, vi),
+            None => {
+                let mut vi = Vec::with_capacity(name.len() + 2);
+                put_len_field(&mut vi, VALUE_INFO_NAME, name.as_bytes());
+                put_len_field(&mut new_graph, GRAPH_OUTPUT, &vi);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(model.len() + new_graph.len() - gbuf.len() + 8);
+    out.extend_from_slice(&model[..graph.whole.0]);
+    put_len_field(&mut out, MODEL_GRAPH, &new_graph);
+    out.extend_from_slice(&model[graph.whole.1..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb;
+    use tract_onnx::prelude::Framework;
+
+    /// A two-node model (x -> a -> mid -> b -> y) written field by field.
+    fn model() -> Vec<u8> {
+        let s = |n: u64, v: &str| {
+            let mut b = Vec::new();
+            put_len_field(&mut b, n, v.as_bytes());
+            b
+        };
+        let node = |name: &str, input: &str, output: &str| {
+            [s(1, input), s(2, output), s(3, name), s(4, "Relu")].concat()
+        };
+        let mut graph = Vec::new();
+        put_len_field(&mut graph, 1, &node("a", "x", "mid"));
+        put_len_field(&mut graph, 1, &node("b", "mid", "y"));
+        graph.extend(s(2, "g"));
+        put_len_field(&mut graph, 11, &s(1, "x"));
+        put_len_field(&mut graph, 12, &[s(1, "y"), s(3, "typed")].concat());
+        let mut m = vec![0x08, 7]; // ir_version = 7
+        m.extend(s(2, "test"));
+        put_len_field(&mut m, MODEL_GRAPH, &graph);
+        m
+    }
+
+    fn decode(buf: &[u8]) -> pb::ModelProto {
+        tract_onnx::onnx()
+            .proto_model_for_read(&mut std::io::Cursor::new(buf))
+            .unwrap()
+    }
+
+    #[test]
+    fn outputs_are_replaced_and_declared_ones_kept() {
+        let out = with_outputs(&model(), &["mid", "y"]).unwrap();
+        let m = decode(&out);
+        let g = m.graph.unwrap();
+        let names: Vec<_> = g.output.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["mid", "y"]);
+        assert_eq!(g.output[1].doc_string, "typed");
+        assert_eq!(g.node.len(), 2);
+        assert_eq!(m.producer_name, "test");
+        let only_mid = decode(&with_outputs(&model(), &["mid"]).unwrap());
+        assert_eq!(only_mid.graph.unwrap().output.len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(with_outputs(b"\xff\xff\xff", &["y"]).is_err());
+        assert!(with_outputs(&[0x3a, 0x80], &["y"]).is_err());
+        assert!(with_outputs(b"", &["y"]).is_err());
+        let m = model();
+        assert!(with_outputs(&m[..m.len() - 3], &["y"]).is_err());
+    }
+}
