@@ -376,7 +376,6 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
         Vec::new(),
     )
     .with_motion(config.motion);
-    let runtime = io_runtime()?;
     let start = Start {
         config,
         config_path: config_path.map(Path::to_path_buf),
@@ -387,7 +386,7 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
         model,
         embedding_model,
     };
-    serve_on(runtime, start)
+    serve_on(start)
 }
 
 /// `run` for an audio model: the speaker encoder is both backbone and embedding model.
@@ -405,7 +404,6 @@ fn run_audio(
     let encoder = AudioModel::load(model)?;
     let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
     let pipeline = AudioPipeline::new(encoder, slot.clone());
-    let runtime = io_runtime()?;
     let start = Start {
         config,
         config_path: config_path.map(Path::to_path_buf),
@@ -416,13 +414,14 @@ fn run_audio(
         model: name.clone(),
         embedding_model: name,
     };
-    serve_on(runtime, start)
+    serve_on(start)
 }
 
 /// Runs the daemon on `runtime`, then drops the runtime without waiting for a capture thread
 /// still blocked in a read from stdin or a FIFO (which no signal can interrupt; the process
 /// exit ends it). Dropping a runtime normally waits for every `spawn_blocking` task.
-fn serve_on(runtime: tokio::runtime::Runtime, start: Start) -> anyhow::Result<ExitCode> {
+fn serve_on(start: Start) -> anyhow::Result<ExitCode> {
+    let runtime = io_runtime()?;
     let result = runtime.block_on(serve(start));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
