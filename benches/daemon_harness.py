@@ -94,11 +94,11 @@ class Daemon:
         with self.lock:
             return [s for (t, s) in self.stats if t >= t0]
 
-    def rss_kib(self):
-        """Resident set size of the daemon (VmRSS), in KiB."""
+    def rss_kib(self, field="VmRSS"):
+        """Resident set size of the daemon (VmRSS; VmHWM for its peak), in KiB."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return None
 

@@ -95,21 +95,27 @@ fn enrol_three_voices_train_and_identify_held_out_sentences() {
     );
 }
 
+/// `SENTENCES[i]` said by `voice`, at 16 kHz.
+fn spoken_clip(dir: &Path, voice: &str, i: usize) -> Vec<f32> {
+    let f = dir.join(format!("{voice}{i}.wav"));
+    say(voice, SENTENCES[i], &f);
+    adaptd::audio::load_16k(&f, &Default::default()).expect("read the clip")
+}
+
+fn speaker_encoder() -> adaptd::audio::model::AudioModel {
+    use adaptd::model::{ModelDirs, ResolvedModel};
+    let dirs = ModelDirs::new(Some(&models_dir()), None);
+    let model = ResolvedModel::resolve("resemblyzer-ge2e", &dirs).expect("model");
+    adaptd::audio::model::AudioModel::load(model).expect("load the speaker encoder")
+}
+
 /// The encoder on its own: two sentences of one voice are closer than the same sentence by
 /// two voices.
 #[test]
 fn voice_prints_separate_speakers_not_sentences() {
-    use adaptd::audio::model::AudioModel;
-    use adaptd::model::{ModelDirs, ResolvedModel};
     let tmp = tempfile::tempdir().expect("tempdir");
-    let clip = |voice: &str, i: usize| {
-        let f = tmp.path().join(format!("{voice}{i}.wav"));
-        say(voice, SENTENCES[i], &f);
-        adaptd::audio::load_16k(&f, &Default::default()).expect("read the clip")
-    };
-    let dirs = ModelDirs::new(Some(&models_dir()), None);
-    let model = ResolvedModel::resolve("resemblyzer-ge2e", &dirs).expect("model");
-    let mut am = AudioModel::load(model).expect("load the speaker encoder");
+    let clip = |voice: &str, i: usize| spoken_clip(tmp.path(), voice, i);
+    let mut am = speaker_encoder();
     let mut e = |s: &[f32]| am.embed(s).expect("embed");
     let (slt0, slt1, rms0) = (e(&clip("slt", 0)), e(&clip("slt", 1)), e(&clip("rms", 0)));
     let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
@@ -129,17 +135,9 @@ fn voice_prints_separate_speakers_not_sentences() {
 /// clips before it and speakers were swapped).
 #[test]
 fn a_voice_print_does_not_depend_on_the_clips_before_it() {
-    use adaptd::audio::model::AudioModel;
-    use adaptd::model::{ModelDirs, ResolvedModel};
     let tmp = tempfile::tempdir().expect("tempdir");
-    let clip = |voice: &str, i: usize| {
-        let f = tmp.path().join(format!("{voice}{i}.wav"));
-        say(voice, SENTENCES[i], &f);
-        adaptd::audio::load_16k(&f, &Default::default()).expect("read the clip")
-    };
-    let dirs = ModelDirs::new(Some(&models_dir()), None);
-    let model = ResolvedModel::resolve("resemblyzer-ge2e", &dirs).expect("model");
-    let mut am = AudioModel::load(model).expect("load the speaker encoder");
+    let clip = |voice: &str, i: usize| spoken_clip(tmp.path(), voice, i);
+    let mut am = speaker_encoder();
     let (a, b) = (clip("slt", 2), clip("awb", 3));
     let first = am.embed(&a).expect("embed");
     am.embed(&b).expect("embed");

@@ -267,6 +267,26 @@ fn auto_uses_onnxruntime_when_it_loads() {
     assert_eq!(vm.backbone().backend(), BackendKind::Onnxruntime);
 }
 
+/// The version in log lines and `bench` is the library's own (the wheel's build information
+/// says `git-branch=HEAD`, so it cannot come from there).
+#[test]
+fn the_library_reports_its_version() {
+    let Some(lib) = library_or_skip("version") else {
+        return;
+    };
+    let loaded = adaptd::runtime::onnxruntime::library(Some(&lib)).expect("the library loads");
+    let v = &loaded.version;
+    assert!(
+        v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "not a version: {v:?}"
+    );
+    // The wheel's file is libonnxruntime.so.<version>.
+    let name = lib.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(file_version) = name.strip_prefix("libonnxruntime.so.") {
+        assert_eq!(v, file_version, "{}", loaded.describe());
+    }
+}
+
 #[test]
 fn onnxruntime_with_a_bogus_library_is_a_clear_error() {
     let bogus = "/nonexistent/dir/libonnxruntime.so.1.32.0";

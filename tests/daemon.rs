@@ -154,6 +154,22 @@ fn publish_file(port: u16, topic: &str, file: &Path) {
     assert!(ok.success(), "mosquitto_pub to {topic}");
 }
 
+/// Sends a command whose JSON payload carries an `id`, and returns the reply with that id.
+fn ask(bus: &mut Bus, port: u16, dir: &Path, topic: &str, payload: &str) -> Value {
+    let id = json(payload)["id"].clone();
+    publish(port, topic, payload, dir);
+    bus.reply(&format!("the reply to {topic} {payload}"), |v| {
+        v["id"] == id
+    })
+}
+
+/// SIGTERM: the daemon publishes `stopped` (retained) and exits with code 0.
+fn stop(daemon: &mut Guard, bus: &mut Bus) {
+    send_signal(daemon, "-TERM");
+    bus.wait_for("available", "`stopped`", |p| p == "stopped");
+    assert_eq!(wait_exit(daemon, "adaptd after SIGTERM", WAIT), Some(0));
+}
+
 fn publish(port: u16, topic: &str, payload: &str, dir: &Path) {
     let f = dir.join("payload.bin");
     std::fs::write(&f, payload).expect("write payload");
@@ -301,6 +317,40 @@ fn stored_counts(state_dir: &Path, model: &str) -> Value {
 
 #[test]
 fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
+    classifier_daemon("");
+}
+
+/// The same on the onnxruntime backend.
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn classifier_daemon_on_onnxruntime() {
+    if let Some(keys) = onnxruntime_model_keys("classifier_daemon_on_onnxruntime") {
+        classifier_daemon(&keys);
+    }
+}
+
+/// `[model]` lines selecting the onnxruntime backend, or `None` (with the reason printed)
+/// when no library is found outside CI.
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime_model_keys(test: &str) -> Option<String> {
+    let lib = ort_library_or_skip(test)?;
+    Some(format!(
+        "backend = \"onnxruntime\"\nonnxruntime_library = {:?}\n",
+        lib.display().to_string()
+    ))
+}
+
+/// The engine the retained `state` must name for these `[model]` lines.
+fn backend_of(model_keys: &str) -> &'static str {
+    if model_keys.contains("onnxruntime") {
+        "onnxruntime"
+    } else {
+        "tract"
+    }
+}
+
+/// `model_keys`: extra `[model]` lines (the backend); the model is the default one.
+fn classifier_daemon(model_keys: &str) {
     let (tmp, frames, samples) = workdirs();
     write_crops("chelsea.png", 3, &frames, "a");
     write_crops("coffee.png", 3, &frames, "b");
@@ -319,6 +369,7 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
         &config,
         format!(
             "state_dir = {state:?}\n\
+             [model]\n{model_keys}\
              [source]\nkind = \"dir\"\npath = {frames:?}\nfps = 5.0\nloop = true\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
              max_packet_bytes = 1048576\nstats_interval_secs = 1\n",
@@ -363,10 +414,10 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
     assert_eq!(state["samples_total"], 12, "{state}");
     assert_eq!(state["samples"]["cat"], 6, "{state}");
     assert_eq!(state["paused"], false, "{state}");
+    assert_eq!(state["backend"], backend_of(model_keys), "{state}");
 
     // Train: the first head is deployed and swapped in while frames keep flowing.
-    publish(port, "cmd/train", r#"{"id": "t1"}"#, tmp.path());
-    let r = bus.reply("the train reply", |v| v["id"] == "t1");
+    let r = ask(&mut bus, port, tmp.path(), "cmd/train", r#"{"id": "t1"}"#);
     assert_eq!(r["ok"], true, "{r}");
     let t = json(&bus.wait_for("training", "a finished training", |p| {
         json(p)["status"] == "finished"
@@ -407,44 +458,46 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
                 .contains("max_packet_bytes")
     });
     assert!(r["cmd"].is_null(), "{r}");
-    publish(port, "cmd/status", r#"{"id": 2}"#, tmp.path());
-    let r = bus.reply("the status reply", |v| v["id"] == 2);
+    let r = ask(&mut bus, port, tmp.path(), "cmd/status", r#"{"id": 2}"#);
     assert_eq!(r["result"]["samples_total"], 12, "{r}");
 
     // Other commands, each answered.
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/label",
         r#"{"id": "l1", "label": "cat"}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the label reply", |v| v["id"] == "l1");
     assert_eq!(r["ok"], true, "{r}");
     assert!(r["result"]["id"].is_i64(), "{r}");
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/label",
         r#"{"id": "l2", "label": "cat", "detection": 0}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the label-detection reply", |v| v["id"] == "l2");
     assert_eq!(r["ok"], false, "a classifier has no detections: {r}");
-    publish(port, "cmd/snapshot", r#"{"id": "s1"}"#, tmp.path());
-    let r = bus.reply("the snapshot reply", |v| v["id"] == "s1");
-    assert!(r["result"]["bytes"].as_u64().unwrap_or(0) > 0, "{r}");
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
+        "cmd/snapshot",
+        r#"{"id": "s1"}"#,
+    );
+    assert!(r["result"]["bytes"].as_u64().unwrap_or(0) > 0, "{r}");
+    let r = ask(
+        &mut bus,
+        port,
+        tmp.path(),
         "cmd/rollback",
         r#"{"id": "r1", "version": "previous"}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the rollback reply", |v| v["id"] == "r1");
     assert_eq!(r["ok"], false, "only one head exists: {r}");
-    publish(port, "cmd/pause", r#"{"id": "p1"}"#, tmp.path());
-    let r = bus.reply("the pause reply", |v| v["id"] == "p1");
+    let r = ask(&mut bus, port, tmp.path(), "cmd/pause", r#"{"id": "p1"}"#);
     assert_eq!(r["result"]["paused"], true, "{r}");
-    publish(port, "cmd/resume", r#"{"id": "p2"}"#, tmp.path());
-    let r = bus.reply("the resume reply", |v| v["id"] == "p2");
+    let r = ask(&mut bus, port, tmp.path(), "cmd/resume", r#"{"id": "p2"}"#);
     assert_eq!(r["result"]["paused"], false, "{r}");
     bus.wait_for("detections", "detections after the errors", |_| true);
     assert!(
@@ -453,12 +506,7 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
     );
 
     // SIGTERM: `stopped` (retained) and exit code 0.
-    send_signal(&daemon, "-TERM");
-    bus.wait_for("available", "`stopped`", |p| p == "stopped");
-    assert_eq!(
-        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
-        Some(0)
-    );
+    stop(&mut daemon, &mut bus);
 }
 
 /// A detector with sub-labels: boxes, events, labeling a detection, retraining triggered by
@@ -472,13 +520,9 @@ fn detector_daemon_sublabels_retrains_and_reloads() {
 #[cfg(feature = "onnxruntime")]
 #[test]
 fn detector_daemon_on_onnxruntime() {
-    let Some(lib) = ort_library_or_skip("detector_daemon_on_onnxruntime") else {
-        return;
-    };
-    detector_daemon(&format!(
-        "backend = \"onnxruntime\"\nonnxruntime_library = {:?}\n",
-        lib.display().to_string()
-    ));
+    if let Some(keys) = onnxruntime_model_keys("detector_daemon_on_onnxruntime") {
+        detector_daemon(&keys);
+    }
 }
 
 /// `model_keys`: extra `[model]` lines (the backend).
@@ -534,33 +578,33 @@ fn detector_daemon(model_keys: &str) {
     );
 
     // Labeling: a detector wants the box; the box of the latest frame becomes a sample.
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/label",
         r#"{"id": "l0", "label": "eileen"}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the label-without-box reply", |v| v["id"] == "l0");
     assert_eq!(r["ok"], false, "{r}");
     assert!(
         r["error"].as_str().unwrap_or("").contains("detection"),
         "{r}"
     );
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/label",
         r#"{"id": "l1", "label": "eileen", "detection": 0}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the label-box reply", |v| v["id"] == "l1");
     assert_eq!(r["ok"], true, "{r}");
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/label",
         r#"{"id": "l2", "label": "eileen", "detection": 7}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the missing-box reply", |v| v["id"] == "l2");
     assert_eq!(r["ok"], false, "{r}");
 
     // 12 more samples make 13 new ones: [train].min_new_samples starts a run by itself.
@@ -598,18 +642,23 @@ fn detector_daemon(model_keys: &str) {
         ("person".into(), "eileen".into()),
         "{e}"
     );
-    publish(port, "cmd/snapshot", r#"{"id": "s1"}"#, tmp.path());
-    let r = bus.reply("the snapshot reply", |v| v["id"] == "s1");
+    let r = ask(
+        &mut bus,
+        port,
+        tmp.path(),
+        "cmd/snapshot",
+        r#"{"id": "s1"}"#,
+    );
     assert!(r["result"]["bytes"].as_u64().unwrap_or(0) > 1000, "{r}");
 
     // Live settings: an unknown threshold of 1 rejects every sub-label; fps caps processing.
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/set",
         r#"{"id": "u1", "unknown_threshold": 1.0}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the set reply", |v| v["id"] == "u1");
     assert_eq!(
         r["result"]["applied"],
         serde_json::json!(["unknown_threshold"]),
@@ -618,13 +667,13 @@ fn detector_daemon(model_keys: &str) {
     bus.wait_for("detections", "an unknown sub-label", |p| {
         json(p)["items"][0]["head"]["unknown"] == true
     });
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/set",
         r#"{"id": "u2", "unknown_threshold": 0, "fps": 1}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the second set reply", |v| v["id"] == "u2");
     assert_eq!(r["ok"], true, "{r}");
     bus.wait_for("detections", "a known sub-label again", |p| {
         json(p)["items"][0]["head"]["unknown"] == false
@@ -634,16 +683,19 @@ fn detector_daemon(model_keys: &str) {
     });
 
     // forget: the label's samples go, from the store and from the state.
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/forget",
         r#"{"id": "f1", "label": "someone"}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the forget reply", |v| v["id"] == "f1");
     assert_eq!(r["result"]["removed"], 6, "{r}");
     let st = state_where(port, "no `someone`", |s| s["samples"]["someone"].is_null());
     assert_eq!(st["samples"]["eileen"], 7, "{st}");
+    let backend = backend_of(model_keys);
+    assert_eq!(st["backend"], backend, "{st}");
+    assert_eq!(st["embedding_backend"], backend, "{st}");
 
     // SIGHUP: a new score threshold applies live; an invalid file keeps the running config.
     write_config("0.99");
@@ -736,8 +788,7 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
         });
         assert_eq!(r["ok"], true, "{r}");
     }
-    publish(port, "cmd/status", r#"{"id": "st"}"#, tmp.path());
-    let r = bus.reply("the status reply", |v| v["id"] == "st");
+    let r = ask(&mut bus, port, tmp.path(), "cmd/status", r#"{"id": "st"}"#);
     assert!(
         r["result"]["source_state"].is_object() || r["result"]["source_state"].is_string(),
         "{r}"
@@ -890,6 +941,20 @@ fn raw_16k(wav: &Path) -> Vec<u8> {
 /// utterance is labeled, Home Assistant sees a Speaker sensor, bad clips are refused.
 #[test]
 fn speaker_daemon_enrolls_voices_and_names_who_speaks() {
+    speaker_daemon("");
+}
+
+/// The same on the onnxruntime backend (the GE2E encoder's LSTM there).
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn speaker_daemon_on_onnxruntime() {
+    if let Some(keys) = onnxruntime_model_keys("speaker_daemon_on_onnxruntime") {
+        speaker_daemon(&keys);
+    }
+}
+
+/// `model_keys`: extra `[model]` lines (the backend).
+fn speaker_daemon(model_keys: &str) {
     const ENROL: [&str; 2] = [
         "Please turn on the kitchen lights and close the garage door.",
         "Tomorrow it will rain in the morning and clear up by the evening.",
@@ -909,7 +974,7 @@ fn speaker_daemon_enrolls_voices_and_names_who_speaks() {
         &config,
         format!(
             "state_dir = {state:?}\n\
-             [model]\nname = \"resemblyzer-ge2e\"\n\
+             [model]\nname = \"resemblyzer-ge2e\"\n{model_keys}\
              [source]\nkind = \"audio\"\npath = \"-\"\n\
              [train]\nhead = \"centroid\"\nmin_new_samples = 6\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
@@ -1025,30 +1090,31 @@ fn speaker_daemon_enrolls_voices_and_names_who_speaks() {
         json(p)["after"] == "awb" && json(p)["before"] == "slt"
     }));
     assert_eq!(e["type"], "update", "{e}");
-    state_where(port, "speaker awb", |s| s["label"] == "awb");
+    let st = state_where(port, "speaker awb", |s| s["label"] == "awb");
+    assert_eq!(st["backend"], backend_of(model_keys), "{st}");
 
     // The last utterance becomes a sample; there is no picture to snapshot.
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/label",
         r#"{"id": "l1", "label": "awb"}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the label reply", |v| v["id"] == "l1");
     assert_eq!(r["ok"], true, "{r}");
-    publish(port, "cmd/snapshot", r#"{"id": "s1"}"#, tmp.path());
-    let r = bus.reply("the snapshot reply", |v| v["id"] == "s1");
+    let r = ask(
+        &mut bus,
+        port,
+        tmp.path(),
+        "cmd/snapshot",
+        r#"{"id": "s1"}"#,
+    );
     assert_eq!(r["ok"], false, "{r}");
     let counts = stored_counts(&tmp.path().join("state"), "resemblyzer-ge2e");
     assert_eq!(counts["awb"], 3, "{counts}");
     assert_eq!(counts["slt"], 2, "{counts}");
 
-    send_signal(&daemon, "-TERM");
-    bus.wait_for("available", "`stopped`", |p| p == "stopped");
-    assert_eq!(
-        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
-        Some(0)
-    );
+    stop(&mut daemon, &mut bus);
 }
 
 /// Motion gating on a still scene (one photo, looped, no keep-alive): after the first frame
@@ -1081,13 +1147,13 @@ fn a_still_scene_is_gated_and_label_forces_a_frame() {
     }));
     assert_eq!(s["frames"], 1, "only the first frame was analysed: {s}");
 
-    publish(
+    let r = ask(
+        &mut bus,
         port,
+        tmp.path(),
         "cmd/label",
         r#"{"id": "l1", "label": "cat"}"#,
-        tmp.path(),
     );
-    let r = bus.reply("the label reply", |v| v["id"] == "l1");
     assert_eq!(r["ok"], true, "{r}");
     // The forced frame's `detections` went out before the reply (the label waited for it);
     // the counters say it was analysed, and only it.

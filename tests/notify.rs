@@ -10,6 +10,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,22 @@ use common::*;
 
 /// Upper bound of every wait, so a broken daemon fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(60);
+
+/// A config reading MJPEG from standard input, with a broker address nothing listens on (the
+/// daemon keeps retrying it and runs meanwhile); `extra` goes under `[mqtt]`.
+fn pipe_config(dir: &Path, dead_port: u16, device_id: &str, extra: &str) -> PathBuf {
+    let config = dir.join("adaptd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[source]\nkind = \"mjpeg\"\npath = \"-\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{dead_port}\"\ndevice_id = \"{device_id}\"\n{extra}",
+            dir.join("state")
+        ),
+    )
+    .expect("write config");
+    config
+}
 
 /// Datagrams from the daemon, each split into its `KEY=value` lines.
 struct Socket(UnixDatagram);
@@ -78,17 +95,12 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
     };
     // A port nothing listens on: MQTT keeps retrying in the background, the pipeline runs.
     let dead_port = free_port();
-    let config = tmp.path().join("adaptd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\n[source]\nkind = \"mjpeg\"\npath = \"-\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{dead_port}\"\ndevice_id = \"notifytest\"\n\
-             stats_interval_secs = 1\n",
-            tmp.path().join("state")
-        ),
-    )
-    .expect("write config");
+    let config = pipe_config(
+        tmp.path(),
+        dead_port,
+        "notifytest",
+        "stats_interval_secs = 1\n",
+    );
     let mut child = adaptd()
         .arg("--config")
         .arg(&config)
@@ -177,16 +189,7 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
 fn a_closed_pipe_stops_the_daemon_with_status_1() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dead_port = free_port();
-    let config = tmp.path().join("adaptd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\n[source]\nkind = \"mjpeg\"\npath = \"-\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{dead_port}\"\ndevice_id = \"pipetest\"\n",
-            tmp.path().join("state")
-        ),
-    )
-    .expect("write config");
+    let config = pipe_config(tmp.path(), dead_port, "pipetest", "");
     let mut child = adaptd()
         .arg("--config")
         .arg(&config)

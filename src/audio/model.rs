@@ -108,6 +108,11 @@ impl AudioModel {
         })
     }
 
+    /// The engine running the encoder.
+    pub fn backend(&self) -> crate::runtime::BackendKind {
+        self.backbone.backend()
+    }
+
     /// The front end's sample rate (16 kHz for GE2E): what utterances must be resampled to.
     pub fn sample_rate(&self) -> u32 {
         self.front.config().sample_rate

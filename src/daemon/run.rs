@@ -56,6 +56,7 @@ use crate::model::manifest::ModelKind;
 use crate::model::manifest::Task;
 use crate::mqtt::discovery::DeviceKind;
 use crate::mqtt::{LinkEvent, MqttLink, Publisher};
+use crate::runtime::BackendKind;
 use crate::source::{SlotCounters, SourceConfig, SourceState, SourceStats, StopSignal};
 use crate::vision::image_io::DecodeLimits;
 use crate::vision::{AnalyzeOptions, VisionModel};
@@ -130,6 +131,9 @@ pub struct Shared {
     pub is_detector: bool,
     pub model: String,
     pub embedding_model: String,
+    /// The engines running `model` and `embedding_model` (`auto` may pick either).
+    pub backend: BackendKind,
+    pub embedding_backend: BackendKind,
     pub source: String,
     pub source_stats: Arc<SourceStats>,
     pub slot_counters: Arc<SlotCounters>,
@@ -220,6 +224,8 @@ impl Shared {
             "binary_version": env!("CARGO_PKG_VERSION"),
             "model": self.model,
             "embedding_model": self.embedding_model,
+            "backend": self.backend,
+            "embedding_backend": self.embedding_backend,
             "head_version": head_version,
             "paused": self.paused.load(Ordering::SeqCst),
             "training": self.training.load(Ordering::SeqCst),
@@ -366,6 +372,10 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
     let sub_vm = sub_model
         .map(|m| VisionModel::load_with(m, 1, &sub_opts))
         .transpose()?;
+    let backend = main_vm.backbone().backend();
+    let embedding_backend = sub_vm
+        .as_ref()
+        .map_or(backend, |vm| vm.backbone().backend());
     let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
     let pipeline = Pipeline::new(
         main_vm,
@@ -385,6 +395,8 @@ pub fn run(ctx: &Context, config_path: Option<&Path>) -> anyhow::Result<ExitCode
         is_detector,
         model,
         embedding_model,
+        backend,
+        embedding_backend,
     };
     serve_on(start)
 }
@@ -401,7 +413,8 @@ fn run_audio(
         .unwrap_or_else(crate::cli::default_state_dir);
     let ws = Workspace::open(&state_dir, &model, config.samples.store_options())?;
     let name = model.manifest.name.clone();
-    let encoder = AudioModel::load(model)?;
+    let encoder = AudioModel::load_with(model, &config.model.backend_options())?;
+    let backend = encoder.backend();
     let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
     let pipeline = AudioPipeline::new(encoder, slot.clone());
     let start = Start {
@@ -413,6 +426,8 @@ fn run_audio(
         is_detector: false,
         model: name.clone(),
         embedding_model: name,
+        backend,
+        embedding_backend: backend,
     };
     serve_on(start)
 }
@@ -511,6 +526,8 @@ struct Start {
     is_detector: bool,
     model: String,
     embedding_model: String,
+    backend: BackendKind,
+    embedding_backend: BackendKind,
 }
 
 async fn serve(s: Start) -> anyhow::Result<ExitCode> {
@@ -564,6 +581,8 @@ async fn serve(s: Start) -> anyhow::Result<ExitCode> {
         is_detector: s.is_detector,
         model: s.model,
         embedding_model: s.embedding_model,
+        backend: s.backend,
+        embedding_backend: s.embedding_backend,
         source: source_desc,
         source_stats,
         slot_counters,

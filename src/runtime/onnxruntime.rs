@@ -35,7 +35,7 @@ pub struct Library {
     pub path: PathBuf,
     /// Where the path came from (config key, environment variable or default).
     pub source: &'static str,
-    /// onnxruntime's version, from its build information.
+    /// onnxruntime's version, as the library reports it.
     pub version: String,
     env: Environment,
 }
@@ -112,7 +112,7 @@ pub fn library(configured: Option<&Path>) -> Result<Library, RuntimeError> {
         Ok(Library {
             path: path.clone(),
             source,
-            version: version_from_build_info(ort::info()),
+            version: version_of(&path).unwrap_or_else(|| version_from_build_info(ort::info())),
             env,
         })
     })
@@ -120,6 +120,29 @@ pub fn library(configured: Option<&Path>) -> Result<Library, RuntimeError> {
     let lib = result.map_err(|detail| fail(&path, detail))?;
     *loaded = Some(lib.clone());
     Ok(lib)
+}
+
+/// onnxruntime's own answer ("1.32.0") from `OrtGetApiBase()->GetVersionString()`. The build
+/// information string names the version only in release-branch builds: the PyPI wheel says
+/// `git-branch=HEAD`.
+fn version_of(path: &Path) -> Option<String> {
+    // SAFETY: ort has just loaded this file and checked its API (so dlopen only takes another
+    // reference to the same library); OrtGetApiBase and GetVersionString are onnxruntime's
+    // stable C ABI, and the string, owned by the library, is copied before the handle drops.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").ok()?;
+        let base = get_base();
+        if base.is_null() {
+            return None;
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(version).to_str().ok()?.to_string())
+    }
 }
 
 /// "1.32.0" out of onnxruntime's build information ("... git-branch=rel-1.32.0, ...").
