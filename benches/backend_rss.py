@@ -37,15 +37,9 @@ def wheel_library():
 
 
 def measure(args, work, frames, model_section):
-    broker = h.Broker(work)
-    daemon = None
-    try:
-        daemon = h.Daemon(
-            args.adaptd, args.model_dir, work,
-            model_section
-            + f'[source]\nkind = "dir"\npath = "{frames}"\nfps = 5.0\nloop = true\n'
-            '[motion]\nenabled = false\n',
-            broker.port)
+    with h.running(args, work, model_section
+                   + f'[source]\nkind = "dir"\npath = "{frames}"\nfps = 5.0\nloop = true\n'
+                   '[motion]\nenabled = false\n') as daemon:
         time.sleep(args.seconds)
         if not daemon.alive() or not daemon.stats_since(0):
             sys.exit(f"the daemon did not run; see {work / 'daemon.log'}")
@@ -55,10 +49,6 @@ def measure(args, work, frames, model_section):
             "peak_mib": round(daemon.rss_kib("VmHWM") / 1024, 1),
             "frames": frames_done,
         }
-    finally:
-        if daemon:
-            daemon.stop()
-        broker.stop()
 
 
 def main():

@@ -6,6 +6,7 @@ Only the Python standard library, Mosquitto and its command-line tools (Debian:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -127,6 +128,21 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+@contextlib.contextmanager
+def running(args, work, sections):
+    """A Mosquitto broker and `adaptd run` (args.adaptd, args.model_dir) on a config made of
+    `sections`, in `work`; both are stopped on the way out, whatever happened."""
+    broker = Broker(work)
+    daemon = None
+    try:
+        daemon = Daemon(args.adaptd, args.model_dir, work, sections, broker.port)
+        yield daemon
+    finally:
+        if daemon:
+            daemon.stop()
+        broker.stop()
 
 
 def workdir():

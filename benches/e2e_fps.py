@@ -46,14 +46,10 @@ def main():
     ms, _ = backbone_ms(args.adaptd, args.model_dir, args.model, photos[0])
     throughput = 1000.0 / ms
     source_fps = min(240.0, round(throughput * 1.25, 1))
-    broker = h.Broker(work)
-    daemon = None
-    try:
-        daemon = h.Daemon(
-            args.adaptd, args.model_dir, work,
-            f'[model]\nname = "{args.model}"\n'
-            f'[source]\nkind = "dir"\npath = "{frames}"\nfps = {source_fps}\nloop = true\n',
-            broker.port)
+    with h.running(args, work,
+                   f'[model]\nname = "{args.model}"\n'
+                   f'[source]\nkind = "dir"\npath = "{frames}"\nfps = {source_fps}\nloop = true\n'
+                   ) as daemon:
         time.sleep(args.warmup)
         t0, cpu0 = time.time(), daemon.cpu_seconds()
         frames0 = (daemon.stats_since(0) or [{"frames": 0}])[-1]["frames"]
@@ -80,10 +76,6 @@ def main():
             "cpu_ms_per_frame": round(1000 * (cpu1 - cpu0) / max(processed, 1), 2),
             "rss_mib": round(daemon.rss_kib() / 1024, 1),
         }))
-    finally:
-        if daemon:
-            daemon.stop()
-        broker.stop()
 
 
 if __name__ == "__main__":

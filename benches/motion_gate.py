@@ -22,15 +22,10 @@ import daemon_harness as h  # noqa: E402
 
 
 def run(args, work, frames, motion):
-    broker = h.Broker(work)
-    daemon = None
-    try:
-        daemon = h.Daemon(
-            args.adaptd, args.model_dir, work,
-            f'[model]\nname = "{args.model}"\n'
-            f'[source]\nkind = "dir"\npath = "{frames}"\nfps = {args.fps}\nloop = true\n'
-            f'[motion]\nenabled = {"true" if motion else "false"}\n',
-            broker.port)
+    with h.running(args, work,
+                   f'[model]\nname = "{args.model}"\n'
+                   f'[source]\nkind = "dir"\npath = "{frames}"\nfps = {args.fps}\nloop = true\n'
+                   f'[motion]\nenabled = {"true" if motion else "false"}\n') as daemon:
         time.sleep(args.warmup)
         t0, cpu0 = time.time(), daemon.cpu_seconds()
         time.sleep(args.seconds)
@@ -46,10 +41,6 @@ def run(args, work, frames, motion):
             "analysed": last["frames"],
             "motion_skipped": last["motion_skipped_frames"],
         }
-    finally:
-        if daemon:
-            daemon.stop()
-        broker.stop()
 
 
 def main():

@@ -324,20 +324,19 @@ fn daemon_runs_learns_over_mqtt_and_stops_cleanly() {
 #[cfg(feature = "onnxruntime")]
 #[test]
 fn classifier_daemon_on_onnxruntime() {
-    if let Some(keys) = onnxruntime_model_keys("classifier_daemon_on_onnxruntime") {
-        classifier_daemon(&keys);
-    }
+    on_onnxruntime("classifier_daemon_on_onnxruntime", classifier_daemon);
 }
 
-/// `[model]` lines selecting the onnxruntime backend, or `None` (with the reason printed)
-/// when no library is found outside CI.
+/// Runs `daemon_test` with `[model]` lines selecting the onnxruntime backend; skipped, with
+/// the reason printed, when no library is found outside CI.
 #[cfg(feature = "onnxruntime")]
-fn onnxruntime_model_keys(test: &str) -> Option<String> {
-    let lib = ort_library_or_skip(test)?;
-    Some(format!(
-        "backend = \"onnxruntime\"\nonnxruntime_library = {:?}\n",
-        lib.display().to_string()
-    ))
+fn on_onnxruntime(test: &str, daemon_test: fn(&str)) {
+    if let Some(lib) = ort_library_or_skip(test) {
+        daemon_test(&format!(
+            "backend = \"onnxruntime\"\nonnxruntime_library = {:?}\n",
+            lib.display().to_string()
+        ));
+    }
 }
 
 /// The engine the retained `state` must name for these `[model]` lines.
@@ -520,9 +519,7 @@ fn detector_daemon_sublabels_retrains_and_reloads() {
 #[cfg(feature = "onnxruntime")]
 #[test]
 fn detector_daemon_on_onnxruntime() {
-    if let Some(keys) = onnxruntime_model_keys("detector_daemon_on_onnxruntime") {
-        detector_daemon(&keys);
-    }
+    on_onnxruntime("detector_daemon_on_onnxruntime", detector_daemon);
 }
 
 /// `model_keys`: extra `[model]` lines (the backend).
@@ -948,9 +945,7 @@ fn speaker_daemon_enrolls_voices_and_names_who_speaks() {
 #[cfg(feature = "onnxruntime")]
 #[test]
 fn speaker_daemon_on_onnxruntime() {
-    if let Some(keys) = onnxruntime_model_keys("speaker_daemon_on_onnxruntime") {
-        speaker_daemon(&keys);
-    }
+    on_onnxruntime("speaker_daemon_on_onnxruntime", speaker_daemon);
 }
 
 /// `model_keys`: extra `[model]` lines (the backend).
