@@ -44,6 +44,11 @@
 //! - [`bench`]: the per-stage benchmark and its comparison with onnxruntime.
 //! - [`cli`]: the `adaptd` command line; `main.rs` only maps its errors to exit codes.
 
+// Input, files and the network reach almost every function here: a panic would take the
+// daemon (and its unacknowledged work) down. Outside tests, failures are errors with a
+// message, never `unwrap`/`expect`; clippy holds the line.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod adapt;
 pub mod audio;
 pub mod bench;

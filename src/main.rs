@@ -1,6 +1,11 @@
 //! The `adaptd` binary: parses the command line and maps errors to exit codes
 //! (0 success, 1 failure, 2 usage error), printing one clear line per problem.
 
+// Input, files and the network reach almost every function here: a panic would take the
+// daemon (and its unacknowledged work) down. Outside tests, failures are errors with a
+// message, never `unwrap`/`expect`; clippy holds the line.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
