@@ -61,12 +61,12 @@ def main():
         sys.exit("no onnxruntime library: pip install onnxruntime==1.32.0 or pass --ort-library")
     base = Path(h.workdir())
     frames, _ = h.frames_dir(args.images, base / "frames")
-    for name, section in MODELS.items():
+    for i, (name, section) in enumerate(MODELS.items()):
         for backend in ("tract", "onnxruntime"):
             keys = f'backend = "{backend}"\n'
             if backend == "onnxruntime":
                 keys += f'onnxruntime_library = "{lib}"\n'
-            work = base / f"{len(list(base.iterdir()))}"
+            work = base / f"model{i}-{backend}"
             work.mkdir()
             r = measure(args, work, frames, section + keys)
             print(json.dumps({"model": name, "backend": backend, **r}), flush=True)
