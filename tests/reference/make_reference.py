@@ -9,8 +9,9 @@ tests/reference/reference.json.
 Usage:
     python3 tests/reference/make_reference.py [--models DIR] [--images DIR] [--out FILE]
 
-Defaults: --models ../shared/models, --images ../shared/images (relative to the
-repository root), --out tests/reference/reference.json.
+Defaults: --models models (where models/fetch places the files; run
+`models/fetch --mirror ../shared/models` first), --images ../shared/images
+(relative to the repository root), --out tests/reference/reference.json.
 
 Needs: numpy, Pillow, onnxruntime, onnx (the `onnx` package is only used to add
 the embedding tensor as an extra graph output in an in-memory copy of the model).
@@ -192,7 +193,7 @@ CLASSIFIERS = [
     # (manifest name, file, mean, std, embedding tensor, images with a full embedding)
     ("mobilenetv2", "mobilenetv2_imagenet.onnx", IMAGENET_MEAN, IMAGENET_STD,
      "/Flatten_output_0", {"chelsea.png", "coffee.png"}),
-    ("mobilenetv2-int8", "mobilenetv2_imagenet_int8_qdq.onnx", IMAGENET_MEAN, IMAGENET_STD,
+    ("mobilenetv2-int8", "mobilenetv2_imagenet_int8_mixed.onnx", IMAGENET_MEAN, IMAGENET_STD,
      "/Flatten_output_0", {"chelsea.png"}),
     ("efficientnet-lite0", "efficientnet_lite0_imagenet.onnx", HALF, HALF,
      "/Reshape_output_0", {"chelsea.png", "coffee.png"}),
@@ -201,7 +202,7 @@ CLASSIFIERS = [
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=os.path.join(REPO, "..", "shared", "models"))
+    ap.add_argument("--models", default=os.path.join(REPO, "models"))
     ap.add_argument("--images", default=os.path.join(REPO, "..", "shared", "images"))
     ap.add_argument("--out", default=os.path.join(HERE, "reference.json"))
     args = ap.parse_args()
