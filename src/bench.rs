@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Context;
+use crate::runtime::depthwise::DepthwiseKernels;
 use crate::vision::{image_io, AnalyzeOptions, VisionModel};
 
 /// Arguments of `adaptd bench`.
@@ -50,6 +51,19 @@ pub struct BenchArgs {
     /// ORT_DYLIB_PATH, then the wheel that --python imports).
     #[arg(long)]
     ort_library: Option<PathBuf>,
+    /// Also time this model's backbone, interleaved with each `--model`'s on every backend and
+    /// thread count, and report the speedup (for example `--model mobilenetv2-int8 --baseline
+    /// mobilenetv2`: what int8 buys on this machine).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Also time tract with adaptd's depthwise kernel against tract with its own, interleaved,
+    /// at every thread count (`[model].tract_depthwise`: which one `auto` picks here).
+    #[arg(long)]
+    compare_depthwise: bool,
+    /// Runs per block when interleaving (`--baseline`, `--compare-depthwise`; the first run of
+    /// each block is untimed).
+    #[arg(long, default_value_t = 10)]
+    block: usize,
     /// Also print tract's time per operator type.
     #[arg(long)]
     profile: bool,
@@ -108,6 +122,30 @@ pub struct ThreadResult {
     pub backend_ratio: Option<f64>,
 }
 
+/// A model against `--baseline` on one backend and thread count, timed interleaved.
+#[derive(Debug, Serialize)]
+pub struct Speedup {
+    /// `tract` or `onnxruntime` (adaptd's backends).
+    pub backend: &'static str,
+    pub threads: usize,
+    pub model: Latency,
+    pub baseline: Latency,
+    /// Baseline median / model median (above 1: the model is faster).
+    pub speedup: f64,
+}
+
+impl Speedup {
+    fn of(backend: &'static str, threads: usize, model: Latency, baseline: Latency) -> Speedup {
+        Speedup {
+            backend,
+            threads,
+            speedup: baseline.median_ms / model.median_ms,
+            model,
+            baseline,
+        }
+    }
+}
+
 /// Everything measured for one model.
 #[derive(Debug, Serialize)]
 pub struct ModelReport {
@@ -128,6 +166,17 @@ pub struct ModelReport {
     pub pre_post_percent_of_inference: f64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<(String, usize, f64)>,
+    /// The `--baseline` model, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub speedup: Vec<Speedup>,
+    /// `--compare-depthwise`: tract with adaptd's depthwise kernel (`model`) against tract
+    /// with its own (`baseline`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depthwise: Vec<Speedup>,
+    /// What `[model].tract_depthwise = "auto"` picks on this machine.
+    pub depthwise_auto: DepthwiseKernels,
 }
 
 fn time(
@@ -147,12 +196,63 @@ fn time(
     Ok(Latency::of(&mut samples))
 }
 
+/// Times `a` and `b` in alternating blocks (a b b a a b ...), `iters` timed runs each.
+///
+/// Why not one after the other: on a shared machine a neighbour's load comes in steps of tens
+/// of seconds and moves a whole block of runs by 30 %, so two separately measured medians can
+/// disagree by more than the difference being measured. Interleaved, both see the same load.
+/// Blocks rather than single runs, and the first run of each block untimed: onnxruntime's
+/// intra-op threads keep spinning for a while after a run, and would steal the core from the
+/// other engine's first run.
+fn time_pair(
+    iters: usize,
+    warmup: usize,
+    block: usize,
+    mut a: impl FnMut() -> anyhow::Result<()>,
+    mut b: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(Latency, Latency)> {
+    for _ in 0..warmup {
+        a()?;
+        b()?;
+    }
+    let block = block.max(1);
+    let (mut ta, mut tb) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    let mut round = 0usize;
+    while ta.len() < iters || tb.len() < iters {
+        let order: [bool; 2] = if round.is_multiple_of(2) {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for first in order {
+            let (f, samples): (&mut dyn FnMut() -> anyhow::Result<()>, _) = if first {
+                (&mut a, &mut ta)
+            } else {
+                (&mut b, &mut tb)
+            };
+            let todo = iters.saturating_sub(samples.len()).min(block);
+            if todo == 0 {
+                continue;
+            }
+            f()?;
+            for _ in 0..todo {
+                let t = Instant::now();
+                f()?;
+                samples.push(t.elapsed());
+            }
+        }
+        round += 1;
+    }
+    Ok((Latency::of(&mut ta), Latency::of(&mut tb)))
+}
+
 /// Runs the benchmark for every `--model`.
 pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.iters == 0 || args.threads.iter().any(|t| *t == 0 || *t > 64) {
-        return Err(
-            crate::cli::UsageError("--iters must be >= 1 and --threads 1..=64".into()).into(),
-        );
+    if args.iters == 0 || args.block == 0 || args.threads.iter().any(|t| *t == 0 || *t > 64) {
+        return Err(crate::cli::UsageError(
+            "--iters and --block must be >= 1 and --threads 1..=64".into(),
+        )
+        .into());
     }
     for name in &args.models {
         let report = bench_model(ctx, name, args)?;
@@ -178,7 +278,12 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         Ok(())
     })?;
 
-    let mut vm = VisionModel::load(resolved, 1)?;
+    // tract on one thread, with the configured depthwise kernels (the thread count varies below).
+    let tract_opts = crate::runtime::BackendOptions {
+        tract_depthwise: ctx.config.model.tract_depthwise,
+        ..Default::default()
+    };
+    let mut vm = VisionModel::load_with(resolved, 1, &tract_opts)?;
     let load_ms = vm.backbone().load_time.as_secs_f64() * 1e3;
     let preprocess = time(args.iters, args.warmup, || {
         vm.preprocess(&img)?;
@@ -210,6 +315,7 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         .unwrap_or_else(|| vec![BackendChoice::Tract, BackendChoice::Auto]);
     let measure_tract = wanted.contains(&BackendChoice::Tract);
     let mut ort_backbone = None;
+    let mut ort_options = None;
     let (mut onnxruntime_load_ms, mut onnxruntime_library) = (None, None);
     if let Some(choice) = wanted.iter().find(|c| **c != BackendChoice::Tract) {
         let library = args
@@ -226,12 +332,14 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
             choice: BackendChoice::Onnxruntime,
             threads: 1,
             library,
+            ..Default::default()
         };
         match crate::vision::backbone::Backbone::load_with(&vm.model, 1, &opts) {
             Ok(b) => {
                 onnxruntime_load_ms = Some(b.load_time.as_secs_f64() * 1e3);
                 onnxruntime_library = crate::runtime::probe_onnxruntime(&opts).ok();
                 ort_backbone = Some(b);
+                ort_options = Some(opts);
             }
             // Asked for by name: its failure is the answer. By default: tract only.
             Err(e) if *choice == BackendChoice::Onnxruntime => return Err(e.into()),
@@ -281,6 +389,73 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
             onnxruntime,
         });
     }
+    let mut speedup = Vec::new();
+    if let Some(base_name) = &args.baseline {
+        let mut base = VisionModel::load_with(ctx.resolve_model(Some(base_name))?, 1, &tract_opts)?;
+        // The baseline's own preprocessing of the same image: models may differ in it.
+        base.preprocess(&img)?;
+        let base_input = base.last_input().to_vec();
+        let mut base_ort = match (&ort_backbone, &ort_options) {
+            (Some(_), Some(opts)) => Some(
+                crate::vision::backbone::Backbone::load_with(&base.model, 1, opts)
+                    .with_context(|| format!("loading the baseline {base_name} on onnxruntime"))?,
+            ),
+            _ => None,
+        };
+        let (iters, warmup, block) = (args.iters, args.warmup, args.block);
+        for &threads in &args.threads {
+            if measure_tract {
+                vm.backbone_mut().set_threads(threads)?;
+                base.backbone_mut().set_threads(threads)?;
+                let (model, baseline) = time_pair(
+                    iters,
+                    warmup,
+                    block,
+                    || vm.infer().map(drop).map_err(Into::into),
+                    || base.infer().map(drop).map_err(Into::into),
+                )?;
+                speedup.push(Speedup::of("tract", threads, model, baseline));
+            }
+            if let (Some(m), Some(b)) = (ort_backbone.as_mut(), base_ort.as_mut()) {
+                m.set_threads(threads)?;
+                b.set_threads(threads)?;
+                let (model, baseline) = time_pair(
+                    iters,
+                    warmup,
+                    block,
+                    || m.run(&input).map(drop).map_err(Into::into),
+                    || b.run(&base_input).map(drop).map_err(Into::into),
+                )?;
+                speedup.push(Speedup::of("onnxruntime", threads, model, baseline));
+            }
+        }
+    }
+    let mut depthwise = Vec::new();
+    if args.compare_depthwise {
+        let load = |kernels| {
+            let opts = crate::runtime::BackendOptions {
+                tract_depthwise: kernels,
+                ..Default::default()
+            };
+            crate::vision::backbone::Backbone::load_with(&vm.model, 1, &opts)
+        };
+        let (mut ours, mut theirs) = (
+            load(DepthwiseKernels::Adaptd)?,
+            load(DepthwiseKernels::Tract)?,
+        );
+        for &threads in &args.threads {
+            ours.set_threads(threads)?;
+            theirs.set_threads(threads)?;
+            let (a, b) = time_pair(
+                args.iters,
+                args.warmup,
+                args.block,
+                || ours.run(&input).map(drop).map_err(Into::into),
+                || theirs.run(&input).map(drop).map_err(Into::into),
+            )?;
+            depthwise.push(Speedup::of("tract", threads, a, b));
+        }
+    }
     vm.backbone_mut().set_threads(1)?;
     let inference_1t = backbone
         .first()
@@ -320,6 +495,14 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         backbone,
         pre_post_percent_of_inference,
         profile,
+        baseline: args.baseline.clone(),
+        speedup,
+        depthwise,
+        depthwise_auto: if DepthwiseKernels::Auto.use_ours() {
+            DepthwiseKernels::Adaptd
+        } else {
+            DepthwiseKernels::Tract
+        },
     })
 }
 
@@ -407,6 +590,21 @@ fn print_report(r: &ModelReport) {
             );
         }
     }
+    if let Some(base) = &r.baseline {
+        for x in &r.speedup {
+            println!(
+                "  vs {base} ({} {}t, interleaved): {:.2} ms against {:.2} ms = {:.2}x faster",
+                x.backend, x.threads, x.model.median_ms, x.baseline.median_ms, x.speedup
+            );
+        }
+    }
+    for x in &r.depthwise {
+        println!(
+            "  tract, adaptd's depthwise vs tract's ({}t, interleaved): {:.2} ms against {:.2} ms \
+             = {:.2}x faster (auto picks {}'s here)",
+            x.threads, x.model.median_ms, x.baseline.median_ms, x.speedup, r.depthwise_auto
+        );
+    }
     println!(
         "  preprocess + postprocess = {:.1} % of 1-thread inference (tract if measured)",
         r.pre_post_percent_of_inference
@@ -426,6 +624,50 @@ fn print_report(r: &ModelReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_are_timed_in_alternating_blocks_after_an_untimed_run() {
+        let calls = std::cell::RefCell::new(String::new());
+        let (a, b) = time_pair(
+            5,
+            1,
+            2,
+            || {
+                calls.borrow_mut().push('a');
+                Ok(())
+            },
+            || {
+                calls.borrow_mut().push('b');
+                Ok(())
+            },
+        )
+        .unwrap();
+        // warm-up "ab"; then blocks of 1 untimed + 2 timed, a b | b a | a b (1 timed left each)
+        assert_eq!(
+            calls.into_inner(),
+            concat!("ab", "aaa", "bbb", "bbb", "aaa", "aa", "bb")
+        );
+        assert!(a.median_ms >= 0.0 && b.median_ms >= 0.0);
+    }
+
+    #[test]
+    fn a_failing_run_stops_the_pair() {
+        let mut n = 0;
+        let r = time_pair(
+            3,
+            0,
+            1,
+            || Ok(()),
+            || {
+                n += 1;
+                if n == 2 {
+                    anyhow::bail!("engine gone")
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(r.unwrap_err().to_string(), "engine gone");
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

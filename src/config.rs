@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::depthwise::DepthwiseKernels;
 use crate::runtime::{BackendChoice, BackendOptions};
 use crate::vision::image_io::DecodeLimits;
 
@@ -70,6 +71,10 @@ pub struct ModelConfig {
     /// `.../site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0`. Default:
     /// `$ORT_DYLIB_PATH`, then `libonnxruntime.so` on the system's library search path.
     pub onnxruntime_library: Option<PathBuf>,
+    /// Whose depthwise convolution tract runs: `auto` (adaptd's vectorised kernel where
+    /// tract has no SIMD one: x86_64 and 32-bit ARM; tract's own on aarch64), `adaptd` or
+    /// `tract`. Results agree within float rounding; only the speed differs.
+    pub tract_depthwise: DepthwiseKernels,
 }
 
 impl Default for ModelConfig {
@@ -83,6 +88,7 @@ impl Default for ModelConfig {
             sublabel_backend: None,
             threads: 1,
             onnxruntime_library: None,
+            tract_depthwise: DepthwiseKernels::Auto,
         }
     }
 }
@@ -94,6 +100,7 @@ impl ModelConfig {
             choice: self.backend,
             threads: self.threads,
             library: self.onnxruntime_library.clone(),
+            tract_depthwise: self.tract_depthwise,
         }
     }
 

@@ -19,7 +19,8 @@
 //! - [`runtime`]: the inference backends under the backbone: [`runtime::tract`] (always
 //!   built) and `runtime::onnxruntime` (cargo feature `onnxruntime`, the library loaded at run
 //!   time), `auto` choosing between them; one [`runtime::Engine`] trait, so everything above
-//!   the graph is the same code for both.
+//!   the graph is the same code for both. [`runtime::depthwise`] is our depthwise-convolution
+//!   kernel, patched into tract's graph (with the ReLU6 after it fused) where it is faster.
 //! - [`audio`]: audio in, voice prints out: WAV and raw PCM, resampling to 16 kHz, the energy
 //!   gate (VAD), the mel front end (checked against librosa) and the speaker encoder.
 //! - [`store`]: the SQLite sample store (WAL, full sync): labeled embeddings with their

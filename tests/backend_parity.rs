@@ -37,6 +37,7 @@ fn ort_options(lib: &Path) -> BackendOptions {
         choice: BackendChoice::Onnxruntime,
         threads: 1,
         library: Some(lib.to_path_buf()),
+        ..Default::default()
     }
 }
 
@@ -248,6 +249,7 @@ fn auto_falls_back_to_tract_with_a_bogus_library() {
         choice: BackendChoice::Auto,
         threads: 1,
         library: Some("/nonexistent/dir/libonnxruntime.so.1.32.0".into()),
+        ..Default::default()
     };
     let vm = VisionModel::load_with(resolve("mobilenetv2"), 1, &opts).expect("auto loads");
     assert_eq!(vm.backbone().backend(), BackendKind::Tract);
@@ -262,6 +264,7 @@ fn auto_uses_onnxruntime_when_it_loads() {
         choice: BackendChoice::Auto,
         threads: 1,
         library: Some(lib),
+        ..Default::default()
     };
     let vm = VisionModel::load_with(resolve("mobilenetv2"), 1, &opts).expect("auto loads");
     assert_eq!(vm.backbone().backend(), BackendKind::Onnxruntime);
@@ -294,6 +297,7 @@ fn onnxruntime_with_a_bogus_library_is_a_clear_error() {
         choice: BackendChoice::Onnxruntime,
         threads: 1,
         library: Some(bogus.into()),
+        ..Default::default()
     };
     let err = VisionModel::load_with(resolve("mobilenetv2"), 1, &opts)
         .err()

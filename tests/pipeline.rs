@@ -172,3 +172,65 @@ fn detector_boxes_get_sub_labels_from_the_head() {
         (b[2].ceil() as u32) - (b[0] as u32)
     );
 }
+
+/// adaptd's depthwise kernel and tract's own give the same network outputs (float rounding
+/// apart) on the real models, and the same answer. `auto` picks ours on x86_64 and 32-bit
+/// ARM, so every other test there runs on it too; this one pins both explicitly, also on
+/// aarch64, where `auto` keeps tract's.
+#[test]
+fn adaptd_depthwise_kernel_matches_tracts_own() {
+    use adaptd::runtime::depthwise::DepthwiseKernels;
+    use adaptd::runtime::BackendOptions;
+    let img = photo("chelsea.png");
+    let opts = AnalyzeOptions {
+        top_k: 5,
+        detect: None,
+    };
+    for name in ["mobilenetv2", "efficientnet-lite0", "mobilenetv2-int8"] {
+        let load = |kernels| {
+            let r = ResolvedModel::resolve(name, &ModelDirs::only(vec![models_dir()])).unwrap();
+            let backend = BackendOptions {
+                tract_depthwise: kernels,
+                ..Default::default()
+            };
+            VisionModel::load_with(r, 1, &backend).unwrap()
+        };
+        let (mut ours, mut theirs) = (
+            load(DepthwiseKernels::Adaptd),
+            load(DepthwiseKernels::Tract),
+        );
+        let a = ours.analyze(&[&img], &opts).unwrap().remove(0);
+        let b = theirs.analyze(&[&img], &opts).unwrap().remove(0);
+        let (ea, eb) = (a.embedding.unwrap(), b.embedding.unwrap());
+        let scale = eb.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = ea
+            .iter()
+            .zip(&eb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{name}: embedding max |diff| {worst:.2e} (max |value| {scale:.2}); top-1 {} {:.5} / {} {:.5}",
+            a.top[0].label, a.top[0].score, b.top[0].label, b.top[0].score
+        );
+        if name.ends_with("int8") {
+            // Requantised after every layer: a rounding difference can move an activation by a
+            // whole quantisation step, as between tract and onnxruntime (backend_parity.rs).
+            let dot: f32 = ea.iter().zip(&eb).map(|(x, y)| x * y).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let cosine = dot / (norm(&ea) * norm(&eb));
+            eprintln!("{name}: embedding cosine {cosine:.5}");
+            assert!(cosine >= 0.99, "{name}: cosine {cosine}");
+        } else {
+            // fp32: a few ulps after 17 layers (measured 3e-6 on values up to 5).
+            assert!(
+                worst <= 1e-4 * scale.max(1.0),
+                "{name}: {worst} vs scale {scale}"
+            );
+        }
+        assert_eq!(a.top[0].label, b.top[0].label, "{name}: top-1");
+        assert!(
+            (a.top[0].score - b.top[0].score).abs() < 0.05,
+            "{name}: top-1 score"
+        );
+    }
+}

@@ -17,6 +17,7 @@
 //!
 //! [`Backbone`]: crate::vision::backbone::Backbone
 
+pub mod depthwise;
 #[cfg(feature = "onnxruntime")]
 mod onnx_graph;
 #[cfg(feature = "onnxruntime")]
@@ -79,6 +80,8 @@ pub struct BackendOptions {
     /// onnxruntime's shared library (`[model].onnxruntime_library`); `None` tries
     /// `ORT_DYLIB_PATH`, then the system's library search path.
     pub library: Option<PathBuf>,
+    /// Whose depthwise convolution tract runs (`[model].tract_depthwise`).
+    pub tract_depthwise: depthwise::DepthwiseKernels,
 }
 
 impl Default for BackendOptions {
@@ -88,6 +91,7 @@ impl Default for BackendOptions {
             choice: BackendChoice::Tract,
             threads: 1,
             library: None,
+            tract_depthwise: depthwise::DepthwiseKernels::Auto,
         }
     }
 }
@@ -168,7 +172,7 @@ pub fn open(
     opts: &BackendOptions,
 ) -> Result<(Box<dyn Engine>, Option<String>), BackboneError> {
     match opts.choice {
-        BackendChoice::Tract => Ok((Box::new(tract::TractEngine::load(req, opts.threads)?), None)),
+        BackendChoice::Tract => Ok((Box::new(tract::TractEngine::load(req, opts)?), None)),
         BackendChoice::Onnxruntime => open_onnxruntime(req, opts).map(|e| (e, None)),
         // onnxruntime when it loads *and* takes the model; tract otherwise (if tract cannot
         // take the model either, its error is the one reported).
@@ -183,7 +187,7 @@ pub fn open(
                 },
                 Err(e) => format!("onnxruntime is unavailable: {e}"),
             };
-            let engine = tract::TractEngine::load(req, opts.threads)?;
+            let engine = tract::TractEngine::load(req, opts)?;
             Ok((
                 Box::new(engine),
                 Some(format!("backend = \"auto\" and {why}")),

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 
-use super::{BackendKind, Engine, LoadRequest, RawOutput};
+use super::depthwise::{self, DepthwiseKernels};
+use super::{BackendKind, BackendOptions, Engine, LoadRequest, RawOutput};
 use crate::model::ResolvedModel;
 use crate::vision::backbone::{BackboneError, OpProfile};
 
@@ -37,13 +38,22 @@ pub struct TractEngine {
 }
 
 impl TractEngine {
-    /// Loads and optimises the graph for the request's pinned input shape.
-    pub fn load(req: &LoadRequest<'_>, threads: usize) -> Result<TractEngine, BackboneError> {
+    /// Loads and optimises the graph for the request's pinned input shape, with the threads
+    /// and depthwise kernels of `opts`.
+    pub fn load(
+        req: &LoadRequest<'_>,
+        opts: &BackendOptions,
+    ) -> Result<TractEngine, BackboneError> {
         let path = req.model.model_path.clone();
         // tract panics on a few malformed graphs instead of returning an error: contain it, so
         // a wrong model file is an error message, never a crash.
         let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            load_plan(req.model, req.input_shape, req.outputs)
+            load_plan(
+                req.model,
+                req.input_shape,
+                req.outputs,
+                opts.tract_depthwise,
+            )
         }))
         .unwrap_or_else(|_| {
             Err(BackboneError::Load {
@@ -65,7 +75,7 @@ impl TractEngine {
             state,
             executor: None,
         };
-        engine.set_threads(threads)?;
+        engine.set_threads(opts.threads)?;
         Ok(engine)
     }
 
@@ -171,6 +181,7 @@ fn load_plan(
     model: &ResolvedModel,
     shape: &[usize],
     outputs: &[(&str, &'static str)],
+    kernels: DepthwiseKernels,
 ) -> Result<Plan, BackboneError> {
     let m = &model.manifest;
     let path = &model.model_path;
@@ -213,7 +224,21 @@ fn load_plan(
         shape: shape.to_vec(),
         detail: format!("{e:#}"),
     };
-    let typed = graph.into_optimized().map_err(optimise_err)?;
+    // Declutter (ONNX ops to tract's, batch norm folded), then our kernels, then codegen.
+    let mut typed = graph
+        .into_typed()
+        .and_then(|t| t.into_decluttered())
+        .map_err(optimise_err)?;
+    if kernels.use_ours() {
+        let swapped = depthwise::swap_depthwise(&mut typed).map_err(optimise_err)?;
+        tracing::debug!(
+            model = %m.name,
+            convolutions = swapped.convolutions,
+            fused_clamps = swapped.fused_clamps,
+            "tract: adaptd's depthwise kernel"
+        );
+    }
+    let typed = typed.into_optimized().map_err(optimise_err)?;
     typed.into_runnable().map_err(optimise_err)
 }
 
