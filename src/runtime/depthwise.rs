@@ -148,22 +148,23 @@ impl Depthwise2d {
         }
     }
 
-    /// Computes one batch item: `input` is `[C][H][W]`, `output` `[C][Ho][Wo]`.
-    pub fn compute(&self, input: &[f32], output: &mut [f32]) {
+    /// Computes the output planes `first, first + 1, ...` (plane `i` is channel `i % C` of
+    /// batch item `i / C`) into `out`, a whole number of output planes; `input` is the whole
+    /// `[N][C][H][W]` input.
+    fn compute_planes(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let g = &self.geo;
         let plane_in = g.in_hw[0] * g.in_hw[1];
         let plane_out = g.out_hw[0] * g.out_hw[1];
+        let taps = g.kernel[0] * g.kernel[1];
         let mut scratch = Scratch::default();
-        for (c, out) in output
-            .chunks_exact_mut(plane_out)
-            .enumerate()
-            .take(g.channels)
-        {
-            let taps = g.kernel[0] * g.kernel[1];
+        for (i, o) in out.chunks_exact_mut(plane_out).enumerate() {
+            let ix = first + i;
+            let c = ix % g.channels;
+            let start = ix * plane_in;
             plane(
                 g,
-                &input[c * plane_in..(c + 1) * plane_in],
-                out,
+                &input[start..start + plane_in],
+                o,
                 &self.weights[c * taps..(c + 1) * taps],
                 self.bias[c],
                 self.clamp,
@@ -179,6 +180,10 @@ trait MulAdd {
     fn madd(acc: f32, w: f32, x: f32) -> f32;
 }
 
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 struct Fused;
 impl MulAdd for Fused {
     #[inline(always)]
@@ -406,32 +411,15 @@ impl EvalOp for Depthwise2d {
         );
         let batch_axis = shape.len() == 4;
         let item_out = g.channels * g.out_hw[0] * g.out_hw[1];
-        let item_in = g.channels * g.in_hw[0] * g.in_hw[1];
         let plain = input.try_as_plain_ram()?;
         let data = plain.as_slice::<f32>()?;
         let mut output = vec![0f32; n * item_out];
         let plane_out = g.out_hw[0] * g.out_hw[1];
-        let plane_in = g.in_hw[0] * g.in_hw[1];
-        let taps = g.kernel[0] * g.kernel[1];
         // Planes are independent: split them over tract's intra-op pool when it has one
         // (inline on one thread, and for small tensors).
         let total = output.len();
         tract_linalg::multithread::par_chunks_mut(&mut output, plane_out, total, |first, out| {
-            let mut scratch = Scratch::default();
-            for (i, o) in out.chunks_exact_mut(plane_out).enumerate() {
-                let ix = first + i;
-                let (item, c) = (ix / g.channels, ix % g.channels);
-                let start = item * item_in + c * plane_in;
-                plane(
-                    g,
-                    &data[start..start + plane_in],
-                    o,
-                    &self.weights[c * taps..(c + 1) * taps],
-                    self.bias[c],
-                    self.clamp,
-                    &mut scratch,
-                );
-            }
+            self.compute_planes(data, first, out);
             Ok(())
         })?;
         let chw_out = [g.channels, g.out_hw[0], g.out_hw[1]];
@@ -729,7 +717,7 @@ mod tests {
                 };
                 // The dispatched kernel (AVX2+FMA or NEON here, if the CPU has them)...
                 let mut got = vec![f32::NAN; want.len()];
-                op.compute(&input, &mut got);
+                op.compute_planes(&input, 0, &mut got);
                 check(&got, "best kernel");
                 // ...and the portable one every other CPU runs.
                 let (plane_in, plane_out) = (in_hw[0] * in_hw[1], out_hw[0] * out_hw[1]);
