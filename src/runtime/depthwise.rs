@@ -17,7 +17,7 @@
 //! that holds the weights; `Max(x, lo)` / `Min(x, hi)` nodes with scalar constants right after
 //! it (ONNX `Clip`, `Relu`) fold into it. Codegen then handles the rest of the graph as usual.
 //! [`DepthwiseKernels`] (`[model].tract_depthwise`) chooses; the results agree with tract's
-//! own kernel within float rounding (tests/backend_parity.rs).
+//! own kernel within float rounding (tests/pipeline.rs).
 
 use std::sync::Arc;
 
