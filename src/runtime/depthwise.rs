@@ -161,15 +161,14 @@ impl Depthwise2d {
             let ix = first + i;
             let c = ix % g.channels;
             let start = ix * plane_in;
-            plane(
-                g,
-                &input[start..start + plane_in],
-                o,
-                &self.weights[c * taps..(c + 1) * taps],
-                self.bias[c],
-                self.clamp,
-                &mut scratch,
-            );
+            let ch = Channel {
+                geo: g,
+                input: &input[start..start + plane_in],
+                weights: &self.weights[c * taps..(c + 1) * taps],
+                bias: self.bias[c],
+                clamp: self.clamp,
+            };
+            plane(&ch, o, &mut scratch);
         }
     }
 }
@@ -205,6 +204,16 @@ impl MulAdd for Unfused {
 /// SSE/NEON registers, enough independent chains to hide the adder's latency.
 const LANES: usize = 32;
 
+/// One channel's plane to compute: its input `[H][W]`, weights `[kh][kw]`, bias and clamp.
+#[derive(Clone, Copy)]
+struct Channel<'a> {
+    geo: &'a Geometry,
+    input: &'a [f32],
+    weights: &'a [f32],
+    bias: f32,
+    clamp: (f32, f32),
+}
+
 /// Per-call buffers, reused from one plane to the next.
 #[derive(Default)]
 struct Scratch {
@@ -217,40 +226,24 @@ struct Scratch {
 }
 
 /// One channel's plane, on the best kernel this CPU has.
-fn plane(
-    g: &Geometry,
-    input: &[f32],
-    out: &mut [f32],
-    weights: &[f32],
-    bias: f32,
-    clamp: (f32, f32),
-    scratch: &mut Scratch,
-) {
+fn plane(ch: &Channel<'_>, out: &mut [f32], scratch: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { plane_avx2_fma(g, input, out, weights, bias, clamp, scratch) };
+        return unsafe { plane_avx2_fma(ch, out, scratch) };
     }
     #[cfg(target_arch = "aarch64")]
-    return plane_with::<Fused>(g, input, out, weights, bias, clamp, scratch);
+    return plane_with::<Fused>(ch, out, scratch);
     #[cfg(not(target_arch = "aarch64"))]
-    plane_with::<Unfused>(g, input, out, weights, bias, clamp, scratch)
+    plane_with::<Unfused>(ch, out, scratch)
 }
 
 /// [`plane_with`] compiled for AVX2 and FMA (8-lane vectors, fused multiply-add), which the
 /// baseline x86_64 target does not assume.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn plane_avx2_fma(
-    g: &Geometry,
-    input: &[f32],
-    out: &mut [f32],
-    weights: &[f32],
-    bias: f32,
-    clamp: (f32, f32),
-    scratch: &mut Scratch,
-) {
-    plane_with::<Fused>(g, input, out, weights, bias, clamp, scratch)
+fn plane_avx2_fma(ch: &Channel<'_>, out: &mut [f32], scratch: &mut Scratch) {
+    plane_with::<Fused>(ch, out, scratch)
 }
 
 /// [`LANES`] consecutive outputs from output index `i` on: taps outer, outputs inner, the
@@ -277,7 +270,7 @@ fn block<M: MulAdd>(
     }
 }
 
-/// One channel's plane: `input` is `[H][W]`, `out` `[Ho][Wo]`, `weights` `[kh][kw]`.
+/// One channel's plane into `out`, `[Ho][Wo]`.
 ///
 /// The input is first copied, zero-padded, into `sh x sw` phase planes (phase `(ry, rx)` holds
 /// the padded input's rows `ry, ry + sh, ...` and columns `rx, rx + sw, ...`), all `wq`
@@ -288,15 +281,14 @@ fn block<M: MulAdd>(
 /// (7x7 and 14x14 planes are most of a MobileNet's channels). The `wq - Wo` extra columns
 /// per row are computed and dropped.
 #[inline(always)]
-fn plane_with<M: MulAdd>(
-    g: &Geometry,
-    input: &[f32],
-    out: &mut [f32],
-    weights: &[f32],
-    bias: f32,
-    clamp: (f32, f32),
-    scratch: &mut Scratch,
-) {
+fn plane_with<M: MulAdd>(ch: &Channel<'_>, out: &mut [f32], scratch: &mut Scratch) {
+    let Channel {
+        geo: g,
+        input,
+        weights,
+        bias,
+        clamp,
+    } = *ch;
     let [h, w] = g.in_hw;
     let [ho, wo] = g.out_hw;
     let [kh, kw] = g.kernel;
@@ -731,13 +723,16 @@ mod tests {
                 let (plane_in, plane_out) = (in_hw[0] * in_hw[1], out_hw[0] * out_hw[1]);
                 let mut scratch = Scratch::default();
                 for c in 0..channels {
+                    let ch = Channel {
+                        geo: &op.geo,
+                        input: &input[c * plane_in..(c + 1) * plane_in],
+                        weights: &op.weights[c * taps..(c + 1) * taps],
+                        bias: op.bias[c],
+                        clamp: op.clamp,
+                    };
                     plane_with::<Unfused>(
-                        &op.geo,
-                        &input[c * plane_in..(c + 1) * plane_in],
+                        &ch,
                         &mut got[c * plane_out..(c + 1) * plane_out],
-                        &op.weights[c * taps..(c + 1) * taps],
-                        op.bias[c],
-                        op.clamp,
                         &mut scratch,
                     );
                 }
