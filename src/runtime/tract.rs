@@ -5,6 +5,8 @@
 //! re-selected so that one run yields everything the manifest asks for at once. Intra-op
 //! threads come from tract-linalg's `multithread-mm` feature (only matmul-like and
 //! element-wise ops use the pool, so the gain is modest: about 1.1x from 2 threads).
+//! Between tract's declutter and codegen passes, its depthwise convolutions can be swapped
+//! for adaptd's kernel ([`super::depthwise`], `[model].tract_depthwise`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
