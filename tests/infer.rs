@@ -253,3 +253,55 @@ fn inspect_lists_the_embedding_tensor_by_its_onnx_name() {
         assert!(line.contains("1,1280"), "{line}");
     }
 }
+
+/// `adaptd bench` with the interleaved comparisons: int8 against fp32 (`--baseline`) and
+/// adaptd's depthwise kernel against tract's (`--compare-depthwise`), on tract only.
+#[test]
+fn bench_reports_interleaved_comparisons() {
+    let o = run(&[
+        "bench",
+        "--model",
+        "mobilenetv2-int8",
+        "--baseline",
+        "mobilenetv2",
+        "--compare-depthwise",
+        "--image",
+        image("chelsea.png").to_str().unwrap(),
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--block",
+        "1",
+        "--threads",
+        "1",
+        "--backend",
+        "tract",
+        "--python",
+        "none",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reports = json_lines(&o);
+    let r = &reports[0];
+    assert_eq!(r["baseline"], "mobilenetv2");
+    let pairs = [("speedup", &r["speedup"]), ("depthwise", &r["depthwise"])];
+    for (what, v) in pairs {
+        let v = v.as_array().unwrap_or_else(|| panic!("{what}: {r}"));
+        assert_eq!(v.len(), 1, "{what}: one thread count, one backend");
+        assert_eq!(v[0]["backend"], "tract");
+        let (m, b) = (&v[0]["model"]["median_ms"], &v[0]["baseline"]["median_ms"]);
+        let speedup = v[0]["speedup"].as_f64().unwrap();
+        let ratio = b.as_f64().unwrap() / m.as_f64().unwrap();
+        assert!(
+            (speedup - ratio).abs() < 1e-9,
+            "{what}: {speedup} vs {ratio}"
+        );
+    }
+    let expected = if cfg!(target_arch = "aarch64") {
+        "tract"
+    } else {
+        "adaptd"
+    };
+    assert_eq!(r["depthwise_auto"], expected);
+}
