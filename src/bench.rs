@@ -498,11 +498,7 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         baseline: args.baseline.clone(),
         speedup,
         depthwise,
-        depthwise_auto: if DepthwiseKernels::Auto.use_ours() {
-            DepthwiseKernels::Adaptd
-        } else {
-            DepthwiseKernels::Tract
-        },
+        depthwise_auto: DepthwiseKernels::Auto.resolved(),
     })
 }
 

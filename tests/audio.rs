@@ -142,11 +142,7 @@ fn a_voice_print_does_not_depend_on_the_clips_before_it() {
     let first = am.embed(&a).expect("embed");
     am.embed(&b).expect("embed");
     let again = am.embed(&a).expect("embed");
-    let diff = first
-        .iter()
-        .zip(&again)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let diff = max_abs_diff(&first, &again);
     assert!(
         diff < 1e-6,
         "the same clip embedded twice differs by {diff}"

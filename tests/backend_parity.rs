@@ -65,13 +65,6 @@ fn both(model: &str, images: &[&str], lib: &Path) -> Vec<(Analysis, Analysis)> {
         .collect()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (n(a) * n(b))
-}
-
 const PHOTOS: [&str; 5] = [
     "chelsea.png",
     "coffee.png",

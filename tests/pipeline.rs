@@ -203,11 +203,7 @@ fn adaptd_depthwise_kernel_matches_tracts_own() {
         let b = theirs.analyze(&[&img], &opts).unwrap().remove(0);
         let (ea, eb) = (a.embedding.unwrap(), b.embedding.unwrap());
         let scale = eb.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let worst = ea
-            .iter()
-            .zip(&eb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(&ea, &eb);
         eprintln!(
             "{name}: embedding max |diff| {worst:.2e} (max |value| {scale:.2}); top-1 {} {:.5} / {} {:.5}",
             a.top[0].label, a.top[0].score, b.top[0].label, b.top[0].score
@@ -215,11 +211,9 @@ fn adaptd_depthwise_kernel_matches_tracts_own() {
         if name.ends_with("int8") {
             // Requantised after every layer: a rounding difference can move an activation by a
             // whole quantisation step, as between tract and onnxruntime (backend_parity.rs).
-            let dot: f32 = ea.iter().zip(&eb).map(|(x, y)| x * y).sum();
-            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let cosine = dot / (norm(&ea) * norm(&eb));
-            eprintln!("{name}: embedding cosine {cosine:.5}");
-            assert!(cosine >= 0.99, "{name}: cosine {cosine}");
+            let cos = cosine(&ea, &eb);
+            eprintln!("{name}: embedding cosine {cos:.5}");
+            assert!(cos >= 0.99, "{name}: cosine {cos}");
         } else {
             // fp32: a few ulps after 17 layers (measured 3e-6 on values up to 5).
             assert!(

@@ -57,6 +57,15 @@ impl DepthwiseKernels {
             DepthwiseKernels::Tract => false,
         }
     }
+
+    /// What this setting means on this machine: `adaptd` or `tract`, never `auto`.
+    pub fn resolved(self) -> DepthwiseKernels {
+        if self.use_ours() {
+            DepthwiseKernels::Adaptd
+        } else {
+            DepthwiseKernels::Tract
+        }
+    }
 }
 
 impl std::fmt::Display for DepthwiseKernels {
@@ -110,12 +119,18 @@ pub struct Depthwise2d {
 impl PartialEq for Depthwise2d {
     /// Bit-wise on the floats, which is what "the same op" means for graph bookkeeping.
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let same = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .map(|x| x.to_bits())
+                .eq(b.iter().map(|x| x.to_bits()))
+        };
         self.geo == other.geo
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
-            && self.clamp.0.to_bits() == other.clamp.0.to_bits()
-            && self.clamp.1.to_bits() == other.clamp.1.to_bits()
+            && same(&self.weights, &other.weights)
+            && same(&self.bias, &other.bias)
+            && same(
+                &[self.clamp.0, self.clamp.1],
+                &[other.clamp.0, other.clamp.1],
+            )
     }
 }
 impl Eq for Depthwise2d {}
