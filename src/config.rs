@@ -15,6 +15,37 @@ use crate::runtime::depthwise::DepthwiseKernels;
 use crate::runtime::{BackendChoice, BackendOptions};
 use crate::vision::image_io::DecodeLimits;
 
+/// Default state directory: under systemd the unit's `StateDirectory=` (`$STATE_DIRECTORY`,
+/// which with `DynamicUser=yes` is neither root's nor a home directory), else
+/// /var/lib/adaptd for root and the XDG data dir for users.
+pub fn default_state_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    // systemd may list several directories separated by `:`; adaptd's unit names one.
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        let dir = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        if !dir.is_empty() {
+            return PathBuf::from(dir);
+        }
+    }
+    // /proc/self belongs to the process's effective uid: no libc call needed.
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/adaptd");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("adaptd")
+}
+
 /// A configuration that failed to load: every problem found.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {} problem{} in the configuration:\n{}", path.display(), problems.len(),
@@ -37,8 +68,16 @@ pub struct Config {
     pub detect: DetectConfig,
     pub samples: SamplesConfig,
     pub train: TrainSection,
-    /// Where frames come from (the daemon).
-    pub source: crate::source::SourceConfig,
+    /// The single source of earlier versions: read as one camera (or microphone) named
+    /// `default`, with a warning (see [`crate::source::streams`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::source::SourceConfig>,
+    /// `[[cameras]]`: the cameras one daemon runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cameras: Vec<crate::source::CameraConfig>,
+    /// `[[microphones]]`: the microphones one daemon runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub microphones: Vec<crate::source::MicrophoneConfig>,
     pub mqtt: crate::mqtt::MqttConfig,
     pub consensus: crate::consensus::ConsensusConfig,
     /// When the backbone may skip a frame (the daemon, image sources).
@@ -322,12 +361,29 @@ const SECTIONS: &[&str] = &[
     "samples",
     "train",
     "source",
+    "cameras",
+    "microphones",
     "mqtt",
     "consensus",
     "motion",
 ];
 
 impl Config {
+    /// The stream lists as written (see [`crate::source::streams::Streams::resolve`]).
+    pub fn streams(&self) -> crate::source::streams::Streams<'_> {
+        crate::source::streams::Streams {
+            legacy: self.source.as_ref(),
+            cameras: &self.cameras,
+            microphones: &self.microphones,
+        }
+    }
+
+    /// The streams to run, every default filled in, and warnings for the log.
+    pub fn resolved_streams(&self) -> crate::source::streams::Resolved {
+        self.streams()
+            .resolve(&self.model.name, &self.model.sublabel_model)
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -367,6 +423,10 @@ impl Config {
                     if let Err(e) = value.clone().try_into::<crate::source::SourceConfig>() {
                         problems.push(format!("[source]: {}", e.message().trim_end()));
                     }
+                }
+                "cameras" => check_list::<crate::source::CameraConfig>(key, value, &mut problems),
+                "microphones" => {
+                    check_list::<crate::source::MicrophoneConfig>(key, value, &mut problems)
                 }
                 other => problems.push(format!(
                     "unknown key `{other}`; allowed top-level keys: {}",
@@ -493,10 +553,36 @@ impl Config {
         if let Err(e) = t.train_config(None).validate() {
             p.push(format!("[train]: {e}"));
         }
-        p.extend(self.source.validate());
+        p.extend(self.streams().validate());
         p.extend(self.mqtt.validate());
         p.extend(self.consensus.validate());
         p
+    }
+}
+
+/// Checks each entry of an array of tables (`[[cameras]]`) on its own, naming it by its
+/// position and, when it has one, its name.
+fn check_list<T: DeserializeOwned>(section: &str, value: &toml::Value, problems: &mut Vec<String>) {
+    let Some(entries) = value.as_array() else {
+        problems.push(format!(
+            "`{section}` must be a list of tables ([[{section}]]), found a {}",
+            value.type_str()
+        ));
+        return;
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        if let Err(e) = entry.clone().try_into::<T>() {
+            let name = entry
+                .get("name")
+                .and_then(toml::Value::as_str)
+                .map(|n| format!(" {n:?}"))
+                .unwrap_or_default();
+            problems.push(format!(
+                "[[{section}]] entry {}{name}: {}",
+                i + 1,
+                e.message().trim_end()
+            ));
+        }
     }
 }
 

@@ -67,3 +67,4 @@ pub mod source;
 pub mod store;
 pub mod vision;
 pub mod watch;
+pub mod wire;

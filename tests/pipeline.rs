@@ -82,21 +82,15 @@ fn classifier_scene_with_consensus_and_a_head_swapped_in_while_running() {
         m: 3,
         min_score: 0.5,
     };
-    let mut p = Pipeline::new(
-        model("mobilenetv2"),
-        None,
-        slot.clone(),
-        Consensus::new(cfg),
-        opts,
-        vec![],
-    );
+    let mut engines = vec![model("mobilenetv2")];
+    let mut p = Pipeline::new(0, None, slot.clone(), Consensus::new(cfg), opts, vec![]);
     let cat = photo("chelsea.png");
     // Without a head, the backbone's own label, announced once consensus is reached.
-    let r1 = p.process(1, 0, &cat).unwrap();
+    let r1 = p.process(&mut engines, 1, 0, &cat).unwrap();
     assert_eq!(r1.items[0].label, "Egyptian cat");
     assert!(r1.items[0].head.is_none());
     assert!(r1.events.is_empty(), "one frame is not consensus");
-    let r2 = p.process(2, 0, &cat).unwrap();
+    let r2 = p.process(&mut engines, 2, 0, &cat).unwrap();
     assert_eq!(r2.events.len(), 1);
     assert_eq!(r2.events[0].kind, EventKind::New);
     assert_eq!(r2.embeddings.len(), 1);
@@ -107,13 +101,13 @@ fn classifier_scene_with_consensus_and_a_head_swapped_in_while_running() {
         version: 7,
         head: cat_coffee_head(&mut vm),
     })));
-    let r3 = p.process(3, 0, &cat).unwrap();
+    let r3 = p.process(&mut engines, 3, 0, &cat).unwrap();
     let head = r3.items[0].head.as_ref().expect("head label");
     assert_eq!((head.label.as_str(), head.head_version), ("cat", 7));
     let coffee = photo("coffee.png");
     let mut events = Vec::new();
     for i in 4..8 {
-        let r = p.process(i, 0, &coffee).unwrap();
+        let r = p.process(&mut engines, i, 0, &coffee).unwrap();
         assert_eq!(r.items[0].head.as_ref().unwrap().label, "coffee");
         events.extend(r.events);
     }
@@ -135,9 +129,10 @@ fn detector_boxes_get_sub_labels_from_the_head() {
         head: cat_coffee_head(&mut crop_model),
     })));
     let opts = AnalyzeOptions { top_k: 0, detect };
+    let mut engines = vec![detector, crop_model];
     let mut p = Pipeline::new(
-        detector,
-        Some(crop_model),
+        0,
+        Some(1),
         slot,
         Consensus::new(ConsensusConfig {
             n: 1,
@@ -147,7 +142,7 @@ fn detector_boxes_get_sub_labels_from_the_head() {
         opts,
         vec![],
     );
-    let r = p.process(1, 0, &photo("coffee.png")).unwrap();
+    let r = p.process(&mut engines, 1, 0, &photo("coffee.png")).unwrap();
     let cup = r
         .items
         .iter()

@@ -61,6 +61,56 @@ pub struct TrainOutcome {
     pub stale_samples: usize,
 }
 
+/// A copy of the samples one training run learns from ([`Workspace::snapshot`]).
+pub struct TrainingSnapshot {
+    pub train: Dataset,
+    pub holdout: Dataset,
+    /// Samples of other backbones that were left out.
+    pub stale_samples: usize,
+}
+
+/// A head trained on a snapshot, not yet judged or saved ([`Workspace::conclude`]).
+pub struct FittedHead {
+    head: Head,
+    report: TrainReport,
+    holdout: Dataset,
+    stale_samples: usize,
+}
+
+impl TrainingSnapshot {
+    /// Trains a head on the snapshot; no store or registry is touched, so the caller holds no
+    /// lock. `cancel` stops it between epochs.
+    pub fn fit(
+        self,
+        config: &TrainConfig,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<FittedHead, WorkspaceError> {
+        let TrainingSnapshot {
+            train,
+            holdout,
+            stale_samples,
+        } = self;
+        // Training runs on its own named thread so that a caller on an inference or async
+        // thread is never the one burning the CPU, and a panic in the numeric code (a bug)
+        // is reported as an error instead of taking the caller down.
+        let (head, report) = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("adaptd-train".into())
+                .spawn_scoped(s, || trainer::train(&train, &holdout, config, cancel))
+                .map_err(|e| WorkspaceError::Thread(e.to_string()))?
+                .join()
+                .map_err(|_| WorkspaceError::Thread("the training thread panicked".into()))?
+                .map_err(WorkspaceError::from)
+        })?;
+        Ok(FittedHead {
+            head,
+            report,
+            holdout,
+            stale_samples,
+        })
+    }
+}
+
 /// Samples and heads of one model in one state directory.
 pub struct Workspace {
     pub model_key: String,
@@ -141,26 +191,44 @@ impl Workspace {
     }
 
     /// Trains a new head, evaluates it and the current one on the same holdout, saves it and
-    /// deploys it only if it is not worse (or `force`).
+    /// deploys it only if it is not worse (or `force`). Holds `self` for the whole run: the
+    /// CLI's way. The daemon uses [`Workspace::snapshot`], [`TrainingSnapshot::fit`] and
+    /// [`Workspace::conclude`] instead, so that samples keep arriving while a head trains.
     pub fn train(
         &mut self,
         config: &TrainConfig,
         force: bool,
         cancel: Option<&AtomicBool>,
     ) -> Result<TrainOutcome, WorkspaceError> {
+        let snapshot = self.snapshot()?;
+        let fitted = snapshot.fit(config, cancel)?;
+        self.conclude(fitted, force)
+    }
+
+    /// The samples a training run learns from, copied out of the store: the run needs no
+    /// access to the store until [`Workspace::conclude`].
+    pub fn snapshot(&self) -> Result<TrainingSnapshot, WorkspaceError> {
         let (train, holdout, stale_samples) = self.datasets()?;
-        // Training runs on its own named thread so that a caller on an inference or async
-        // thread is never the one burning the CPU, and a panic in the numeric code (a bug)
-        // is reported as an error instead of taking the caller down.
-        let (head, report) = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("adaptd-train".into())
-                .spawn_scoped(s, || trainer::train(&train, &holdout, config, cancel))
-                .map_err(|e| WorkspaceError::Thread(e.to_string()))?
-                .join()
-                .map_err(|_| WorkspaceError::Thread("the training thread panicked".into()))?
-                .map_err(WorkspaceError::from)
-        })?;
+        Ok(TrainingSnapshot {
+            train,
+            holdout,
+            stale_samples,
+        })
+    }
+
+    /// Judges a fitted head against the one in service on the same holdout, saves it and
+    /// deploys it by policy.
+    pub fn conclude(
+        &mut self,
+        fitted: FittedHead,
+        force: bool,
+    ) -> Result<TrainOutcome, WorkspaceError> {
+        let FittedHead {
+            head,
+            report,
+            holdout,
+            stale_samples,
+        } = fitted;
         // The current head is judged on exactly the data the new one was judged on: the
         // stored holdout, or the new head's own carve-out when there is no stored holdout.
         let current_macro_f1 = match self.registry.current() {

@@ -100,36 +100,7 @@ pub enum HeadsCmd {
     Rollback { version: u32 },
 }
 
-/// Default state directory: under systemd the unit's `StateDirectory=` (`$STATE_DIRECTORY`,
-/// which with `DynamicUser=yes` is neither root's nor a home directory), else
-/// /var/lib/adaptd for root and the XDG data dir for users.
-pub fn default_state_dir() -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
-    // systemd may list several directories separated by `:`; adaptd's unit names one.
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
-        let dir = dir
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        if !dir.is_empty() {
-            return PathBuf::from(dir);
-        }
-    }
-    // /proc/self belongs to the process's effective uid: no libc call needed.
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    if is_root {
-        return PathBuf::from("/var/lib/adaptd");
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("adaptd")
-}
+pub use crate::config::default_state_dir;
 
 impl Target {
     fn state_dir(&self, ctx: &Context) -> PathBuf {

@@ -214,7 +214,17 @@ pub fn main() -> anyhow::Result<ExitCode> {
             images,
         } => adapt_cmds::classify(&ctx, &target, &images, format),
         Command::Heads { target, cmd } => adapt_cmds::heads(&ctx, &target, &cmd),
-        Command::Run => crate::daemon::run::run(&ctx, config_path.as_deref()),
+        Command::Run => {
+            let outcome = crate::daemon::run_blocking(
+                ctx.config.clone(),
+                ctx.dirs.clone(),
+                config_path.as_deref(),
+            )?;
+            Ok(match outcome {
+                crate::daemon::Outcome::Stopped => ExitCode::SUCCESS,
+                crate::daemon::Outcome::SourcesFailed => ExitCode::FAILURE,
+            })
+        }
         Command::Watch {
             device,
             broker,

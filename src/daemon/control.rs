@@ -1,559 +1,704 @@
-//! The command dispatcher of `adaptd run`: `cmd/<verb>` and `samples/<label>` messages in,
-//! one `reply` out for each.
+//! The control plane of `adaptd run`: `cmd/<verb>` and `samples/<label>` messages in, one
+//! `reply` out for each.
 //!
 //! Every message gets an answer, and nothing a sender can put in a payload stops the daemon:
-//! parse errors, bad labels, undecodable images and store failures all become `ok: false`
-//! replies. SQLite and image work run in `spawn_blocking`; embedding runs on the inference
-//! thread, which owns the backbones.
+//! parse errors, unknown cameras, bad labels, undecodable images and store failures all
+//! become `ok: false` replies. A payload is parsed once into a typed
+//! [`crate::wire::Request`]; [`Control::execute`] applies it to the owners it concerns
+//! (streams, learners, the trainer, the inference workers). SQLite and image work run in
+//! `spawn_blocking`; embedding runs on the inference worker that owns the model.
+//!
+//! Messages are handled by a fixed number of tasks reading one bounded queue
+//! ([`Dispatcher`]), not a task per message: a burst cannot grow memory or tasks without
+//! bound; what does not fit gets a `busy` reply at once.
 //!
 //! `set` applies everything live and until the next restart: `score_threshold` (detectors;
-//! a classifier lists it under `not_applied`), `consensus` (N frames out of N), `auto_train`,
-//! `fps` (a cap on the frames processed; the source cannot be sped up beyond its own rate)
-//! and `unknown_threshold` (the head in service and every head swapped in later, overriding
-//! the threshold each head calibrated when it was trained).
+//! a classifier lists it under `not_applied`), `consensus` (N frames out of N), `auto_train`
+//! (device-wide), `fps` (a cap on the frames processed; the source cannot be sped up beyond
+//! its own rate) and `unknown_threshold` (the heads of the cameras concerned, overriding the
+//! threshold each head calibrated when it was trained).
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::annotate::annotate;
-use super::infer::{EmbedInput, Job};
-use super::pipeline::{crop, ServingHead};
-use super::run::{lock, Notice, Shared};
-use crate::mqtt::commands::{RollbackTarget, Settings};
-use crate::mqtt::{Command, Incoming, Label, Reply, Request};
+use super::infer::{EmbedInput, Job, JobSender, LaneSettings};
+use super::learner::{Learner, RollbackError};
+use super::notice::{Notice, Notices};
+use super::pipeline::crop;
+use super::report;
+use super::streams::StreamHandle;
+use super::telemetry::Telemetry;
+use super::trainer::{TrainRequest, TrainStartError, TrainerHandle};
+use crate::adapt::workspace::WorkspaceError;
+use crate::audio::wav::WavLimits;
+use crate::config::TrainSection;
+use crate::mqtt::commands::{Command, Label, Request, Settings};
+use crate::mqtt::{Incoming, Publisher, Reply};
 use crate::store::SampleSource;
-use crate::vision::image_io::{decode_bytes, thumbnail_jpeg};
+use crate::vision::image_io::{decode_bytes, thumbnail_jpeg, DecodeLimits};
+use crate::wire;
 
-/// How long a sample waits for the inference thread to embed it.
+/// How long a sample waits for the inference worker to embed it.
 const EMBED_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `label` waits for the current frame to be analysed.
+const FRESH_FRAME_WAIT: Duration = Duration::from_secs(3);
 
-/// Handles one incoming message.
-pub async fn handle(shared: &Arc<Shared>, topic: &str, incoming: Incoming, payload: Vec<u8>) {
-    let reply = match incoming {
-        Incoming::Command(verb) => match Request::parse(&verb, &payload) {
-            Err(rejected) => rejected.reply(),
-            Ok(req) => {
-                let verb = req.command.verb();
-                match execute(shared, req.command).await {
-                    Ok(result) => Reply::ok(req.id, verb, result),
-                    Err(message) => Reply::error(req.id, Some(verb), message),
-                }
-            }
-        },
-        Incoming::Sample(label) => match add_sample(shared, topic, &label, payload).await {
-            Ok(result) => Reply::ok(None, "sample", result),
-            Err(message) => Reply::error(None, Some("sample"), message),
-        },
-        Incoming::HomeAssistantStatus | Incoming::Unknown => return,
-    };
-    send_reply(shared, &reply).await;
+/// Why a command or sample failed; the text is the reply's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no camera `{name}`: the cameras here are {known}")]
+    UnknownCamera { name: String, known: String },
+    #[error("camera `{0}` is disabled in the configuration (enabled = false)")]
+    Disabled(String),
+    #[error(
+        "this daemon runs several cameras ({known}): say which one with \"camera\": \"<name>\""
+    )]
+    NeedCamera { known: String },
+    #[error(
+        "several models learn here ({models}): publish the sample on {base}/<camera>/samples/<label> \
+         (cameras: {known}) so it is embedded by that camera's model"
+    )]
+    NeedSampleCamera {
+        models: String,
+        base: String,
+        known: String,
+    },
+    #[error("{0}")]
+    NotApplicable(String),
+    #[error(
+        "no {what} has been processed yet on `{camera}`; wait for its `detections` (or `resume`)"
+    )]
+    NothingYet { what: &'static str, camera: String },
+    #[error("{0}")]
+    Detection(String),
+    #[error(transparent)]
+    Train(#[from] TrainStartError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    #[error("{0}")]
+    Sample(String),
+    #[error("{0}")]
+    Setting(String),
+    #[error("the inference worker has stopped (the daemon is shutting down)")]
+    WorkerStopped,
+    #[error("embedding took longer than {0:?}")]
+    EmbedTimeout(Duration),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-/// Publishes a reply; false when it could not be sent.
-pub async fn send_reply(shared: &Shared, reply: &Reply) -> bool {
-    let topic = shared.publisher.topics().reply();
-    match shared
-        .publisher
-        .publish(&topic, reply.to_json(), false)
-        .await
-    {
-        Ok(()) => true,
-        Err(e) => {
-            warn!("reply not published: {e}");
-            false
+/// The control plane: handles to every owner a command may concern. Cheap to share (`Arc`).
+pub struct Control {
+    pub streams: Vec<Arc<StreamHandle>>,
+    /// Names of cameras in the configuration with `enabled = false`.
+    pub disabled: Vec<String>,
+    pub learners: Vec<Arc<Learner>>,
+    pub publisher: Publisher,
+    pub vision_jobs: Option<JobSender>,
+    pub audio_jobs: Option<JobSender>,
+    pub trainer: TrainerHandle,
+    pub notices: Notices,
+    pub telemetry: Arc<Telemetry>,
+    /// Retrain on the `[train]` schedule (true) or only on `train` (false): the control
+    /// plane is this flag's owner.
+    pub auto_train: AtomicBool,
+    /// `[train]`, replaced live by SIGHUP (shared with the trainer).
+    pub train: Arc<Mutex<TrainSection>>,
+    pub limits: DecodeLimits,
+    pub wav_limits: WavLimits,
+    /// Loaded models and the cameras sharing each (for `state`).
+    pub engines: Vec<wire::EngineState>,
+}
+
+impl Control {
+    fn known(&self) -> String {
+        let mut names: Vec<String> = self
+            .streams
+            .iter()
+            .map(|s| format!("`{}`", s.name))
+            .collect();
+        names.extend(self.disabled.iter().map(|d| format!("`{d}` (disabled)")));
+        names.join(", ")
+    }
+
+    /// The stream named `name`.
+    pub fn stream(&self, name: &str) -> Result<&Arc<StreamHandle>, ControlError> {
+        if let Some(s) = self.streams.iter().find(|s| s.name == name) {
+            return Ok(s);
+        }
+        if self.disabled.iter().any(|d| d == name) {
+            return Err(ControlError::Disabled(name.to_owned()));
+        }
+        Err(ControlError::UnknownCamera {
+            name: name.to_owned(),
+            known: self.known(),
+        })
+    }
+
+    /// The streams a command concerns: the named one, or all of them.
+    fn targets(&self, camera: Option<&str>) -> Result<Vec<&Arc<StreamHandle>>, ControlError> {
+        match camera {
+            Some(name) => Ok(vec![self.stream(name)?]),
+            None => Ok(self.streams.iter().collect()),
         }
     }
-}
 
-async fn execute(shared: &Arc<Shared>, command: Command) -> Result<Value, String> {
-    match command {
-        Command::Label { label, detection } => label_latest(shared, label, detection).await,
-        Command::Train { force } => {
-            start_training(shared, force, "command")?;
-            Ok(json!({"status": "started"}))
+    /// The one stream a command needs: the named one, or the only one.
+    fn one(&self, camera: Option<&str>) -> Result<&Arc<StreamHandle>, ControlError> {
+        match (camera, self.streams.as_slice()) {
+            (Some(name), _) => self.stream(name),
+            (None, [only]) => Ok(only),
+            (None, _) => Err(ControlError::NeedCamera {
+                known: self.known(),
+            }),
         }
-        Command::Rollback { target } => {
-            let s = shared.clone();
-            let result = blocking(move || rollback(&s, target)).await?;
-            shared.notify(Notice::StateChanged);
-            Ok(result)
+    }
+
+    /// The learners of the streams a command concerns, each once.
+    fn learners_of(&self, camera: Option<&str>) -> Result<Vec<Arc<Learner>>, ControlError> {
+        match camera {
+            None => Ok(self.learners.clone()),
+            Some(name) => Ok(vec![self.stream(name)?.learner.clone()]),
         }
-        Command::Pause | Command::Resume => {
-            let paused = matches!(command, Command::Pause);
-            shared.paused.store(paused, Ordering::SeqCst);
-            shared.notify(Notice::StateChanged);
-            Ok(json!({ "paused": paused }))
+    }
+
+    fn jobs_for(&self, audio: bool) -> Option<&JobSender> {
+        if audio {
+            self.audio_jobs.as_ref()
+        } else {
+            self.vision_jobs.as_ref()
         }
-        Command::Snapshot if shared.is_audio => Err(
-            "an audio source has no picture to snapshot; its latest utterance is in `detections`"
-                .into(),
-        ),
-        Command::Snapshot => match publish_snapshot(shared).await {
-            Some(bytes) => Ok(json!({ "bytes": bytes })),
-            None => Err("no frame has been processed yet (or the link is down)".into()),
-        },
-        Command::Set(settings) => apply_settings(shared, settings),
-        Command::Forget { label } => {
-            let s = shared.clone();
-            let removed = blocking(move || {
-                let mut ws = lock(&s.workspace);
-                let n = ws
-                    .store
-                    .remove_label(label.as_str())
-                    .map_err(|e| e.to_string())?;
-                s.refresh_counts(&ws);
-                Ok(n)
-            })
-            .await?;
-            shared.notify(Notice::StateChanged);
-            Ok(json!({ "removed": removed }))
+    }
+
+    /// The retained device `state`.
+    pub fn device_state(&self) -> wire::DeviceState {
+        report::device_state(self)
+    }
+
+    /// Publishes a reply; false when it could not be sent.
+    pub async fn send_reply(&self, reply: &Reply) -> bool {
+        let topic = self.publisher.topics().reply();
+        match self.publisher.publish(&topic, reply.to_json(), false).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("reply not published: {e}");
+                false
+            }
         }
-        Command::Status => {
-            shared.publish_state().await;
-            Ok(shared.state())
+    }
+
+    /// Handles one incoming message and replies to it.
+    pub async fn handle(self: &Arc<Self>, msg: Message) {
+        let reply = match msg.incoming {
+            Incoming::Command(verb) => match Request::parse(&verb, &msg.payload) {
+                Err(rejected) => rejected.reply(),
+                Ok(req) => {
+                    let (id, verb) = (req.id.clone(), req.command.verb());
+                    match self.execute(req).await {
+                        Ok(result) => Reply::ok(id, verb, result),
+                        Err(e) => Reply::error(id, Some(verb), e.to_string()),
+                    }
+                }
+            },
+            Incoming::Sample { camera, label } => {
+                match self
+                    .add_sample(&msg.topic, camera.as_deref(), &label, msg.payload)
+                    .await
+                {
+                    Ok(result) => Reply::ok(None, "sample", result),
+                    Err(e) => Reply::error(None, Some("sample"), e.to_string()),
+                }
+            }
+            Incoming::HomeAssistantStatus | Incoming::Unknown => return,
+        };
+        self.send_reply(&reply).await;
+    }
+
+    /// Applies one parsed command.
+    pub async fn execute(self: &Arc<Self>, req: Request) -> Result<Value, ControlError> {
+        let camera = req.camera.as_deref();
+        match req.command {
+            Command::Label { label, detection } => {
+                let stream = self.one(camera)?.clone();
+                self.label_latest(&stream, label, detection).await
+            }
+            Command::Train { force } => {
+                let learners = self.learners_of(camera)?;
+                let mut started = Vec::new();
+                let mut last_err = None;
+                for l in learners {
+                    let model = l.model.clone();
+                    match self.trainer.request(TrainRequest {
+                        learner: l,
+                        force,
+                        why: "command".into(),
+                    }) {
+                        Ok(()) => started.push(model),
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                self.notices.send(Notice::DeviceChanged);
+                match (started.is_empty(), last_err) {
+                    (true, Some(e)) => Err(e.into()),
+                    _ => Ok(json!({"status": "started", "models": started})),
+                }
+            }
+            Command::Rollback { target } => {
+                let learner = match camera {
+                    Some(_) => self.learners_of(camera)?.remove(0),
+                    None => match self.learners.as_slice() {
+                        [only] => only.clone(),
+                        _ => {
+                            return Err(ControlError::NeedCamera {
+                                known: self.known(),
+                            })
+                        }
+                    },
+                };
+                let decision = blocking(move || learner.rollback(target)).await??;
+                self.notices.send(Notice::DeviceChanged);
+                serde_json::to_value(&decision).map_err(|e| ControlError::Internal(e.to_string()))
+            }
+            Command::Pause | Command::Resume => {
+                let paused = matches!(req.command, Command::Pause);
+                let targets = self.targets(camera)?;
+                for s in &targets {
+                    s.set_paused(paused);
+                    self.notices.send(Notice::StreamChanged(s.index));
+                }
+                let names: Vec<&str> = targets.iter().map(|s| s.name.as_str()).collect();
+                Ok(json!({ "paused": paused, "cameras": names }))
+            }
+            Command::Snapshot => {
+                let targets = self.targets(camera)?;
+                if camera.is_some() && targets.iter().all(|s| s.is_audio()) {
+                    return Err(ControlError::NotApplicable(
+                        "a microphone has no picture to snapshot; its latest utterance is in `detections`".into(),
+                    ));
+                }
+                let mut bytes = serde_json::Map::new();
+                for s in targets.into_iter().filter(|s| !s.is_audio()) {
+                    if let Some(n) = publish_snapshot(&self.publisher, s).await {
+                        bytes.insert(s.name.clone(), n.into());
+                    }
+                }
+                if bytes.is_empty() {
+                    return Err(ControlError::NotApplicable(
+                        "no frame has been processed yet (or the link is down)".into(),
+                    ));
+                }
+                let total: u64 = bytes.values().filter_map(Value::as_u64).sum();
+                Ok(json!({ "bytes": total, "cameras": bytes }))
+            }
+            Command::Set(settings) => self.apply_settings(camera, settings),
+            Command::Forget { label } => {
+                let learners = self.learners_of(camera)?;
+                let removed = blocking(move || {
+                    learners
+                        .iter()
+                        .map(|l| l.forget(label.as_str()))
+                        .sum::<Result<usize, WorkspaceError>>()
+                })
+                .await??;
+                self.notices.send(Notice::DeviceChanged);
+                Ok(json!({ "removed": removed }))
+            }
+            Command::Status => {
+                self.notices.send(Notice::DeviceChanged);
+                serde_json::to_value(self.device_state())
+                    .map_err(|e| ControlError::Internal(e.to_string()))
+            }
+        }
+    }
+
+    /// `label`: the latest frame of a stream (or one of its detections) becomes a sample,
+    /// reusing the embedding the pipeline already computed.
+    async fn label_latest(
+        &self,
+        stream: &Arc<StreamHandle>,
+        label: Label,
+        detection: Option<u32>,
+    ) -> Result<Value, ControlError> {
+        if !stream.is_audio() {
+            fresh_frame(stream).await;
+        }
+        let Some(latest) = stream.latest() else {
+            return Err(ControlError::NothingYet {
+                what: if stream.is_audio() {
+                    "utterance"
+                } else {
+                    "frame"
+                },
+                camera: stream.name.clone(),
+            });
+        };
+        let r = &latest.result;
+        let (embedding, bbox, class) = match detection {
+            None if stream.is_detector => {
+                return Err(ControlError::Detection(
+                    "this is a detector: give `detection`, the index of the box to label in the latest `detections` items".into(),
+                ))
+            }
+            None => {
+                let e = r
+                    .embeddings
+                    .first()
+                    .cloned()
+                    .ok_or(ControlError::Detection("the frame has no embedding".into()))?;
+                (e, None, None)
+            }
+            Some(_) if !stream.is_detector => {
+                return Err(ControlError::Detection(
+                    "`detection` is for detectors; this model classifies whole frames: omit it"
+                        .into(),
+                ))
+            }
+            Some(i) => {
+                let i = i as usize;
+                let (Some(item), Some(e)) = (r.items.get(i), r.embeddings.get(i)) else {
+                    return Err(ControlError::Detection(format!(
+                        "detection {i} does not exist: the latest frame has {} detection(s)",
+                        r.items.len()
+                    )));
+                };
+                if r.embeddings.len() != r.items.len() {
+                    return Err(ControlError::Detection(
+                        "the latest frame's detections have no embeddings to store".into(),
+                    ));
+                }
+                (e.clone(), item.bbox, Some(item.label.clone()))
+            }
+        };
+        let image = latest.image.clone();
+        let audio = stream.is_audio();
+        let learner = stream.learner.clone();
+        let stored = blocking(move || {
+            // An utterance has no picture: its sample is the voice print alone.
+            let thumb = image.and_then(|image| {
+                let img = match bbox {
+                    Some(b) => crop(&image, b),
+                    None => (*image).clone(),
+                };
+                thumbnail_jpeg(&img).ok()
+            });
+            let source = match class {
+                Some(class) => SampleSource::DetectionCrop { class },
+                None if audio => SampleSource::Microphone,
+                None => SampleSource::CameraFrame,
+            };
+            learner
+                .store_sample(label.as_str(), embedding, thumb, source)
+                .map(|out| report::sample_stored(label.as_str(), &out))
+        })
+        .await??;
+        self.notices.send(Notice::DeviceChanged);
+        serde_json::to_value(stored).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// `samples/<label>` or `<camera>/samples/<label>`: decode (an image, or a WAV clip for a
+    /// speaker model, under the configured limits), embed, store.
+    async fn add_sample(
+        &self,
+        topic: &str,
+        camera: Option<&str>,
+        label: &str,
+        payload: Vec<u8>,
+    ) -> Result<Value, ControlError> {
+        let label = Label::parse(label).map_err(|e| ControlError::Sample(e.to_string()))?;
+        let learner = match camera {
+            Some(name) => self.stream(name)?.learner.clone(),
+            None => match self.learners.as_slice() {
+                [only] => only.clone(),
+                many => {
+                    return Err(ControlError::NeedSampleCamera {
+                        models: many
+                            .iter()
+                            .map(|l| l.model.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        base: self.publisher.topics().base().to_owned(),
+                        known: self.known(),
+                    })
+                }
+            },
+        };
+        let (limits, wav_limits, audio) = (self.limits, self.wav_limits, learner.is_audio);
+        let name = topic.to_owned();
+        let (input, thumb) = blocking(move || {
+            if audio {
+                let clip = crate::audio::decode_16k(&payload, &name, &wav_limits)
+                    .map_err(|e| ControlError::Sample(e.to_string()))?;
+                return Ok::<_, ControlError>((EmbedInput::Audio(clip), None));
+            }
+            let img = decode_bytes(&payload, &name, &limits)
+                .map_err(|e| ControlError::Sample(e.to_string()))?;
+            let thumb = thumbnail_jpeg(&img).ok();
+            Ok((EmbedInput::Image(img), thumb))
+        })
+        .await??;
+        let (tx, rx) = oneshot::channel();
+        let jobs = self.jobs_for(audio).ok_or(ControlError::WorkerStopped)?;
+        if !jobs.send(Job::Embed {
+            engine: learner.engine,
+            input,
+            reply: tx,
+        }) {
+            return Err(ControlError::WorkerStopped);
+        }
+        let embedding = match tokio::time::timeout(EMBED_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r.map_err(ControlError::Sample)?,
+            Ok(Err(_)) => return Err(ControlError::WorkerStopped),
+            Err(_) => return Err(ControlError::EmbedTimeout(EMBED_TIMEOUT)),
+        };
+        let source = SampleSource::Mqtt {
+            topic: topic.to_owned(),
+        };
+        let stored = blocking(move || {
+            learner
+                .store_sample(label.as_str(), embedding, thumb, source)
+                .map(|out| report::sample_stored(label.as_str(), &out))
+        })
+        .await??;
+        self.notices.send(Notice::DeviceChanged);
+        serde_json::to_value(stored).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    fn apply_settings(&self, camera: Option<&str>, s: Settings) -> Result<Value, ControlError> {
+        let targets = self.targets(camera)?;
+        let mut applied = Vec::new();
+        let mut not_applied = serde_json::Map::new();
+        if s.score_threshold.is_some() {
+            if targets.iter().any(|t| t.is_detector) {
+                applied.push("score_threshold");
+            } else {
+                not_applied.insert(
+                    "score_threshold".into(),
+                    "only detectors have a score threshold".into(),
+                );
+            }
+        }
+        if let Some(b) = s.auto_train {
+            self.auto_train.store(b, Ordering::SeqCst);
+            applied.push("auto_train");
+        }
+        if s.consensus.is_some() {
+            applied.push("consensus");
+        }
+        if let Some(fps) = s.fps {
+            applied.push("fps");
+            info!("set: processing capped at {fps} frames per second");
+        }
+        if let Some(t) = s.unknown_threshold {
+            let mut seen: Vec<&str> = Vec::new();
+            for target in &targets {
+                let l = &target.learner;
+                if !seen.contains(&l.model.as_str()) {
+                    seen.push(&l.model);
+                    l.set_unknown_threshold(t)
+                        .map_err(|e| ControlError::Setting(e.to_string()))?;
+                }
+            }
+            applied.push("unknown_threshold");
+        }
+        for target in &targets {
+            let settings = LaneSettings {
+                consensus: None,
+                consensus_frames: s.consensus.map(|n| n as usize),
+                score_threshold: s.score_threshold.filter(|_| target.is_detector),
+                max_fps: s.fps.map(f64::from),
+            };
+            let jobs = self
+                .jobs_for(target.is_audio())
+                .ok_or(ControlError::WorkerStopped)?;
+            if !jobs.send(Job::Settings {
+                stream: Some(target.index),
+                settings,
+            }) {
+                return Err(ControlError::WorkerStopped);
+            }
+        }
+        if applied.is_empty() {
+            return Err(ControlError::Setting(format!(
+                "nothing could be applied: {}",
+                Value::Object(not_applied)
+            )));
+        }
+        Ok(json!({ "applied": applied, "not_applied": not_applied }))
+    }
+
+    /// Starts runs for the learners whose schedule says so (`[train].interval_secs`,
+    /// `[train].min_new_samples`) and that got samples since their last run.
+    pub fn scheduled_training(&self) {
+        if !self.auto_train.load(Ordering::SeqCst) {
+            return;
+        }
+        let (interval, min_new) = {
+            let t = super::learner::lock(&self.train);
+            (t.interval_secs, t.min_new_samples)
+        };
+        for l in &self.learners {
+            if l.is_training() {
+                continue;
+            }
+            let (new, elapsed) = l.since_last_run();
+            if new == 0 {
+                continue;
+            }
+            let by_time = interval > 0 && elapsed >= Duration::from_secs(interval);
+            let by_count = min_new > 0 && new >= min_new;
+            if by_time || by_count {
+                let why = if by_count { "new samples" } else { "schedule" };
+                if let Err(e) = self.trainer.request(TrainRequest {
+                    learner: l.clone(),
+                    force: false,
+                    why: why.into(),
+                }) {
+                    warn!(model = %l.model, "scheduled training did not start: {e}");
+                } else {
+                    self.notices.send(Notice::DeviceChanged);
+                }
+            }
         }
     }
 }
 
 /// Runs store or image work off the tokio workers.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ControlError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("internal error: {e}"))?
+        .map_err(|e| ControlError::Internal(e.to_string()))
 }
 
-/// `label`: the latest frame (or one of its detections) becomes a sample, reusing the
-/// embedding the pipeline already computed.
-async fn label_latest(
-    shared: &Arc<Shared>,
-    label: Label,
-    detection: Option<u32>,
-) -> Result<Value, String> {
-    if !shared.is_audio {
-        fresh_frame(shared).await;
-    }
-    let (image, embedding, bbox, class) = {
-        let latest = lock(&shared.latest);
-        let Some(l) = latest.as_ref() else {
-            return Err(if shared.is_audio {
-                "no utterance has been heard yet; wait for `detections` (or `resume`)".into()
-            } else {
-                "no frame has been processed yet; wait for `detections` (or `resume`)".into()
-            });
-        };
-        let r = &l.result;
-        match detection {
-            None if shared.is_detector => {
-                return Err(
-                    "this is a detector: give `detection`, the index of the box to label in the latest `detections` items".into(),
-                )
-            }
-            None => {
-                let e = r.embeddings.first().cloned().ok_or("the frame has no embedding")?;
-                (l.image.clone(), e, None, None)
-            }
-            Some(_) if !shared.is_detector => {
-                return Err("`detection` is for detectors; this model classifies whole frames: omit it".into())
-            }
-            Some(i) => {
-                let i = i as usize;
-                let (Some(item), Some(e)) = (r.items.get(i), r.embeddings.get(i)) else {
-                    return Err(format!(
-                        "detection {i} does not exist: the latest frame has {} detection(s)",
-                        r.items.len()
-                    ));
-                };
-                if r.embeddings.len() != r.items.len() {
-                    return Err("the latest frame's detections have no embeddings to store".into());
-                }
-                (l.image.clone(), e.clone(), item.bbox, Some(item.label.clone()))
-            }
-        }
-    };
-    let s = shared.clone();
-    let result = blocking(move || {
-        // An utterance has no picture: its sample is the voice print alone.
-        let thumb = image.and_then(|image| {
-            let img = match bbox {
-                Some(b) => crop(&image, b),
-                None => (*image).clone(),
-            };
-            thumbnail_jpeg(&img).ok()
-        });
-        let source = match class {
-            Some(class) => SampleSource::DetectionCrop { class },
-            None if s.is_audio => SampleSource::Microphone,
-            None => SampleSource::CameraFrame,
-        };
-        store_sample(&s, label.as_str(), embedding, thumb, source)
-    })
-    .await?;
-    shared.notify(Notice::StateChanged);
-    Ok(result)
-}
-
-/// How long `label` waits for the current frame to be analysed.
-const FRESH_FRAME_WAIT: Duration = Duration::from_secs(3);
-
-/// Asks the inference thread to analyse the next frame whatever the motion gate thinks, and
+/// Asks the worker to analyse the stream's next frame whatever the motion gate thinks, and
 /// waits (briefly) for it: `label` must store what the camera sees now, not the last frame
-/// that happened to move. Returns at once when no frame can come (paused, source ended).
-async fn fresh_frame(shared: &Arc<Shared>) {
-    use crate::source::SourceState;
-    let current = || lock(&shared.latest).as_ref().map(|l| l.result.frame_id);
-    let before = current();
-    shared.force_frame.store(true, Ordering::SeqCst);
+/// that happened to move. Returns at once when no frame can come (paused, source down).
+async fn fresh_frame(stream: &StreamHandle) {
+    let before = stream.latest_frame_id();
+    stream.force_next_frame();
     let deadline = Instant::now() + FRESH_FRAME_WAIT;
     while Instant::now() < deadline {
-        let idle = shared.paused.load(Ordering::SeqCst)
-            || matches!(
-                shared.source_stats.state(),
-                SourceState::Ended | SourceState::Failed { .. } | SourceState::Reconnecting { .. }
-            );
-        if idle || current() != before {
+        if stream.idle() || stream.latest_frame_id() != before {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// `samples/<label>`: decode (an image, or a WAV clip for an audio model, under the
-/// configured limits), embed, store.
-async fn add_sample(
-    shared: &Arc<Shared>,
-    topic: &str,
-    label: &str,
-    payload: Vec<u8>,
-) -> Result<Value, String> {
-    let label = Label::parse(label).map_err(|e| e.to_string())?;
-    let limits = shared.limits;
-    let wav_limits = shared.wav_limits;
-    let audio = shared.is_audio;
-    let name = topic.to_owned();
-    let (input, thumb) = blocking(move || {
-        if audio {
-            let clip = crate::audio::decode_16k(&payload, &name, &wav_limits)
-                .map_err(|e| e.to_string())?;
-            return Ok((EmbedInput::Audio(clip), None));
-        }
-        let img = decode_bytes(&payload, &name, &limits).map_err(|e| e.to_string())?;
-        let thumb = thumbnail_jpeg(&img).ok();
-        Ok((EmbedInput::Image(img), thumb))
-    })
-    .await?;
-    let (tx, rx) = oneshot::channel();
-    if !shared.send_job(Job::Embed { input, reply: tx }) {
-        return Err("the inference thread has stopped".into());
-    }
-    let embedding = match tokio::time::timeout(EMBED_TIMEOUT, rx).await {
-        Ok(Ok(r)) => r?,
-        Ok(Err(_)) => return Err("the inference thread has stopped".into()),
-        Err(_) => return Err(format!("embedding took longer than {EMBED_TIMEOUT:?}")),
-    };
-    let s = shared.clone();
-    let source = SampleSource::Mqtt {
-        topic: topic.to_owned(),
-    };
-    let result =
-        blocking(move || store_sample(&s, label.as_str(), embedding, thumb, source)).await?;
-    shared.notify(Notice::StateChanged);
-    Ok(result)
-}
-
-fn store_sample(
-    shared: &Shared,
-    label: &str,
-    embedding: Vec<f32>,
-    thumbnail: Option<Vec<u8>>,
-    source: SampleSource,
-) -> Result<Value, String> {
-    let mut ws = lock(&shared.workspace);
-    let sample = ws.sample(label, embedding, thumbnail, source);
-    let out = ws.add(sample).map_err(|e| e.to_string())?;
-    shared.refresh_counts(&ws);
-    shared.new_samples.fetch_add(1, Ordering::SeqCst);
-    Ok(json!({
-        "label": label,
-        "id": out.id,
-        "split": out.split.as_str(),
-        "kept": out.kept,
-        "evicted": out.evicted,
-    }))
-}
-
-fn rollback(shared: &Shared, target: RollbackTarget) -> Result<Value, String> {
-    let ws = lock(&shared.workspace);
-    let version = match target {
-        RollbackTarget::Version(v) => v,
-        RollbackTarget::Previous => {
-            let current = ws.registry.current_version().map_err(|e| e.to_string())?;
-            let list = ws.registry.list().map_err(|e| e.to_string())?;
-            list.iter()
-                .filter(|m| m.deployed && Some(m.version) < current)
-                .map(|m| m.version)
-                .max()
-                .ok_or("there is no earlier deployed head to roll back to")?
-        }
-    };
-    let decision = ws.registry.rollback(version).map_err(|e| e.to_string())?;
-    shared.serve_head(&ws, version).map_err(|e| e.to_string())?;
-    info!("{}", decision.reason);
-    serde_json::to_value(&decision).map_err(|e| e.to_string())
-}
-
-fn apply_settings(shared: &Shared, s: Settings) -> Result<Value, String> {
-    let mut applied = Vec::new();
-    let mut not_applied = serde_json::Map::new();
-    if s.score_threshold.is_some() {
-        if shared.is_detector {
-            applied.push("score_threshold");
-        } else {
-            not_applied.insert(
-                "score_threshold".into(),
-                "only detectors have a score threshold".into(),
-            );
-        }
-    }
-    if let Some(b) = s.auto_train {
-        shared.auto_train.store(b, Ordering::SeqCst);
-        applied.push("auto_train");
-    }
-    if s.consensus.is_some() {
-        applied.push("consensus");
-    }
-    if let Some(fps) = s.fps {
-        applied.push("fps");
-        info!("set: processing capped at {fps} frames per second");
-    }
-    if let Some(t) = s.unknown_threshold {
-        *lock(&shared.unknown_threshold) = Some(t);
-        let serving = shared.slot.load_full();
-        if let Some(h) = serving {
-            let mut head = h.head.clone();
-            head.set_unknown_threshold(t).map_err(|e| e.to_string())?;
-            shared.slot.store(Some(Arc::new(ServingHead {
-                version: h.version,
-                head,
-            })));
-        }
-        applied.push("unknown_threshold");
-    }
-    let job = Job::Settings {
-        consensus: None,
-        consensus_frames: s.consensus.map(|n| n as usize),
-        score_threshold: s.score_threshold.filter(|_| shared.is_detector),
-        max_fps: s.fps.map(f64::from),
-    };
-    if !shared.send_job(job) {
-        return Err("the inference thread has stopped".into());
-    }
-    if applied.is_empty() {
-        return Err(format!(
-            "nothing could be applied: {}",
-            Value::Object(not_applied)
-        ));
-    }
-    Ok(json!({ "applied": applied, "not_applied": not_applied }))
-}
-
-/// A request for the training thread.
-pub struct TrainRequest {
-    force: bool,
-    why: String,
-}
-
-/// Starts the training thread: one for the daemon's lifetime, niced once, which waits for
-/// [`TrainRequest`]s. A long-lived thread rather than one per run keeps the allocator's
-/// per-thread arena (and so resident memory) from growing with every run over months. It
-/// ends when `shared.trainer` is emptied at shutdown.
-pub fn spawn_trainer(shared: &Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let (tx, rx) = std::sync::mpsc::channel::<TrainRequest>();
-    *lock(&shared.trainer) = Some(tx);
-    let s = shared.clone();
-    std::thread::Builder::new()
-        .name("training".into())
-        .spawn(move || {
-            lower_this_threads_priority();
-            while let Ok(req) = rx.recv() {
-                train(&s, req.force, &req.why);
-                s.training.store(false, Ordering::SeqCst);
-                s.notify(Notice::StateChanged);
-            }
-        })
-}
-
-/// Starts a training run on the training thread unless one is running. The result goes to
-/// `training`; a deployed head is swapped in at once.
-pub fn start_training(shared: &Arc<Shared>, force: bool, why: &str) -> Result<(), String> {
-    if shared.training.swap(true, Ordering::SeqCst) {
-        return Err(
-            "a training run is already in progress; its result will be on `training`".into(),
-        );
-    }
-    let request = TrainRequest {
-        force,
-        why: why.to_owned(),
-    };
-    let sent = lock(&shared.trainer)
-        .as_ref()
-        .is_some_and(|tx| tx.send(request).is_ok());
-    if !sent {
-        shared.training.store(false, Ordering::SeqCst);
-        return Err("the training thread has stopped (the daemon is shutting down)".into());
-    }
-    shared.new_samples.store(0, Ordering::SeqCst);
-    *lock(&shared.last_train) = Instant::now();
-    shared.notify(Notice::StateChanged);
-    Ok(())
-}
-
-/// How much nicer the training thread is than the rest of the daemon: training may take
-/// seconds of CPU on a Pi, and frames must keep their latency meanwhile, so the scheduler
-/// should prefer the inference thread.
-const TRAINING_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority by [`TRAINING_NICE`] (at most to 19).
-/// On Linux `setpriority` on a thread id affects that thread only; lowering needs no privilege.
-fn lower_this_threads_priority() {
-    // SAFETY: plain syscalls on the calling thread's own id, no pointers involved. The raw
-    // gettid syscall rather than glibc's gettid(), which only exists from glibc 2.30 on and
-    // would raise the binary's glibc floor above Bullseye's and JetPack 4's.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, (current + TRAINING_NICE).min(19))
-    };
-    if rc != 0 {
-        warn!(
-            "cannot lower the training thread's priority: {}; training competes with inference",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-fn train(shared: &Shared, force: bool, why: &str) {
-    let publish = |v: Value| {
-        let topic = shared.publisher.topics().training();
-        let sent = shared
-            .runtime
-            .block_on(shared.publisher.publish(&topic, v.to_string(), false));
-        if let Err(e) = sent {
-            warn!("training message not published: {e}");
-        }
-    };
-    publish(json!({ "status": "started", "trigger": why, "force": force }));
-    let config = lock(&shared.train).train_config(None);
-    let outcome = {
-        let mut ws = lock(&shared.workspace);
-        // The shutdown flag doubles as the trainer's cancel flag.
-        ws.train(&config, force, Some(&shared.shutdown))
-            .map_err(|e| e.to_string())
-            .and_then(|o| {
-                if o.decision.deployed {
-                    shared
-                        .serve_head(&ws, o.version)
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(o)
-            })
-    };
-    match outcome {
-        Ok(o) => {
-            info!(
-                version = o.version,
-                deployed = o.decision.deployed,
-                "{}",
-                o.decision.reason
-            );
-            publish(json!({
-                "status": "finished",
-                "version": o.version,
-                "deployed": o.decision.deployed,
-                "reason": o.decision.reason,
-                "accuracy": o.report.metrics.accuracy,
-                "macro_f1": o.report.metrics.macro_f1,
-                "current_macro_f1": o.current_macro_f1,
-                "confusion": o.report.metrics.confusion,
-                "classes": o.report.classes,
-                "outcome": o,
-            }));
-        }
-        Err(e) => {
-            warn!("training failed: {e}");
-            publish(json!({ "status": "failed", "deployed": false, "error": e }));
-        }
-    }
-}
-
-/// Publishes the latest frame, with its detections drawn on it, as a retained JPEG on
-/// `snapshot`; its size, or `None`.
-pub async fn publish_snapshot(shared: &Arc<Shared>) -> Option<usize> {
-    let (image, result) = lock(&shared.latest)
-        .as_ref()
-        .and_then(|l| Some((l.image.clone()?, l.result.clone())))?;
-    let jpeg = blocking(move || {
+/// Publishes a camera's latest frame, with its detections drawn on it, as a retained JPEG on
+/// `<camera>/snapshot`; its size, or `None`.
+pub async fn publish_snapshot(publisher: &Publisher, stream: &StreamHandle) -> Option<usize> {
+    let latest = stream.latest()?;
+    let image = latest.image.clone()?;
+    let jpeg = tokio::task::spawn_blocking(move || {
         let mut annotated = (*image).clone();
-        annotate(&mut annotated, &result);
+        annotate(&mut annotated, &latest.result);
         let mut out = std::io::Cursor::new(Vec::new());
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
             .encode_image(&annotated)
-            .map_err(|e| e.to_string())?;
-        Ok(out.into_inner())
+            .map(|()| out.into_inner())
     })
     .await;
     let jpeg = match jpeg {
-        Ok(j) => j,
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => {
+            warn!(camera = %stream.name, "snapshot not encoded: {e}");
+            return None;
+        }
         Err(e) => {
-            warn!("snapshot not encoded: {e}");
+            warn!(camera = %stream.name, "snapshot not encoded: {e}");
             return None;
         }
     };
     let n = jpeg.len();
-    let topic = shared.publisher.topics().snapshot();
-    match shared.publisher.publish(&topic, jpeg, true).await {
+    let topic = publisher.topics().camera_snapshot(&stream.name);
+    match publisher.publish(&topic, jpeg, true).await {
         Ok(()) => Some(n),
         Err(e) => {
-            info!("snapshot not published: {e}");
+            info!(camera = %stream.name, "snapshot not published: {e}");
             None
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// An incoming message for the control plane.
+pub struct Message {
+    pub topic: String,
+    pub incoming: Incoming,
+    pub payload: Vec<u8>,
+}
 
-    /// The nice value of the calling thread, from /proc (field 19 of its stat line).
-    fn own_nice() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read stat");
-        let after_comm = stat.rsplit(')').next().expect("stat line");
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        // Fields after the comm start at field 3 (state), so nice (19) is index 16.
-        fields[16].parse().expect("nice")
+/// Messages waiting for a handler; beyond this, senders get `busy`.
+pub const QUEUE: usize = 64;
+/// Messages handled at once: a sample waiting for the inference worker must not hold up a
+/// `pause`, and a burst of samples must not occupy every blocking thread.
+pub const HANDLERS: usize = 4;
+
+/// The bounded queue and its fixed set of handler tasks (see the module docs).
+pub struct Dispatcher {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Dispatcher {
+    /// Starts [`HANDLERS`] tasks on `tracker`; they end when the queue closes (the
+    /// dispatcher is dropped) or `shutdown` is cancelled.
+    pub fn start(
+        control: Arc<Control>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Dispatcher {
+        let (tx, rx) = mpsc::channel::<Message>(QUEUE);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..HANDLERS {
+            let (rx, control, shutdown) = (rx.clone(), control.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                loop {
+                    let msg = tokio::select! {
+                        m = async { rx.lock().await.recv().await } => m,
+                        _ = shutdown.cancelled() => None,
+                    };
+                    let Some(msg) = msg else { break };
+                    control.handle(msg).await;
+                }
+            });
+        }
+        Dispatcher { tx }
     }
 
-    #[test]
-    fn training_runs_at_a_lower_priority_than_the_rest() {
-        let before = own_nice();
-        let (lowered, main_after) = std::thread::spawn(move || {
-            lower_this_threads_priority();
-            own_nice()
+    /// Queues a message; a full queue hands it back for a `busy` reply.
+    pub fn submit(&self, msg: Message) -> Result<(), Message> {
+        self.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
         })
-        .join()
-        .map(|n| (n, own_nice()))
-        .expect("thread");
-        assert_eq!(
-            lowered,
-            (before + TRAINING_NICE).min(19),
-            "the training thread is niced"
-        );
-        assert_eq!(main_after, before, "only that thread");
     }
+}
+
+/// The reply to a message the queue had no room for.
+pub fn busy_reply(msg: &Message) -> Reply {
+    let (id, cmd) = match &msg.incoming {
+        Incoming::Command(verb) => {
+            let id = match Request::parse(verb, &msg.payload) {
+                Ok(req) => req.id,
+                Err(rejected) => rejected.id,
+            };
+            (id, verb.as_str())
+        }
+        _ => (None, "sample"),
+    };
+    Reply::error(
+        id,
+        Some(cmd),
+        format!("busy: {QUEUE} messages are already waiting; send this again in a second"),
+    )
 }

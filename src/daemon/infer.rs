@@ -1,43 +1,66 @@
-//! The inference thread of `adaptd run`: frames in, `detections` and `events` out.
+//! An inference worker: the frames of every stream of one medium in, `detections` and
+//! `events` out.
 //!
-//! tract is CPU-bound and synchronous, so it runs on a dedicated thread, never on the tokio
-//! workers that keep MQTT alive. The thread owns the [`Pipeline`] (and so the only copy of each
-//! backbone); everything else that needs a backbone (embedding an image received on
-//! `samples/<label>`) or changes pipeline settings (`set`, SIGHUP) is sent to it as a [`Job`],
-//! served between frames. That keeps one owner per model and no lock on the frame path.
+//! tract is CPU-bound and synchronous, so each worker runs on a dedicated thread, never on
+//! the tokio workers that keep MQTT alive. A worker owns the loaded models of its medium (one
+//! copy of each, however many cameras name it) and one [`Lane`] per stream: the stream's
+//! latest-frame slot and its own analysis state (consensus, motion gate, fps cap).
 //!
-//! The loop is the same for pictures and sound; what differs (a frame through the vision
-//! [`Pipeline`], an utterance through the speaker encoder) is behind [`Analyzer`].
+//! Fairness: the worker goes round the lanes, one frame per lane per turn, starting after the
+//! lane it served last; a camera's frames that arrive while the others are being served
+//! replace each other in its slot (counted as dropped for that camera), so an overloaded
+//! worker gives each camera the same share instead of queueing. Everything else that needs a
+//! model (embedding a sample) or changes a lane (`set`, SIGHUP) is a [`Job`], served between
+//! frames: one owner per model and no lock on the frame path.
+//!
+//! What differs between pictures and sound is behind [`Medium`].
 
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::pipeline::{FrameResult, Pipeline};
-use super::run::{lock, Latest, Notice, Shared};
+use super::notice::{Notice, Notices};
+use super::pipeline::FrameResult;
+use super::streams::{Latest, StreamHandle};
+use super::telemetry::Telemetry;
 use crate::consensus::{Consensus, ConsensusConfig};
+use crate::mqtt::Publisher;
 use crate::source::pace::Pacer;
-use crate::source::{Frame, LatestReceiver};
-use crate::vision::AnalyzeOptions;
+use crate::source::{Doorbell, Frame, LatestReceiver};
 
-/// What the inference thread runs on each input of its source.
-pub trait Analyzer {
+/// What a worker runs, per medium.
+pub trait Medium {
     /// A frame, or an utterance.
-    type Input: Keep;
+    type Input: Keep + Send;
+    /// A loaded model.
+    type Engine: Send;
+    /// One stream's analysis state.
+    type Lane: Send;
     /// The `detections` (and consensus `events`) of one input.
-    fn analyze(&mut self, input: &Self::Input) -> Result<FrameResult, String>;
-    /// The consensus state, for the stable label of `state`.
-    fn consensus_mut(&mut self) -> &mut Consensus;
-    /// A [`Job`] served between inputs.
-    fn serve(&mut self, job: Job, cap: &mut Pacer);
+    fn analyze(
+        engines: &mut [Self::Engine],
+        lane: &mut Self::Lane,
+        input: &Self::Input,
+    ) -> Result<FrameResult, String>;
+    /// The lane's consensus state, for the stable label of `state`.
+    fn consensus_mut(lane: &mut Self::Lane) -> &mut Consensus;
+    /// Embeds a sample received over MQTT with engine `engine`.
+    fn embed(
+        engines: &mut [Self::Engine],
+        engine: usize,
+        input: EmbedInput,
+    ) -> Result<Vec<f32>, String>;
+    /// Applies live settings to a lane.
+    fn apply(lane: &mut Self::Lane, settings: &LaneSettings);
     /// Whether `input` is worth analysing (the motion gate); `forced` when a command needs
     /// the current input analysed whatever the gate thinks.
-    fn admit(&mut self, _input: &Self::Input, _now: Instant, _forced: bool) -> bool {
+    fn admit(_lane: &mut Self::Lane, _input: &Self::Input, _now: Instant, _forced: bool) -> bool {
         true
     }
 }
@@ -46,7 +69,6 @@ pub trait Analyzer {
 /// in logs.
 pub trait Keep {
     fn seq(&self) -> u64;
-    fn source(&self) -> &str;
     /// The picture, if there is one.
     fn into_image(self) -> Option<Arc<RgbImage>>;
 }
@@ -54,9 +76,6 @@ pub trait Keep {
 impl Keep for Frame {
     fn seq(&self) -> u64 {
         self.seq
-    }
-    fn source(&self) -> &str {
-        &self.source
     }
     fn into_image(self) -> Option<Arc<RgbImage>> {
         Some(Arc::new(self.image))
@@ -66,9 +85,6 @@ impl Keep for Frame {
 impl Keep for crate::audio::stream::UtteranceMsg {
     fn seq(&self) -> u64 {
         self.seq
-    }
-    fn source(&self) -> &str {
-        "audio"
     }
     fn into_image(self) -> Option<Arc<RgbImage>> {
         None
@@ -82,209 +98,342 @@ pub enum EmbedInput {
     Audio(Vec<f32>),
 }
 
-/// How long the thread waits for a frame before serving jobs again.
-const POLL: Duration = Duration::from_millis(50);
+/// Live settings of a lane (`set`, SIGHUP); `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaneSettings {
+    /// The whole `[consensus]` table (reload).
+    pub consensus: Option<ConsensusConfig>,
+    /// `set consensus`: frames that must agree (window = the same number of frames).
+    pub consensus_frames: Option<usize>,
+    /// Detector score threshold.
+    pub score_threshold: Option<f32>,
+    /// Cap on the frames processed per second (`set fps`).
+    pub max_fps: Option<f64>,
+}
 
-/// Work for the inference thread besides frames.
+/// The reply to an embedding job.
+pub type EmbedReply = oneshot::Sender<Result<Vec<f32>, String>>;
+
+/// Work for a worker besides frames.
 pub enum Job {
-    /// Embed an image or a clip with the head's embedding model.
+    /// Embed an image or a clip with engine `engine` (a learner's embedding model).
     Embed {
+        engine: usize,
         input: EmbedInput,
-        reply: oneshot::Sender<Result<Vec<f32>, String>>,
+        reply: EmbedReply,
     },
-    /// Live settings (`set` command, SIGHUP reload); `None` leaves a setting as it is.
+    /// Live settings for stream `stream` (its index in the daemon), or every lane of the
+    /// worker.
     Settings {
-        /// The whole `[consensus]` table (reload).
-        consensus: Option<ConsensusConfig>,
-        /// `set consensus`: frames that must agree (window = the same number of frames).
-        consensus_frames: Option<usize>,
-        /// Detector score threshold.
-        score_threshold: Option<f32>,
-        /// Cap on the frames processed per second (`set fps`).
-        max_fps: Option<f64>,
+        stream: Option<usize>,
+        settings: LaneSettings,
     },
 }
 
-/// Runs until `shared.shutdown` is set; returns after finishing the frame in hand.
-pub fn run<A: Analyzer>(
-    mut pipeline: A,
-    frames: LatestReceiver<A::Input>,
-    jobs: Receiver<Job>,
-    shared: Arc<Shared>,
-) {
-    let mut source_ended = false;
-    let mut last_label: Option<String> = None;
-    // No cap until `set fps` asks for one: the source paces itself.
-    let mut cap = Pacer::new(0.0);
-    while !shared.shutdown.load(Ordering::SeqCst) {
-        shared.beat();
-        while let Ok(job) = jobs.try_recv() {
-            pipeline.serve(job, &mut cap);
-        }
-        if source_ended {
-            // No more frames: keep serving jobs (sample embedding) until shutdown.
-            if let Ok(job) = jobs.recv_timeout(POLL) {
-                pipeline.serve(job, &mut cap);
-            }
-            continue;
-        }
-        let frame = match frames.recv_timeout(POLL) {
-            Ok(f) => f,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                source_ended = true;
-                shared.notify(Notice::StateChanged);
-                shared.notify(Notice::SourceEnded);
-                continue;
-            }
-        };
-        if shared.paused.load(Ordering::SeqCst) {
-            continue;
-        }
-        if !cap.admit(Instant::now()) {
-            lock(&shared.frame_stats).throttled += 1;
-            continue;
-        }
-        let forced = shared.force_frame.swap(false, Ordering::SeqCst);
-        if !pipeline.admit(&frame, Instant::now(), forced) {
-            lock(&shared.frame_stats).motion_skipped += 1;
-            continue;
-        }
-        let result = match pipeline.analyze(&frame) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(frame = frame.seq(), source = %frame.source(), "inference failed: {e}");
-                continue;
-            }
-        };
-        publish(&shared, &result);
-        {
-            let mut st = lock(&shared.frame_stats);
-            st.latency
-                .push(Duration::from_secs_f64(result.inference_ms / 1e3));
-            st.fps.tick(Instant::now());
-            st.frames += 1;
-        }
-        let label = pipeline
-            .consensus_mut()
-            .stable()
-            .next()
-            .map(|(_, l)| l.to_string());
-        let changed = label != last_label || !result.events.is_empty();
-        if changed {
-            *lock(&shared.label) = label.clone();
-            last_label = label;
-            shared.notify(Notice::StateChanged);
-        }
-        *lock(&shared.latest) = Some(Latest {
-            image: frame.into_image(),
-            result,
-        });
-    }
-    debug!("inference thread stopped");
+/// The sending side of a worker's jobs; wakes the worker at once.
+#[derive(Clone)]
+pub struct JobSender {
+    tx: Sender<Job>,
+    bell: Arc<Doorbell>,
 }
 
-/// `detections` for the frame, then one `events` message per consensus change. Dropped (and
-/// counted by the link) when MQTT is down: stale detections are worth nothing.
-fn publish(shared: &Shared, result: &FrameResult) {
-    let topics = shared.publisher.topics();
-    match serde_json::to_vec(result) {
-        Ok(json) => {
-            if let Err(e) = shared
-                .publisher
-                .try_publish(&topics.detections(), json, false)
+impl JobSender {
+    /// A connected pair, ringing `bell` (the worker's doorbell) on every job.
+    pub fn channel(bell: Arc<Doorbell>) -> (JobSender, Receiver<Job>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (JobSender { tx, bell }, rx)
+    }
+
+    /// False once the worker has stopped.
+    pub fn send(&self, job: Job) -> bool {
+        let sent = self.tx.send(job).is_ok();
+        self.bell.ring();
+        sent
+    }
+}
+
+/// One stream as a worker sees it.
+pub struct Lane<M: Medium> {
+    pub stream: Arc<StreamHandle>,
+    pub rx: LatestReceiver<M::Input>,
+    pub state: M::Lane,
+    /// The `[[cameras]].fps` / `set fps` cap; 0 = none.
+    pub cap: Pacer,
+    ended: bool,
+    last_label: Option<String>,
+}
+
+impl<M: Medium> Lane<M> {
+    pub fn new(
+        stream: Arc<StreamHandle>,
+        rx: LatestReceiver<M::Input>,
+        state: M::Lane,
+        max_fps: Option<f64>,
+    ) -> Lane<M> {
+        Lane {
+            stream,
+            rx,
+            state,
+            cap: Pacer::new(max_fps.unwrap_or(0.0)),
+            ended: false,
+            last_label: None,
+        }
+    }
+}
+
+/// The last time each worker went round its loop, for the systemd watchdog.
+#[derive(Debug)]
+pub struct Heartbeat {
+    started: Instant,
+    ms: AtomicU64,
+}
+
+impl Heartbeat {
+    pub fn new() -> Arc<Heartbeat> {
+        Arc::new(Heartbeat {
+            started: Instant::now(),
+            ms: AtomicU64::new(0),
+        })
+    }
+
+    fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the worker last went round its loop.
+    pub fn last(&self) -> Instant {
+        self.started + Duration::from_millis(self.ms.load(Ordering::Relaxed))
+    }
+}
+
+/// What a worker needs besides its models, lanes and jobs.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub publisher: Publisher,
+    pub notices: Notices,
+    pub telemetry: Arc<Telemetry>,
+    pub shutdown: CancellationToken,
+    pub heartbeat: Arc<Heartbeat>,
+}
+
+/// How long the worker sleeps when no lane has a frame and no job came.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Runs until `ctx.shutdown` is cancelled; returns after finishing the frame in hand.
+pub fn run<M: Medium>(
+    mut engines: Vec<M::Engine>,
+    mut lanes: Vec<Lane<M>>,
+    jobs: Receiver<Job>,
+    bell: Arc<Doorbell>,
+    ctx: WorkerContext,
+) {
+    for lane in &lanes {
+        lane.rx.ring_on_send(bell.clone());
+    }
+    let mut next = 0usize;
+    while !ctx.shutdown.is_cancelled() {
+        ctx.heartbeat.beat();
+        let seen = bell.rings();
+        while let Ok(job) = jobs.try_recv() {
+            serve_job::<M>(&mut engines, &mut lanes, job);
+        }
+        let n = lanes.len();
+        let mut processed = false;
+        for k in 0..n {
+            let i = (next + k) % n;
+            if step::<M>(&mut engines, &mut lanes[i], &ctx) {
+                processed = true;
+                next = i + 1;
+                break;
+            }
+        }
+        if !processed {
+            bell.wait(seen, POLL);
+        }
+    }
+    debug!("inference worker stopped");
+}
+
+/// Takes at most one input from the lane; true when one was analysed.
+fn step<M: Medium>(engines: &mut [M::Engine], lane: &mut Lane<M>, ctx: &WorkerContext) -> bool {
+    if lane.ended {
+        return false;
+    }
+    let stream = lane.stream.clone();
+    let input = match lane.rx.try_recv() {
+        Ok(f) => f,
+        Err(RecvTimeoutError::Timeout) => return false,
+        Err(RecvTimeoutError::Disconnected) => {
+            lane.ended = true;
+            ctx.notices.send(Notice::StreamChanged(stream.index));
+            ctx.notices.send(Notice::SourceEnded(stream.index));
+            return false;
+        }
+    };
+    ctx.telemetry
+        .sync_dropped(&stream.name, stream.slot.skipped());
+    if stream.is_paused() {
+        return false;
+    }
+    let now = Instant::now();
+    if !lane.cap.admit(now) {
+        ctx.telemetry.frame_throttled(&stream.name);
+        return false;
+    }
+    let forced = stream.take_force();
+    if !M::admit(&mut lane.state, &input, now, forced) {
+        ctx.telemetry.frame_motion_skipped(&stream.name);
+        return false;
+    }
+    let result = match M::analyze(engines, &mut lane.state, &input) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(camera = %stream.name, frame = input.seq(), "inference failed: {e}");
+            return false;
+        }
+    };
+    publish(&stream, &result, ctx);
+    ctx.telemetry.frame_processed(
+        &stream.name,
+        &stream.model,
+        &stream.backend.to_string(),
+        Duration::from_secs_f64(result.inference_ms.max(0.0) / 1e3),
+    );
+    let label = M::consensus_mut(&mut lane.state)
+        .stable()
+        .next()
+        .map(|(_, l)| l.to_string());
+    if label != lane.last_label || !result.events.is_empty() {
+        stream.set_label(label.clone());
+        lane.last_label = label;
+        ctx.notices.send(Notice::StreamChanged(stream.index));
+    }
+    stream.set_latest(Latest {
+        image: input.into_image(),
+        result,
+    });
+    true
+}
+
+fn serve_job<M: Medium>(engines: &mut [M::Engine], lanes: &mut [Lane<M>], job: Job) {
+    match job {
+        Job::Embed {
+            engine,
+            input,
+            reply,
+        } => {
+            // The requester may have given up (timeout); nothing to do then.
+            let _ = reply.send(M::embed(engines, engine, input));
+        }
+        Job::Settings { stream, settings } => {
+            for lane in lanes
+                .iter_mut()
+                .filter(|l| stream.is_none_or(|s| s == l.stream.index))
             {
+                if let Some(fps) = settings.max_fps {
+                    lane.cap = Pacer::new(fps);
+                }
+                M::apply(&mut lane.state, &settings);
+            }
+        }
+    }
+}
+
+/// `<camera>/detections` for the frame, then one `<camera>/events` message per consensus
+/// change. Dropped (and counted by the link) when MQTT is down: stale detections are worth
+/// nothing.
+fn publish(stream: &StreamHandle, result: &FrameResult, ctx: &WorkerContext) {
+    let topics = ctx.publisher.topics();
+    match serde_json::to_vec(&result.detections(&stream.name)) {
+        Ok(json) => {
+            let topic = topics.camera_detections(&stream.name);
+            if let Err(e) = ctx.publisher.try_publish(&topic, json, false) {
                 debug!("detections not published: {e}");
             }
         }
         Err(e) => warn!("detections not serialisable: {e}"),
     }
     for event in &result.events {
-        if let Ok(json) = serde_json::to_vec(event) {
-            if let Err(e) = shared.publisher.try_publish(&topics.events(), json, false) {
+        let label = event.after.as_deref().or(event.before.as_deref());
+        ctx.telemetry
+            .event(&stream.name, label.unwrap_or(event.track.as_str()));
+        let msg = super::report::event(&stream.name, event);
+        if let Ok(json) = serde_json::to_vec(&msg) {
+            let topic = topics.camera_events(&stream.name);
+            if let Err(e) = ctx.publisher.try_publish(&topic, json, false) {
                 debug!("event not published: {e}");
             }
         }
     }
 }
 
-impl Analyzer for Pipeline {
-    type Input = Frame;
+/// Cameras: a frame through the vision [`super::pipeline::Pipeline`].
+pub struct Vision;
 
-    fn analyze(&mut self, frame: &Frame) -> Result<FrameResult, String> {
-        self.process(frame.seq, frame.unix_ms, &frame.image)
+impl Medium for Vision {
+    type Input = Frame;
+    type Engine = crate::vision::VisionModel;
+    type Lane = super::pipeline::Pipeline;
+
+    fn analyze(
+        engines: &mut [Self::Engine],
+        lane: &mut Self::Lane,
+        frame: &Frame,
+    ) -> Result<FrameResult, String> {
+        lane.process(engines, frame.seq, frame.unix_ms, &frame.image)
             .map_err(|e| e.to_string())
     }
 
-    fn consensus_mut(&mut self) -> &mut Consensus {
-        Pipeline::consensus_mut(self)
+    fn consensus_mut(lane: &mut Self::Lane) -> &mut Consensus {
+        lane.consensus_mut()
     }
 
-    fn serve(&mut self, job: Job, cap: &mut Pacer) {
-        serve_vision(self, cap, job);
+    fn embed(
+        engines: &mut [Self::Engine],
+        engine: usize,
+        input: EmbedInput,
+    ) -> Result<Vec<f32>, String> {
+        let EmbedInput::Image(image) = input else {
+            return Err("this is a camera's model: send a JPEG or PNG, not audio".into());
+        };
+        let opts = crate::vision::AnalyzeOptions {
+            top_k: 0,
+            detect: None,
+        };
+        engines
+            .get_mut(engine)
+            .ok_or("internal error: no such engine")?
+            .analyze(&[&image], &opts)
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                a.into_iter()
+                    .next()
+                    .and_then(|a| a.embedding)
+                    .ok_or_else(|| "the model produced no embedding".to_string())
+            })
     }
 
-    fn admit(&mut self, frame: &Frame, now: Instant, forced: bool) -> bool {
-        let run = self.motion_mut().judge(&frame.image, now).run();
+    fn apply(lane: &mut Self::Lane, s: &LaneSettings) {
+        if let Some(c) = s.consensus {
+            lane.consensus_mut().set_config(c);
+        }
+        if let Some(n) = s.consensus_frames {
+            let mut c = lane.consensus_mut().config();
+            c.n = n;
+            c.m = n;
+            lane.consensus_mut().set_config(c);
+        }
+        if let (Some(t), Some(d)) = (s.score_threshold, lane.options_mut().detect.as_mut()) {
+            d.score_threshold = t;
+        }
+    }
+
+    fn admit(lane: &mut Self::Lane, frame: &Frame, now: Instant, forced: bool) -> bool {
+        let run = lane.motion_mut().judge(&frame.image, now).run();
         if forced && !run {
-            self.motion_mut().ran(now);
+            lane.motion_mut().ran(now);
         }
         run || forced
-    }
-}
-
-fn serve_vision(pipeline: &mut Pipeline, cap: &mut Pacer, job: Job) {
-    match job {
-        Job::Embed {
-            input: EmbedInput::Audio(_),
-            reply,
-        } => {
-            let _ = reply.send(Err(
-                "this daemon runs an image model: send a JPEG or PNG, not audio".into(),
-            ));
-        }
-        Job::Embed {
-            input: EmbedInput::Image(image),
-            reply,
-        } => {
-            let opts = AnalyzeOptions {
-                top_k: 0,
-                detect: None,
-            };
-            let result = pipeline
-                .embedding_model_mut()
-                .analyze(&[&image], &opts)
-                .map_err(|e| e.to_string())
-                .and_then(|a| {
-                    a.into_iter()
-                        .next()
-                        .and_then(|a| a.embedding)
-                        .ok_or_else(|| "the model produced no embedding".to_string())
-                });
-            // The requester may have given up (timeout); nothing to do then.
-            let _ = reply.send(result);
-        }
-        Job::Settings {
-            consensus,
-            consensus_frames,
-            score_threshold,
-            max_fps,
-        } => {
-            if let Some(fps) = max_fps {
-                *cap = Pacer::new(fps);
-            }
-            if let Some(c) = consensus {
-                pipeline.consensus_mut().set_config(c);
-            }
-            if let Some(n) = consensus_frames {
-                let mut c = pipeline.consensus_mut().config();
-                c.n = n;
-                c.m = n;
-                pipeline.consensus_mut().set_config(c);
-            }
-            if let (Some(t), Some(d)) = (score_threshold, pipeline.options_mut().detect.as_mut()) {
-                d.score_threshold = t;
-            }
-        }
     }
 }

@@ -9,12 +9,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::infer::{Analyzer, EmbedInput, Job};
+use super::infer::{EmbedInput, LaneSettings, Medium};
 use super::pipeline::{head_label, FrameResult, HeadSlot, Item, UtteranceInfo};
 use crate::audio::model::AudioModel;
 use crate::audio::stream::UtteranceMsg;
 use crate::consensus::{Consensus, ConsensusConfig};
-use crate::source::pace::Pacer;
 
 /// The consensus track of the speaker (the `track` of its `events`).
 pub const SPEAKER_TRACK: &str = "speaker";
@@ -30,36 +29,51 @@ pub const SPEAKER_CONSENSUS: ConsensusConfig = ConsensusConfig {
     min_score: 0.0,
 };
 
-/// The speaker encoder, the head slot and the speaker track.
+/// The loaded speaker encoders of the audio worker, shared by every microphone naming them.
+pub type AudioEngines = Vec<AudioModel>;
+
+/// One microphone's analysis: which encoder, the head slot and the speaker track.
 pub struct AudioPipeline {
-    model: AudioModel,
+    engine: usize,
     head: HeadSlot,
     consensus: Consensus,
 }
 
 impl AudioPipeline {
-    pub fn new(model: AudioModel, head: HeadSlot) -> AudioPipeline {
+    pub fn new(engine: usize, head: HeadSlot) -> AudioPipeline {
         AudioPipeline {
-            model,
+            engine,
             head,
             consensus: Consensus::new(SPEAKER_CONSENSUS),
         }
     }
 }
 
-impl Analyzer for AudioPipeline {
-    type Input = UtteranceMsg;
+/// Microphones: an utterance through its speaker encoder and the head.
+pub struct Audio;
 
-    fn analyze(&mut self, u: &UtteranceMsg) -> Result<FrameResult, String> {
+impl Medium for Audio {
+    type Input = UtteranceMsg;
+    type Engine = AudioModel;
+    type Lane = AudioPipeline;
+
+    fn analyze(
+        engines: &mut [AudioModel],
+        lane: &mut AudioPipeline,
+        u: &UtteranceMsg,
+    ) -> Result<FrameResult, String> {
         let start = Instant::now();
-        let embedding = self.model.embed(&u.samples).map_err(|e| e.to_string())?;
-        let head = self.head.load_full();
+        let model = engines
+            .get_mut(lane.engine)
+            .ok_or("internal error: no such speaker encoder")?;
+        let embedding = model.embed(&u.samples).map_err(|e| e.to_string())?;
+        let head = lane.head.load_full();
         let verdict = head.as_deref().and_then(|h| head_label(h, &embedding));
         let mut observations = BTreeMap::new();
         if let Some(v) = verdict.as_ref().filter(|v| !v.unknown) {
             observations.insert(SPEAKER_TRACK.to_string(), (v.label.clone(), v.score));
         }
-        let events = self.consensus.observe(&observations);
+        let events = lane.consensus.observe(&observations);
         Ok(FrameResult {
             frame_id: u.seq,
             time_unix_ms: u.unix_ms,
@@ -83,26 +97,28 @@ impl Analyzer for AudioPipeline {
         })
     }
 
-    fn consensus_mut(&mut self) -> &mut Consensus {
-        &mut self.consensus
+    fn consensus_mut(lane: &mut AudioPipeline) -> &mut Consensus {
+        &mut lane.consensus
     }
 
-    fn serve(&mut self, job: Job, _cap: &mut Pacer) {
-        match job {
-            Job::Embed { input, reply } => {
-                let result = match input {
-                    EmbedInput::Audio(samples) => {
-                        self.model.embed(&samples).map_err(|e| e.to_string())
-                    }
-                    EmbedInput::Image(_) => {
-                        Err("this daemon runs an audio model: send a WAV clip, not an image".into())
-                    }
-                };
-                let _ = reply.send(result);
+    fn embed(
+        engines: &mut [AudioModel],
+        engine: usize,
+        input: EmbedInput,
+    ) -> Result<Vec<f32>, String> {
+        match input {
+            EmbedInput::Audio(samples) => engines
+                .get_mut(engine)
+                .ok_or("internal error: no such speaker encoder")?
+                .embed(&samples)
+                .map_err(|e| e.to_string()),
+            EmbedInput::Image(_) => {
+                Err("this is a microphone's model: send a WAV clip, not an image".into())
             }
-            // Consensus is fixed for audio (module docs); fps caps and detector thresholds do
-            // not apply to utterances.
-            Job::Settings { .. } => {}
         }
     }
+
+    // Consensus is fixed for audio (module docs); fps caps and detector thresholds do not
+    // apply to utterances.
+    fn apply(_lane: &mut AudioPipeline, _settings: &LaneSettings) {}
 }

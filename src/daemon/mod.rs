@@ -1,22 +1,72 @@
-//! The long-running daemon (`adaptd run`): sources, the inference pipeline, MQTT, retraining.
+//! The long-running daemon (`adaptd run`): streams, inference workers, learners, the trainer
+//! and the MQTT control plane.
 //!
-//! - [`annotate`]: detections drawn on the `snapshot` image.
-//! - [`pipeline`]: per-frame work on the inference thread: backbone, head, sub-labels of
-//!   detections, consensus; the head in service behind an atomic swap.
-//! - [`stats`]: frame rate, skipped frames, latency percentiles, temperature.
-//! - [`run`]: `adaptd run`: loading, threads, the main loop, signals, shutdown.
-//! - [`infer`]: the inference thread (frames or utterances, and jobs that need a backbone),
-//!   generic over the [`infer::Analyzer`] of the source's medium.
-//! - [`listen`]: the audio analyzer: utterance -> voice print -> head -> speaker, consensus.
-//! - [`notify`]: the systemd notify protocol (READY, STATUS, WATCHDOG only while frames
-//!   flow, RELOADING, STOPPING).
-//! - [`control`]: the command and sample dispatcher behind `reply`.
+//! Who owns what (one owner per piece of state, everyone else holds a handle):
+//! - [`streams`]: a [`streams::StreamHandle`] per camera or microphone; its worker writes the
+//!   latest frame and label, the control plane writes pause and force-frame.
+//! - [`infer`]: one worker thread per medium owns that medium's loaded models and a lane per
+//!   stream, served round-robin; [`pipeline`] (vision) and [`listen`] (audio) are the
+//!   per-stream analysis.
+//! - [`learner`]: one per embedding model: its sample store, head registry and head in
+//!   service.
+//! - [`trainer`]: the training actor (a request channel, snapshots, its own cancel flag).
+//! - [`telemetry`]: the one metrics registry, read by `stats` and (later) `/metrics`.
+//! - [`control`]: the control plane: typed commands applied to the owners above, through a
+//!   bounded queue and a fixed set of handler tasks; [`report`] builds `state` and `stats`.
+//! - [`load`]: startup (models loaded once per model, learners once per embedding model);
+//!   [`run`]: the main loop, signals and shutdown.
+//! - [`notice`]: what threads tell the main loop; [`notify`]: the systemd notify protocol;
+//!   [`annotate`]: detections drawn on snapshots; [`stats`]: rate and latency meters.
+//!
+//! Within the daemon imports go one way: stats, telemetry, notice, pipeline, listen,
+//! annotate <- streams, learner <- infer, trainer <- control, report <- load, run. The daemon
+//! never imports the CLI: it takes a parsed [`crate::config::Config`] and
+//! [`crate::model::ModelDirs`].
 
 pub mod annotate;
 pub mod control;
 pub mod infer;
+pub mod learner;
 pub mod listen;
+pub mod load;
+pub mod notice;
 pub mod notify;
 pub mod pipeline;
+pub mod report;
 pub mod run;
 pub mod stats;
+pub mod streams;
+pub mod telemetry;
+pub mod trainer;
+
+pub use run::{run_blocking, serve, Outcome, ServeOptions};
+
+/// Why the daemon could not start or had to stop. Each names what went wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{stream}: {source}")]
+    Model {
+        stream: String,
+        source: crate::model::ModelError,
+    },
+    #[error(transparent)]
+    Vision(#[from] crate::vision::VisionError),
+    #[error(transparent)]
+    Audio(#[from] crate::audio::model::AudioModelError),
+    #[error(transparent)]
+    Workspace(#[from] crate::adapt::workspace::WorkspaceError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[cfg(feature = "embedded-broker")]
+    #[error(transparent)]
+    Broker(#[from] crate::mqtt::broker::BrokerError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use image::RgbImage;
-use serde::Serialize;
 
 use crate::adapt::Head;
 use crate::consensus::{Consensus, Event};
@@ -31,77 +30,56 @@ pub struct ServingHead {
 /// Shared slot for the head in service: written by training/rollback, read per frame.
 pub type HeadSlot = Arc<ArcSwapOption<ServingHead>>;
 
-/// A head's verdict on one embedding.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HeadLabel {
-    pub label: String,
-    pub score: f32,
-    pub unknown: bool,
-    pub head_version: u32,
-}
+pub use crate::wire::{HeadLabel, Item, UtteranceInfo};
 
-/// One detected object (or, for a classifier, the whole frame).
-#[derive(Debug, Clone, Serialize)]
-pub struct Item {
-    /// The backbone's own label (ImageNet class, COCO class).
-    pub label: String,
-    pub score: f32,
-    /// `[x1, y1, x2, y2]` in frame pixels; absent for whole-frame classification.
-    #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
-    pub bbox: Option<[f32; 4]>,
-    /// The trained head's label, when a head is in service.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub head: Option<HeadLabel>,
-}
-
-/// Everything one frame produced; serialised as the `detections` message.
-#[derive(Debug, Clone, Serialize)]
+/// Everything one frame produced: the `detections` message and what stays in the daemon.
+#[derive(Debug, Clone)]
 pub struct FrameResult {
     /// The frame's sequence number (for audio: the utterance's).
     pub frame_id: u64,
     pub time_unix_ms: i64,
-    /// Frame size in pixels; absent (0) for audio.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Frame size in pixels; 0 for audio.
     pub width: u32,
-    #[serde(skip_serializing_if = "is_zero")]
     pub height: u32,
     /// For audio: where the utterance lies in the stream and how loud it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub utterance: Option<UtteranceInfo>,
     pub items: Vec<Item>,
     pub inference_ms: f64,
-    #[serde(skip)]
     pub events: Vec<Event>,
     /// Embeddings of the frame (classifier) or of each item's crop (detector), kept so a
     /// `label` command can store the sample without re-running the backbone.
-    #[serde(skip)]
     pub embeddings: Vec<Vec<f32>>,
 }
 
-/// The utterance of an audio `detections` message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UtteranceInfo {
-    /// Start, seconds from the start of the stream.
-    pub start_s: f64,
-    pub duration_s: f64,
-    /// Mean level of its voiced frames, dBFS.
-    pub level_dbfs: f32,
-    /// Level above the background, dB.
-    pub snr_db: f32,
+impl FrameResult {
+    /// The `<camera>/detections` message.
+    pub fn detections(&self, camera: &str) -> crate::wire::Detections {
+        crate::wire::Detections {
+            camera: Some(camera.to_owned()),
+            frame_id: self.frame_id,
+            time_unix_ms: self.time_unix_ms,
+            width: (self.width > 0).then_some(self.width),
+            height: (self.height > 0).then_some(self.height),
+            utterance: self.utterance.clone(),
+            items: self.items.clone(),
+            inference_ms: self.inference_ms,
+        }
+    }
 }
 
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
+/// The loaded vision models of one inference worker, shared by every camera that names
+/// them: a camera refers to a model by its index here.
+pub type VisionEngines = Vec<VisionModel>;
 
 /// The per-frame processor.
 pub struct Pipeline {
-    main: VisionModel,
+    /// The backbone, an index into the worker's [`VisionEngines`].
+    main: usize,
     /// For detectors: the classification backbone that embeds each box for the head. Loaded
     /// once, its input pinned to one image of the model's size: each crop, whatever its size,
     /// is resized to that by preprocessing, so no crop makes either backend re-plan or
     /// re-optimise the graph (tract's plan and onnxruntime's session are built at load only).
-    crops: Option<VisionModel>,
+    crops: Option<usize>,
     head: HeadSlot,
     consensus: Consensus,
     opts: AnalyzeOptions,
@@ -113,8 +91,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
-        main: VisionModel,
-        crops: Option<VisionModel>,
+        main: usize,
+        crops: Option<usize>,
         head: HeadSlot,
         consensus: Consensus,
         opts: AnalyzeOptions,
@@ -153,44 +131,50 @@ impl Pipeline {
         &mut self.opts
     }
 
-    /// The model whose embeddings the head is trained on (the classifier, or the crop model).
-    pub fn embedding_model(&self) -> &VisionModel {
-        self.crops.as_ref().unwrap_or(&self.main)
-    }
-
-    /// The embedding model, mutably: the daemon embeds images received on `samples/<label>`
-    /// with it on the inference thread, so no second copy of the backbone is loaded.
-    pub fn embedding_model_mut(&mut self) -> &mut VisionModel {
-        self.crops.as_mut().unwrap_or(&mut self.main)
+    /// The engine whose embeddings the head is trained on (the classifier, or the crop model).
+    pub fn embedding_engine(&self) -> usize {
+        self.crops.unwrap_or(self.main)
     }
 
     /// Runs everything on one frame.
     pub fn process(
         &mut self,
+        engines: &mut [VisionModel],
         frame_id: u64,
         time_unix_ms: i64,
         img: &RgbImage,
     ) -> Result<FrameResult, VisionError> {
         let start = Instant::now();
-        let analysis = self
-            .main
+        let missing = |i: usize| VisionError::Output {
+            model: format!("engine {i}"),
+            problem: "no such engine in this worker (internal error)".into(),
+        };
+        let main = engines
+            .get_mut(self.main)
+            .ok_or_else(|| missing(self.main))?;
+        let is_detector = main.model.manifest.task == Task::Detect;
+        let analysis = main
             .analyze(&[img], &self.opts)?
             .into_iter()
             .next()
             .ok_or_else(|| VisionError::Output {
-                model: self.main.model.manifest.name.clone(),
+                model: main.model.manifest.name.clone(),
                 problem: "no analysis for the frame".into(),
             })?;
         let head = self.head.load_full();
         let mut items = Vec::new();
         let mut embeddings = Vec::new();
         let mut observations = BTreeMap::new();
-        if self.main.model.manifest.task == Task::Detect {
+        if is_detector {
             for d in analysis.detections.unwrap_or_default() {
                 let wanted =
                     self.sublabel_classes.is_empty() || self.sublabel_classes.contains(&d.label);
                 let mut sub = None;
-                if let (true, Some(crops)) = (wanted, self.crops.as_mut()) {
+                let crops = match self.crops {
+                    Some(i) => Some(engines.get_mut(i).ok_or_else(|| missing(i))?),
+                    None => None,
+                };
+                if let (true, Some(crops)) = (wanted, crops) {
                     let crop = crop(img, d.bbox);
                     let e = crops
                         .analyze(

@@ -477,7 +477,7 @@ async fn reconnects_after_broker_restart() {
         Err(MqttError::NotConnected)
     ));
     assert!(publisher
-        .try_publish(&topics.detections(), "{}", false)
+        .try_publish(&topics.camera_detections("default"), "{}", false)
         .is_err());
     // Let a few attempts fail against the closed port.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -543,7 +543,13 @@ async fn malformed_command_gets_an_error_reply() {
     obs.publish(&topics.sample("cat"), vec![0xff, 0xd8, 0xff], false)
         .await;
     let (_, incoming, payload) = message(&mut events).await;
-    assert_eq!(incoming, Incoming::Sample("cat".into()));
+    assert_eq!(
+        incoming,
+        Incoming::Sample {
+            camera: None,
+            label: "cat".into()
+        }
+    );
     assert_eq!(payload, [0xff, 0xd8, 0xff]);
     assert!(link.shutdown(WAIT).await);
 }
@@ -582,7 +588,7 @@ async fn oversized_messages_do_not_kill_the_link() {
 
     // Outgoing: refused before rumqttc, which would otherwise drop the connection.
     let err = publisher
-        .publish(&topics.snapshot(), vec![0u8; 20_000], true)
+        .publish(&topics.camera_snapshot("default"), vec![0u8; 20_000], true)
         .await
         .expect_err("too large");
     assert!(
@@ -591,7 +597,11 @@ async fn oversized_messages_do_not_kill_the_link() {
     );
     assert!(err.to_string().contains("max_packet_bytes"));
     assert!(matches!(
-        publisher.try_publish(&topics.detections(), vec![0u8; 20_000], false),
+        publisher.try_publish(
+            &topics.camera_detections("default"),
+            vec![0u8; 20_000],
+            false
+        ),
         Err(MqttError::PayloadTooLarge { .. })
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -629,7 +639,7 @@ async fn discovery_is_published_on_connect_and_on_home_assistant_birth() {
     let topics = Topics::from_config(&cfg);
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
-    let discovery = device_discovery(&topics, crate::mqtt::client::SW_VERSION, cfg.qos);
+    let discovery = device_discovery(&topics, crate::mqtt::client::SW_VERSION, cfg.qos, &[]);
     // `Connected` comes before the link's first publishes reach the broker: an observer that
     // subscribes in between gets the discovery live, not retained. A fresh observer per try
     // sees what the broker retained.
@@ -914,7 +924,11 @@ async fn per_frame_publishing_never_blocks() {
     let handle = std::thread::spawn(move || {
         let started = Instant::now();
         for i in 0..5000 {
-            let _ = publisher.try_publish(&topics.detections(), vec![b'x'; 1000 + i % 7], false);
+            let _ = publisher.try_publish(
+                &topics.camera_detections("default"),
+                vec![b'x'; 1000 + i % 7],
+                false,
+            );
         }
         (started.elapsed(), publisher.stats())
     });

@@ -73,7 +73,7 @@ use tracing::{debug, info, warn};
 
 use crate::mqtt::backoff::Backoff;
 use crate::mqtt::config::{BrokerUrl, MqttConfig, MqttError};
-use crate::mqtt::discovery::{device_discovery_for, DeviceKind, Discovery};
+use crate::mqtt::discovery::{device_discovery, DiscoveredStream, Discovery};
 use crate::mqtt::topics::{Incoming, Topics};
 
 /// adaptd's version, for the discovery message (the package this module is compiled in).
@@ -380,13 +380,13 @@ impl MqttLink {
     /// (and keeps trying to connect) while the broker is down. The receiver yields the
     /// [`LinkEvent`]s; keep draining it.
     pub fn start(config: &MqttConfig) -> Result<(MqttLink, mpsc::Receiver<LinkEvent>), MqttError> {
-        Self::start_for(config, DeviceKind::Camera)
+        Self::start_for(config, &[])
     }
 
     /// [`MqttLink::start`] for a kind of device (its Home Assistant entities differ).
     pub fn start_for(
         config: &MqttConfig,
-        kind: DeviceKind,
+        streams: &[DiscoveredStream],
     ) -> Result<(MqttLink, mpsc::Receiver<LinkEvent>), MqttError> {
         let errors = config.validate();
         if !errors.is_empty() {
@@ -426,7 +426,7 @@ impl MqttLink {
             qos,
             discovery: config
                 .discovery
-                .then(|| device_discovery_for(&topics, SW_VERSION, config.qos, kind)),
+                .then(|| device_discovery(&topics, SW_VERSION, config.qos, streams)),
             max_packet: config.max_packet_bytes,
             url,
             events: events_tx,
@@ -626,6 +626,7 @@ fn on_connected(ctx: &LoopCtx) {
     let mut filters = vec![
         SubscribeFilter::new(ctx.topics.cmd_filter(), ctx.qos),
         SubscribeFilter::new(ctx.topics.samples_filter(), ctx.qos),
+        SubscribeFilter::new(ctx.topics.camera_samples_filter(), ctx.qos),
     ];
     if ctx.discovery.is_some() {
         filters.push(SubscribeFilter::new(ctx.topics.ha_status(), ctx.qos));
@@ -676,14 +677,14 @@ fn on_publish(ctx: &LoopCtx, publish: Publish) {
             }
         }
         Incoming::Unknown => debug!("MQTT: ignored a message on {}", publish.topic),
-        Incoming::Command(_) | Incoming::Sample(_) if publish.retain => {
+        Incoming::Command(_) | Incoming::Sample { .. } if publish.retain => {
             Shared::bump(&ctx.shared.retained_ignored);
             warn!(
                 "MQTT: ignored a retained message on {topic}: commands and samples must not be retained (clear it with `mosquitto_pub -r -n -t '{topic}'`)",
                 topic = publish.topic
             );
         }
-        Incoming::Command(_) | Incoming::Sample(_) => {
+        Incoming::Command(_) | Incoming::Sample { .. } => {
             let event = LinkEvent::Message {
                 topic: publish.topic.clone(),
                 incoming,

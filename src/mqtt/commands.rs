@@ -262,6 +262,9 @@ pub enum CommandError {
 pub struct Request {
     /// Echoed in the reply.
     pub id: Option<RequestId>,
+    /// The camera (or microphone) the command is for; `None`: every one it applies to (see
+    /// docs/mqtt.md). Whether it exists is the daemon's to say.
+    pub camera: Option<String>,
     /// What to do.
     pub command: Command,
 }
@@ -317,8 +320,26 @@ impl Request {
                 ))
             }
         };
+        let camera = match map.remove("camera") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 64 => Some(s),
+            Some(other) => {
+                return Err(reject(
+                    id,
+                    CommandError::WrongType {
+                        field: "camera".into(),
+                        expected: "the name of a camera or microphone (a non-empty string)",
+                        found: describe(&other),
+                    },
+                ))
+            }
+        };
         match parse_command(verb, map) {
-            Ok(command) => Ok(Request { id, command }),
+            Ok(command) => Ok(Request {
+                id,
+                camera,
+                command,
+            }),
             Err(error) => Err(reject(id, error)),
         }
     }
@@ -689,6 +710,7 @@ mod tests {
             ok("label", r#"{"label": "dog-2", "detection": 3, "id": "a"}"#),
             Request {
                 id: Some(RequestId::Text("a".into())),
+                camera: None,
                 command: Command::Label {
                     label: label("dog-2"),
                     detection: Some(3)

@@ -16,14 +16,18 @@
 //! payload other than `online` to `offline`.
 //!
 //! # What the entities read
-//! The templates below define a contract with the JSON that the daemon publishes:
-//! - `state` (retained): `label` (current label after consensus, string), `head_version`
-//!   (number), `samples_total` (number), `samples` (object: label -> count);
-//! - `stats`: `fps` (number);
-//! - `snapshot` (retained): raw JPEG bytes.
+//! The templates below define a contract with the JSON that the daemon publishes (the types
+//! of [`crate::wire`]):
+//! - `state` (retained, the device): `samples_total` (number), `learners` (object);
+//! - `<camera>/state` (retained, one per camera or microphone): `label` (current label after
+//!   consensus, string), `head_version` (number);
+//! - `stats`: `cameras.<camera>.fps` (number);
+//! - `<camera>/snapshot` (retained): raw JPEG bytes.
 //!
-//! Missing fields render as a default rather than a template error, so a `state` published
-//! before the first head exists is fine.
+//! Every camera and microphone gets its own entities in the one device message, named and
+//! keyed by the stream's name (`front_label`, `front_fps`, `front_snapshot`...), so Home
+//! Assistant shows "Front label" next to "Back label". Missing fields render as a default
+//! rather than a template error, so a `state` published before the first head exists is fine.
 
 use serde_json::{json, Value};
 
@@ -48,14 +52,7 @@ impl Discovery {
 /// Maps `online` to `online` and everything else (`stopped`, `offline`) to `offline`.
 pub const AVAILABILITY_TEMPLATE: &str = "{{ 'online' if value == 'online' else 'offline' }}";
 
-/// The device-based discovery message for `topics`' device. `sw_version` is adaptd's version
-/// (`env!("CARGO_PKG_VERSION")` of the binary); `qos` the configured QoS, used by Home
-/// Assistant for its subscriptions and button presses.
-pub fn device_discovery(topics: &Topics, sw_version: &str, qos: u8) -> Discovery {
-    device_discovery_for(topics, sw_version, qos, DeviceKind::Camera)
-}
-
-/// What the device senses, which decides its Home Assistant entities.
+/// What a stream senses, which decides its Home Assistant entities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceKind {
     /// Frames: a `Label` sensor (the scene or object after consensus), a frame rate and the
@@ -67,16 +64,139 @@ pub enum DeviceKind {
     Microphone,
 }
 
-/// [`device_discovery`] for a given kind of device.
-pub fn device_discovery_for(
+/// A stream to declare entities for: its name (a topic level, `[a-z0-9_-]`) and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredStream {
+    pub name: String,
+    pub kind: DeviceKind,
+}
+
+/// Title case of a stream name for entity names: `back_yard` -> `Back yard`.
+fn title(name: &str) -> String {
+    let spaced = name.replace(['_', '-'], " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The device-based discovery message for `topics`' device and its streams. `sw_version` is
+/// adaptd's version (`env!("CARGO_PKG_VERSION")` of the binary); `qos` the configured QoS,
+/// used by Home Assistant for its subscriptions and button presses.
+pub fn device_discovery(
     topics: &Topics,
     sw_version: &str,
     qos: u8,
-    kind: DeviceKind,
+    streams: &[DiscoveredStream],
 ) -> Discovery {
     let id = topics.device_id();
     let uid = |key: &str| format!("adaptd_{id}_{key}");
-    let mut payload = json!({
+    let mut cmps = serde_json::Map::new();
+    cmps.insert(
+        "samples".into(),
+        json!({
+            "p": "sensor",
+            "name": "Samples",
+            "unique_id": uid("samples"),
+            "state_topic": topics.state(),
+            "value_template": "{{ value_json.samples_total | default(0) }}",
+            "unit_of_measurement": "samples",
+            "state_class": "measurement",
+            "json_attributes_topic": topics.state(),
+            "json_attributes_template": "{{ value_json.learners | default({}) | tojson }}",
+            "icon": "mdi:database",
+        }),
+    );
+    cmps.insert(
+        "train".into(),
+        json!({
+            "p": "button",
+            "name": "Train",
+            "unique_id": uid("train"),
+            "command_topic": topics.cmd("train"),
+            "payload_press": "{}",
+            "icon": "mdi:school",
+        }),
+    );
+    cmps.insert(
+        "rollback".into(),
+        json!({
+            "p": "button",
+            "name": "Roll back head",
+            "unique_id": uid("rollback"),
+            "command_topic": topics.cmd("rollback"),
+            "payload_press": "{\"version\":\"previous\"}",
+            "entity_category": "config",
+            "icon": "mdi:undo",
+        }),
+    );
+    for s in streams {
+        let n = &s.name;
+        let t = title(n);
+        let state = topics.camera_state(n);
+        let (label_key, label_name, icon) = match s.kind {
+            DeviceKind::Camera => ("label", "label", "mdi:tag"),
+            DeviceKind::Microphone => ("speaker", "speaker", "mdi:account-voice"),
+        };
+        cmps.insert(
+            format!("{n}_{label_key}"),
+            json!({
+                "p": "sensor",
+                "name": format!("{t} {label_name}"),
+                "unique_id": uid(&format!("{n}_{label_key}")),
+                "state_topic": state,
+                "value_template": "{{ value_json.label | default('unknown') }}",
+                "icon": icon,
+            }),
+        );
+        cmps.insert(
+            format!("{n}_head_version"),
+            json!({
+                "p": "sensor",
+                "name": format!("{t} head version"),
+                "unique_id": uid(&format!("{n}_head_version")),
+                "state_topic": state,
+                "value_template": "{{ value_json.head_version | default('none') }}",
+                "entity_category": "diagnostic",
+                "icon": "mdi:source-branch",
+            }),
+        );
+        let (rate_name, unit, precision) = match s.kind {
+            DeviceKind::Camera => ("frame rate", "fps", 1),
+            DeviceKind::Microphone => ("utterance rate", "utterances/s", 2),
+        };
+        cmps.insert(
+            format!("{n}_fps"),
+            json!({
+                "p": "sensor",
+                "name": format!("{t} {rate_name}"),
+                "unique_id": uid(&format!("{n}_fps")),
+                "state_topic": topics.stats(),
+                "value_template": format!(
+                    "{{{{ (value_json.cameras | default({{}}))['{n}'].fps | default(0) }}}}"
+                ),
+                "unit_of_measurement": unit,
+                "state_class": "measurement",
+                "suggested_display_precision": precision,
+                "entity_category": "diagnostic",
+                "icon": "mdi:speedometer",
+            }),
+        );
+        if s.kind == DeviceKind::Camera {
+            cmps.insert(
+                format!("{n}_snapshot"),
+                json!({
+                    "p": "image",
+                    "name": format!("{t} snapshot"),
+                    "unique_id": uid(&format!("{n}_snapshot")),
+                    "image_topic": topics.camera_snapshot(n),
+                    "content_type": "image/jpeg",
+                }),
+            );
+        }
+    }
+    let payload = json!({
         "dev": {
             "ids": [format!("adaptd_{id}")],
             "name": format!("adaptd {id}"),
@@ -95,96 +215,8 @@ pub fn device_discovery_for(
             "value_template": AVAILABILITY_TEMPLATE,
         }],
         "qos": qos,
-        "cmps": {
-            "label": {
-                "p": "sensor",
-                "name": "Label",
-                "unique_id": uid("label"),
-                "state_topic": topics.state(),
-                "value_template": "{{ value_json.label | default('unknown') }}",
-                "icon": "mdi:tag",
-            },
-            "samples": {
-                "p": "sensor",
-                "name": "Samples",
-                "unique_id": uid("samples"),
-                "state_topic": topics.state(),
-                "value_template": "{{ value_json.samples_total | default(0) }}",
-                "unit_of_measurement": "samples",
-                "state_class": "measurement",
-                "json_attributes_topic": topics.state(),
-                "json_attributes_template": "{{ value_json.samples | default({}) | tojson }}",
-                "icon": "mdi:database",
-            },
-            "head_version": {
-                "p": "sensor",
-                "name": "Head version",
-                "unique_id": uid("head_version"),
-                "state_topic": topics.state(),
-                "value_template": "{{ value_json.head_version | default('none') }}",
-                "entity_category": "diagnostic",
-                "icon": "mdi:source-branch",
-            },
-            "fps": {
-                "p": "sensor",
-                "name": "Frame rate",
-                "unique_id": uid("fps"),
-                "state_topic": topics.stats(),
-                "value_template": "{{ value_json.fps | default(0) }}",
-                "unit_of_measurement": "fps",
-                "state_class": "measurement",
-                "suggested_display_precision": 1,
-                "entity_category": "diagnostic",
-                "icon": "mdi:speedometer",
-            },
-            "snapshot": {
-                "p": "image",
-                "name": "Snapshot",
-                "unique_id": uid("snapshot"),
-                "image_topic": topics.snapshot(),
-                "content_type": "image/jpeg",
-            },
-            "train": {
-                "p": "button",
-                "name": "Train",
-                "unique_id": uid("train"),
-                "command_topic": topics.cmd("train"),
-                "payload_press": "{}",
-                "icon": "mdi:school",
-            },
-            "rollback": {
-                "p": "button",
-                "name": "Roll back head",
-                "unique_id": uid("rollback"),
-                "command_topic": topics.cmd("rollback"),
-                "payload_press": "{\"version\":\"previous\"}",
-                "entity_category": "config",
-                "icon": "mdi:undo",
-            },
-        },
+        "cmps": cmps,
     });
-    if kind == DeviceKind::Microphone {
-        if let Some(cmps) = payload.get_mut("cmps").and_then(|c| c.as_object_mut()) {
-            cmps.remove("label");
-            cmps.remove("snapshot");
-            cmps.insert(
-                "speaker".into(),
-                json!({
-                    "p": "sensor",
-                    "name": "Speaker",
-                    "unique_id": uid("speaker"),
-                    "state_topic": topics.state(),
-                    "value_template": "{{ value_json.label | default('unknown') }}",
-                    "icon": "mdi:account-voice",
-                }),
-            );
-            if let Some(fps) = cmps.get_mut("fps") {
-                fps["name"] = json!("Utterance rate");
-                fps["unit_of_measurement"] = json!("utterances/s");
-                fps["suggested_display_precision"] = json!(2);
-            }
-        }
-    }
     Discovery {
         topic: topics.discovery_config(),
         payload,
@@ -196,9 +228,26 @@ mod tests {
     use super::*;
     use crate::mqtt::commands::{Command, Request, RollbackTarget};
 
+    fn streams() -> Vec<DiscoveredStream> {
+        vec![
+            DiscoveredStream {
+                name: "front".into(),
+                kind: DeviceKind::Camera,
+            },
+            DiscoveredStream {
+                name: "back_yard".into(),
+                kind: DeviceKind::Camera,
+            },
+            DiscoveredStream {
+                name: "kitchen".into(),
+                kind: DeviceKind::Microphone,
+            },
+        ]
+    }
+
     fn msg() -> Discovery {
         let topics = Topics::new("adaptd", "cam1");
-        device_discovery(&topics, "1.2.3", 1)
+        device_discovery(&topics, "1.2.3", 1, &streams())
     }
 
     #[test]
@@ -226,7 +275,8 @@ mod tests {
     fn every_component_has_platform_unique_id_and_name() {
         let d = msg();
         let cmps = d.payload["cmps"].as_object().expect("cmps object");
-        assert_eq!(cmps.len(), 7);
+        // 3 device-level + 4 per camera x 2 + 3 for the microphone.
+        assert_eq!(cmps.len(), 3 + 8 + 3);
         let mut ids = std::collections::HashSet::new();
         for (key, c) in cmps {
             let p = c["p"].as_str().expect("p");
@@ -243,24 +293,34 @@ mod tests {
     }
 
     #[test]
-    fn entities_point_at_our_topics() {
+    fn entities_point_at_each_cameras_topics() {
         let d = msg();
         let c = &d.payload["cmps"];
-        assert_eq!(c["label"]["state_topic"], "adaptd/cam1/state");
-        assert!(c["label"]["value_template"]
+        assert_eq!(c["front_label"]["state_topic"], "adaptd/cam1/front/state");
+        assert_eq!(c["front_label"]["name"], "Front label");
+        assert_eq!(c["back_yard_label"]["name"], "Back yard label");
+        assert!(c["front_label"]["value_template"]
             .as_str()
             .is_some_and(|t| t.contains("value_json.label")));
         assert!(c["samples"]["value_template"]
             .as_str()
             .is_some_and(|t| t.contains("samples_total")));
         assert_eq!(c["samples"]["json_attributes_topic"], "adaptd/cam1/state");
-        assert!(c["head_version"]["value_template"]
-            .as_str()
-            .is_some_and(|t| t.contains("head_version")));
-        assert_eq!(c["fps"]["state_topic"], "adaptd/cam1/stats");
-        assert_eq!(c["snapshot"]["p"], "image");
-        assert_eq!(c["snapshot"]["image_topic"], "adaptd/cam1/snapshot");
-        assert_eq!(c["snapshot"]["content_type"], "image/jpeg");
+        assert_eq!(
+            c["front_head_version"]["state_topic"],
+            "adaptd/cam1/front/state"
+        );
+        assert_eq!(c["front_fps"]["state_topic"], "adaptd/cam1/stats");
+        assert_eq!(
+            c["front_fps"]["value_template"],
+            "{{ (value_json.cameras | default({}))['front'].fps | default(0) }}"
+        );
+        assert_eq!(c["front_snapshot"]["p"], "image");
+        assert_eq!(
+            c["front_snapshot"]["image_topic"],
+            "adaptd/cam1/front/snapshot"
+        );
+        assert_eq!(c["front_snapshot"]["content_type"], "image/jpeg");
         assert_eq!(c["train"]["command_topic"], "adaptd/cam1/cmd/train");
         assert_eq!(c["rollback"]["command_topic"], "adaptd/cam1/cmd/rollback");
     }
@@ -289,23 +349,21 @@ mod tests {
 
     #[test]
     fn a_microphone_has_a_speaker_sensor_and_no_snapshot() {
-        let topics = Topics::new("adaptd", "mic1");
-        let d = device_discovery_for(&topics, "1.2.3", 1, DeviceKind::Microphone);
+        let d = msg();
         let c = &d.payload["cmps"];
-        assert_eq!(c["speaker"]["p"], "sensor");
-        assert_eq!(c["speaker"]["state_topic"], "adaptd/mic1/state");
-        assert!(c["speaker"]["value_template"]
-            .as_str()
-            .is_some_and(|t| t.contains("value_json.label")));
-        assert!(c.get("label").is_none() && c.get("snapshot").is_none());
-        assert_eq!(c["fps"]["unit_of_measurement"], "utterances/s");
-        assert_eq!(c["train"]["command_topic"], "adaptd/mic1/cmd/train");
+        assert_eq!(c["kitchen_speaker"]["p"], "sensor");
+        assert_eq!(
+            c["kitchen_speaker"]["state_topic"],
+            "adaptd/cam1/kitchen/state"
+        );
+        assert!(c.get("kitchen_label").is_none() && c.get("kitchen_snapshot").is_none());
+        assert_eq!(c["kitchen_fps"]["unit_of_measurement"], "utterances/s");
     }
 
     #[test]
     fn custom_discovery_prefix() {
         let topics = Topics::new("home/adaptd", "pi").with_discovery_prefix("hass");
-        let d = device_discovery(&topics, "0.1.0", 0);
+        let d = device_discovery(&topics, "0.1.0", 0, &[]);
         assert_eq!(d.topic, "hass/device/pi/config");
         assert_eq!(d.payload["avty"][0]["topic"], "home/adaptd/pi/available");
         assert_eq!(d.payload["qos"], 0);

@@ -19,9 +19,12 @@ pub enum Incoming {
     /// `<base>/cmd/<verb>`; the verb is not checked here (the command parser names unknown
     /// verbs in its reply).
     Command(String),
-    /// `<base>/samples/<label>`; the label is not checked here (see
-    /// [`crate::mqtt::commands::Label::parse`]).
-    Sample(String),
+    /// `<base>/samples/<label>` (`camera: None`) or `<base>/<camera>/samples/<label>`; neither
+    /// the label nor the camera is checked here (see [`crate::mqtt::commands::Label::parse`]).
+    Sample {
+        camera: Option<String>,
+        label: String,
+    },
     /// `<discovery_prefix>/status`: Home Assistant's birth (`online`) and will (`offline`).
     HomeAssistantStatus,
     /// Anything else (for instance a deeper topic like `<base>/cmd/a/b`).
@@ -74,17 +77,33 @@ impl Topics {
     pub fn state(&self) -> String {
         self.under("state")
     }
-    /// Per-frame detections (not retained).
-    pub fn detections(&self) -> String {
-        self.under("detections")
+    /// `<base>/<camera>/<leaf>`: a camera's (or microphone's) own topics.
+    fn camera(&self, camera: &str, leaf: &str) -> String {
+        format!("{}/{camera}/{leaf}", self.base)
     }
-    /// Label state changes after consensus (not retained).
-    pub fn events(&self) -> String {
-        self.under("events")
+    /// A camera's retained state.
+    pub fn camera_state(&self, camera: &str) -> String {
+        self.camera(camera, "state")
     }
-    /// Retained JPEG of the latest frame.
-    pub fn snapshot(&self) -> String {
-        self.under("snapshot")
+    /// A camera's per-frame detections (not retained).
+    pub fn camera_detections(&self, camera: &str) -> String {
+        self.camera(camera, "detections")
+    }
+    /// A camera's label changes after consensus (not retained).
+    pub fn camera_events(&self, camera: &str) -> String {
+        self.camera(camera, "events")
+    }
+    /// A camera's retained JPEG of its latest frame.
+    pub fn camera_snapshot(&self, camera: &str) -> String {
+        self.camera(camera, "snapshot")
+    }
+    /// `<base>/<camera>/samples/<label>`.
+    pub fn camera_sample(&self, camera: &str, label: &str) -> String {
+        format!("{}/{camera}/samples/{label}", self.base)
+    }
+    /// Subscription filter for per-camera samples: `<base>/+/samples/+`.
+    pub fn camera_samples_filter(&self) -> String {
+        self.under("+/samples/+")
     }
     /// Periodic statistics (not retained).
     pub fn stats(&self) -> String {
@@ -138,7 +157,19 @@ impl Topics {
         if let Some(verb) = rest.strip_prefix("cmd/").filter(|v| single_level(v)) {
             Incoming::Command(verb.to_owned())
         } else if let Some(label) = rest.strip_prefix("samples/").filter(|l| single_level(l)) {
-            Incoming::Sample(label.to_owned())
+            Incoming::Sample {
+                camera: None,
+                label: label.to_owned(),
+            }
+        } else if let Some((camera, label)) = rest
+            .split_once('/')
+            .and_then(|(c, r)| Some((c, r.strip_prefix("samples/")?)))
+            .filter(|(c, l)| single_level(c) && single_level(l))
+        {
+            Incoming::Sample {
+                camera: Some(camera.to_owned()),
+                label: label.to_owned(),
+            }
         } else {
             Incoming::Unknown
         }
@@ -155,9 +186,15 @@ mod tests {
         assert_eq!(t.base(), "adaptd/cam1");
         assert_eq!(t.available(), "adaptd/cam1/available");
         assert_eq!(t.state(), "adaptd/cam1/state");
-        assert_eq!(t.detections(), "adaptd/cam1/detections");
-        assert_eq!(t.events(), "adaptd/cam1/events");
-        assert_eq!(t.snapshot(), "adaptd/cam1/snapshot");
+        assert_eq!(t.camera_state("front"), "adaptd/cam1/front/state");
+        assert_eq!(t.camera_detections("front"), "adaptd/cam1/front/detections");
+        assert_eq!(t.camera_events("front"), "adaptd/cam1/front/events");
+        assert_eq!(t.camera_snapshot("front"), "adaptd/cam1/front/snapshot");
+        assert_eq!(t.camera_samples_filter(), "adaptd/cam1/+/samples/+");
+        assert_eq!(
+            t.camera_sample("front", "cat"),
+            "adaptd/cam1/front/samples/cat"
+        );
         assert_eq!(t.stats(), "adaptd/cam1/stats");
         assert_eq!(t.training(), "adaptd/cam1/training");
         assert_eq!(t.reply(), "adaptd/cam1/reply");
@@ -190,7 +227,17 @@ mod tests {
         );
         assert_eq!(
             t.parse("adaptd/cam1/samples/cat"),
-            Incoming::Sample("cat".into())
+            Incoming::Sample {
+                camera: None,
+                label: "cat".into()
+            }
+        );
+        assert_eq!(
+            t.parse("adaptd/cam1/front/samples/cat"),
+            Incoming::Sample {
+                camera: Some("front".into()),
+                label: "cat".into()
+            }
         );
         assert_eq!(
             t.parse("homeassistant/status"),
@@ -201,6 +248,10 @@ mod tests {
             "adaptd/cam1/cmd",
             "adaptd/cam1/cmd/a/b",
             "adaptd/cam1/samples/",
+            "adaptd/cam1/front/samples/",
+            "adaptd/cam1/front/samples/a/b",
+            "adaptd/cam1//samples/cat",
+            "adaptd/cam1/front/cmd/train",
             "adaptd/cam10/cmd/train",
             "adaptd/cam2/cmd/train",
             "adaptd/cam1/state",

@@ -52,6 +52,7 @@ pub fn bounded_slot<T>(capacity: usize) -> (LatestSender<T>, LatestReceiver<T>) 
             values: VecDeque::with_capacity(capacity),
             capacity,
             closed: false,
+            bell: None,
         }),
         cond: Condvar::new(),
         counters: Arc::new(SlotCounters::default()),
@@ -92,6 +93,46 @@ struct Slot<T> {
     values: VecDeque<T>,
     capacity: usize,
     closed: bool,
+    /// Rung on every send and on close, for a consumer that watches several slots.
+    bell: Option<Arc<Doorbell>>,
+}
+
+/// Wakes one consumer that watches several slots (the inference worker that serves every
+/// camera of a daemon) when any of them gets a value or closes, so it can sleep on one
+/// condition instead of polling each slot.
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    rings: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl Doorbell {
+    pub fn new() -> Arc<Doorbell> {
+        Arc::new(Doorbell::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        // A counter: a poisoned lock is still consistent.
+        self.rings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn ring(&self) {
+        *self.lock() += 1;
+        self.cond.notify_all();
+    }
+
+    /// How often it has rung so far; pass it to [`Doorbell::wait`].
+    pub fn rings(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Waits up to `timeout` for a ring after the `seen`-th.
+    pub fn wait(&self, seen: u64, timeout: Duration) {
+        let guard = self.lock();
+        let _ = self
+            .cond
+            .wait_timeout_while(guard, timeout, |rings| *rings == seen);
+    }
 }
 
 struct Shared<T> {
@@ -108,8 +149,15 @@ impl<T> Shared<T> {
     }
 
     fn close(&self) {
-        self.lock().closed = true;
+        let bell = {
+            let mut slot = self.lock();
+            slot.closed = true;
+            slot.bell.clone()
+        };
         self.cond.notify_all();
+        if let Some(b) = bell {
+            b.ring();
+        }
     }
 }
 
@@ -122,23 +170,27 @@ impl<T> LatestSender<T> {
     /// Puts `value` in the slot, replacing (and counting as skipped) any value the receiver has
     /// not taken yet. Never blocks for long: only for the receiver's brief critical section.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
-        let old = {
+        let (old, bell) = {
             let mut slot = self.shared.lock();
             if slot.closed {
                 return Err(SendError(value));
             }
             slot.values.push_back(value);
-            if slot.values.len() > slot.capacity {
+            let old = if slot.values.len() > slot.capacity {
                 slot.values.pop_front()
             } else {
                 None
-            }
+            };
+            (old, slot.bell.clone())
         };
         self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         if old.is_some() {
             self.shared.counters.skipped.fetch_add(1, Ordering::Relaxed);
         }
         self.shared.cond.notify_one();
+        if let Some(b) = bell {
+            b.ring();
+        }
         // `old` (a whole frame) is freed here, outside the lock.
         drop(old);
         Ok(())
@@ -200,6 +252,11 @@ impl<T> LatestReceiver<T> {
         })
     }
 
+    /// Values waiting (0 or 1 for a frame slot).
+    pub fn pending(&self) -> usize {
+        self.shared.lock().values.len()
+    }
+
     fn take(&self, slot: &mut Slot<T>) -> Option<T> {
         let v = slot.values.pop_front();
         if v.is_some() {
@@ -209,6 +266,18 @@ impl<T> LatestReceiver<T> {
                 .fetch_add(1, Ordering::Relaxed);
         }
         v
+    }
+
+    /// Rings `bell` on every later send and on close (see [`Doorbell`]).
+    pub fn ring_on_send(&self, bell: Arc<Doorbell>) {
+        let pending = {
+            let mut slot = self.shared.lock();
+            slot.bell = Some(bell.clone());
+            !slot.values.is_empty() || slot.closed
+        };
+        if pending {
+            bell.ring();
+        }
     }
 
     /// Closes the slot from the consumer side: the sender's next `send` fails, which tells the

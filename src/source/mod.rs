@@ -40,15 +40,17 @@ pub mod pace;
 pub mod reopen;
 pub mod stats;
 pub mod stop;
+pub mod streams;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 
 pub use config::{PixelFormat, SourceConfig};
 pub use frame::Frame;
-pub use latest::{latest_slot, LatestFrame, LatestReceiver, LatestSender, SlotCounters};
+pub use latest::{latest_slot, Doorbell, LatestFrame, LatestReceiver, LatestSender, SlotCounters};
 pub use reopen::{Backoff, ReopeningCamera};
 pub use stats::{SourceState, SourceStats, SourceStatsSnapshot};
 pub use stop::StopSignal;
+pub use streams::{CameraConfig, MicrophoneConfig, StreamKind, StreamSpec};
 
 /// A producer of frames, run on its own thread (see the module docs for the contract).
 pub trait Source: Send {

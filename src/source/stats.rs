@@ -10,21 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-/// What a source is doing, for the retained `state` topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum SourceState {
-    /// Opened, no frame yet.
-    Starting,
-    /// Frames are flowing.
-    Streaming,
-    /// The camera is gone or not there yet; `attempt` counts failed opens since the last frame.
-    Reconnecting { attempt: u32, last_error: String },
-    /// End of stream: a non-looping folder finished, or the pipe was closed by its writer.
-    Ended,
-    /// A fatal error ended the source (the message says what to fix).
-    Failed { error: String },
-}
+pub use crate::wire::SourceState;
 
 /// Live counters; all updated by the capture thread only, read from anywhere.
 #[derive(Debug)]

@@ -1,0 +1,315 @@
+//! Startup: from a parsed [`Config`] and model dirs to loaded engines, learners and one plan
+//! per stream, before any thread or socket exists.
+//!
+//! Engines are keyed by model and backend options: four cameras naming `mobilenetv2` load it
+//! once and share it (memory does not grow per camera by the model's size). Learners are
+//! keyed by embedding model: cameras whose heads read the same embeddings share samples and
+//! heads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::learner::Learner;
+use super::listen::AudioPipeline;
+use super::pipeline::Pipeline;
+use super::DaemonError;
+use crate::adapt::workspace::Workspace;
+use crate::audio::model::AudioModel;
+use crate::config::Config;
+use crate::consensus::Consensus;
+use crate::model::manifest::{ModelKind, Task};
+use crate::model::{ModelDirs, ResolvedModel};
+use crate::runtime::{BackendKind, BackendOptions};
+use crate::source::{StreamKind, StreamSpec};
+use crate::vision::{AnalyzeOptions, VisionModel};
+use crate::wire;
+
+/// One loaded model of a worker.
+struct Engine<M> {
+    key: String,
+    name: String,
+    resolved: ResolvedModel,
+    backend: BackendKind,
+    model: M,
+    streams: Vec<String>,
+}
+
+/// A stream's plan: its spec, its analysis state and the names the state documents show.
+pub struct StreamPlan {
+    pub spec: StreamSpec,
+    pub lane: LanePlan,
+    pub model: String,
+    pub embedding_model: String,
+    pub backend: BackendKind,
+    pub embedding_backend: BackendKind,
+    pub is_detector: bool,
+    pub learner: Arc<Learner>,
+}
+
+/// The per-medium analysis state of a stream.
+pub enum LanePlan {
+    Vision(Box<Pipeline>),
+    Audio(AudioPipeline),
+}
+
+/// Everything loaded.
+pub struct Loaded {
+    pub streams: Vec<StreamPlan>,
+    pub disabled: Vec<String>,
+    pub learners: Vec<Arc<Learner>>,
+    pub vision: Vec<VisionModel>,
+    pub audio: Vec<AudioModel>,
+    pub engines: Vec<wire::EngineState>,
+    pub state_dir: PathBuf,
+}
+
+/// Loaded models of one medium, each once.
+struct Pool<M> {
+    engines: Vec<Engine<M>>,
+}
+
+impl<M> Pool<M> {
+    fn new() -> Pool<M> {
+        Pool {
+            engines: Vec::new(),
+        }
+    }
+
+    /// The index of `name` run with `opts`, loading it on first use with `load`.
+    fn get_or_load(
+        &mut self,
+        name: &str,
+        opts: &BackendOptions,
+        stream: &str,
+        models: &ModelDirs,
+        load: impl FnOnce(ResolvedModel, &BackendOptions) -> Result<(M, BackendKind), DaemonError>,
+    ) -> Result<usize, DaemonError> {
+        let key = format!("{name}|{opts:?}");
+        if let Some(i) = self.engines.iter().position(|e| e.key == key) {
+            self.engines[i].streams.push(stream.to_owned());
+            return Ok(i);
+        }
+        let resolved = resolve(name, models, stream)?;
+        let (model, backend) = load(resolved.clone(), opts)?;
+        info!(model = %name, %backend, "model loaded (for {stream})");
+        self.engines.push(Engine {
+            key,
+            name: resolved.manifest.name.clone(),
+            resolved,
+            backend,
+            model,
+            streams: vec![stream.to_owned()],
+        });
+        Ok(self.engines.len() - 1)
+    }
+}
+
+fn resolve(name: &str, models: &ModelDirs, stream: &str) -> Result<ResolvedModel, DaemonError> {
+    ResolvedModel::resolve(name, models).map_err(|source| DaemonError::Model {
+        stream: stream.to_owned(),
+        source,
+    })
+}
+
+/// Loads everything the configuration's enabled streams need.
+pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> {
+    let resolved = config.resolved_streams();
+    for w in &resolved.warnings {
+        warn!("{w}");
+    }
+    let (enabled, disabled): (Vec<StreamSpec>, Vec<StreamSpec>) =
+        resolved.streams.into_iter().partition(|s| s.enabled);
+    for d in &disabled {
+        info!(
+            "{} {:?} is disabled (enabled = false)",
+            d.kind.as_str(),
+            d.name
+        );
+    }
+    if enabled.is_empty() {
+        return Err(DaemonError::Config(
+            "every camera and microphone is disabled (enabled = false): enable at least one".into(),
+        ));
+    }
+    let state_dir = config
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::config::default_state_dir);
+    let mut vision: Pool<VisionModel> = Pool::new();
+    let mut audio: Pool<AudioModel> = Pool::new();
+    let mut learners: Vec<Arc<Learner>> = Vec::new();
+    let mut plans = Vec::new();
+    let load_vision = |rm: ResolvedModel, o: &BackendOptions| {
+        let vm = VisionModel::load_with(rm, 1, o)?;
+        let backend = vm.backbone().backend();
+        Ok((vm, backend))
+    };
+    for spec in enabled {
+        let manifest = resolve(&spec.model, models, &spec.name)?.manifest;
+        let is_audio_model = manifest.kind == ModelKind::Audio;
+        let wants_audio = spec.kind == StreamKind::Microphone;
+        if is_audio_model != wants_audio {
+            return Err(DaemonError::Config(if is_audio_model {
+                format!(
+                    "{} {:?}: model {:?} is an audio model; a camera needs an image model \
+                     (mobilenetv2, nanodet-m, ...), or make it a [[microphones]] entry",
+                    spec.kind.as_str(),
+                    spec.name,
+                    spec.model
+                )
+            } else {
+                format!(
+                    "{} {:?}: model {:?} is an image model; a microphone needs a speaker model \
+                     such as resemblyzer-ge2e (model = \"resemblyzer-ge2e\")",
+                    spec.kind.as_str(),
+                    spec.name,
+                    spec.model
+                )
+            }));
+        }
+        let plan = if wants_audio {
+            let i = audio.get_or_load(
+                &spec.model,
+                &config.model.backend_options(),
+                &spec.name,
+                models,
+                |rm, o| {
+                    let m = AudioModel::load_with(rm, o)?;
+                    let backend = m.backend();
+                    Ok((m, backend))
+                },
+            )?;
+            let e = &audio.engines[i];
+            let learner = learner_for(
+                &mut learners,
+                &state_dir,
+                config,
+                &e.resolved,
+                e.backend,
+                i,
+                true,
+            )?;
+            StreamPlan {
+                lane: LanePlan::Audio(AudioPipeline::new(i, learner.slot.clone())),
+                model: e.name.clone(),
+                embedding_model: e.name.clone(),
+                backend: e.backend,
+                embedding_backend: e.backend,
+                is_detector: false,
+                learner,
+                spec,
+            }
+        } else {
+            let is_detector = manifest.task == Task::Detect;
+            let main = vision.get_or_load(
+                &spec.model,
+                &config.model.backend_options(),
+                &spec.name,
+                models,
+                load_vision,
+            )?;
+            let crops = if is_detector {
+                Some(vision.get_or_load(
+                    &spec.sublabel_model,
+                    &config.model.sublabel_backend_options(),
+                    &spec.name,
+                    models,
+                    load_vision,
+                )?)
+            } else {
+                None
+            };
+            let emb = crops.unwrap_or(main);
+            let (emb_resolved, emb_backend) =
+                (&vision.engines[emb].resolved, vision.engines[emb].backend);
+            let learner = learner_for(
+                &mut learners,
+                &state_dir,
+                config,
+                emb_resolved,
+                emb_backend,
+                emb,
+                false,
+            )?;
+            let mut detect = config.detect.for_manifest(&manifest);
+            if let (Some(d), Some(t)) = (detect.as_mut(), spec.score_threshold) {
+                d.score_threshold = t;
+            }
+            let pipeline = Pipeline::new(
+                main,
+                crops,
+                learner.slot.clone(),
+                Consensus::new(config.consensus),
+                AnalyzeOptions { top_k: 1, detect },
+                Vec::new(),
+            )
+            .with_motion(config.motion);
+            StreamPlan {
+                lane: LanePlan::Vision(Box::new(pipeline)),
+                model: vision.engines[main].name.clone(),
+                embedding_model: vision.engines[emb].name.clone(),
+                backend: vision.engines[main].backend,
+                embedding_backend: emb_backend,
+                is_detector,
+                learner,
+                spec,
+            }
+        };
+        plans.push(plan);
+    }
+    let engines = vision
+        .engines
+        .iter()
+        .map(|e| engine_state(&e.name, e.backend, &e.streams))
+        .chain(
+            audio
+                .engines
+                .iter()
+                .map(|e| engine_state(&e.name, e.backend, &e.streams)),
+        )
+        .collect();
+    for l in &learners {
+        l.serve_current();
+    }
+    Ok(Loaded {
+        streams: plans,
+        disabled: disabled.into_iter().map(|d| d.name).collect(),
+        learners,
+        vision: vision.engines.into_iter().map(|e| e.model).collect(),
+        audio: audio.engines.into_iter().map(|e| e.model).collect(),
+        engines,
+        state_dir,
+    })
+}
+
+fn engine_state(name: &str, backend: BackendKind, streams: &[String]) -> wire::EngineState {
+    let mut cameras = streams.to_vec();
+    cameras.dedup();
+    wire::EngineState {
+        model: name.to_owned(),
+        backend: backend.to_string(),
+        cameras,
+    }
+}
+
+/// The learner of embedding model `rm`, opened on first use.
+fn learner_for(
+    learners: &mut Vec<Arc<Learner>>,
+    state_dir: &std::path::Path,
+    config: &Config,
+    rm: &ResolvedModel,
+    backend: BackendKind,
+    engine: usize,
+    is_audio: bool,
+) -> Result<Arc<Learner>, DaemonError> {
+    let name = &rm.manifest.name;
+    if let Some(l) = learners.iter().find(|l| &l.model == name) {
+        return Ok(l.clone());
+    }
+    let ws = Workspace::open(state_dir, rm, config.samples.store_options())?;
+    let l = Arc::new(Learner::new(name.clone(), backend, engine, is_audio, ws));
+    learners.push(l.clone());
+    Ok(l)
+}
