@@ -17,6 +17,8 @@ use serde_json::Value;
 /// Upper bound of every wait, so a broken daemon fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(90);
 const BASE: &str = "adaptd/testcam";
+/// The one camera (or microphone) of a legacy single-`[source]` configuration.
+const CAM: &str = "default";
 
 fn mosquitto_bin() -> PathBuf {
     std::env::var_os("ADAPTD_MOSQUITTO")
@@ -76,16 +78,11 @@ fn broker_on(dir: &Path, port: u16) -> Option<Guard> {
 fn subscribe(port: u16) -> (Guard, Receiver<(String, String)>) {
     let mut cmd = Command::new("mosquitto_sub");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v"]);
-    for t in [
-        "available",
-        "state",
-        "detections",
-        "events",
-        "training",
-        "reply",
-        "stats",
-    ] {
+    for t in ["available", "state", "training", "reply", "stats"] {
         cmd.args(["-t", &format!("{BASE}/{t}")]);
+    }
+    for t in ["state", "detections", "events"] {
+        cmd.args(["-t", &format!("{BASE}/{CAM}/{t}")]);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -142,6 +139,28 @@ impl Bus {
 
 fn json(p: &str) -> Value {
     serde_json::from_str(p).unwrap_or(Value::Null)
+}
+
+/// The camera's figures in a `stats` payload.
+fn cam_stats(p: &str) -> Value {
+    json(p)["cameras"][CAM].clone()
+}
+
+/// Sample counts per label of a device `state`, summed over its learners.
+fn samples_of(state: &Value) -> Value {
+    let mut counts = serde_json::Map::new();
+    for learner in state["learners"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        for (label, n) in learner["samples"].as_object().into_iter().flatten() {
+            let sum =
+                counts.get(label).and_then(Value::as_u64).unwrap_or(0) + n.as_u64().unwrap_or(0);
+            counts.insert(label.clone(), sum.into());
+        }
+    }
+    Value::Object(counts)
 }
 
 fn publish_file(port: u16, topic: &str, file: &Path) {
@@ -388,9 +407,11 @@ fn classifier_daemon(model_keys: &str) {
     );
 
     bus.wait_for("available", "`online`", |p| p == "online");
-    let d = json(&bus.wait_for("detections", "detections", |p| json(p)["items"].is_array()));
+    let d = json(&bus.wait_for("default/detections", "detections", |p| {
+        json(p)["items"].is_array()
+    }));
     assert!(d["frame_id"].is_u64(), "{d}");
-    bus.wait_for("stats", "stats", |p| json(p)["fps"].is_number());
+    bus.wait_for("stats", "stats", |p| cam_stats(p)["fps"].is_number());
 
     // Labeled images over MQTT.
     for (label, files) in [("cat", &cats), ("coffee", &coffees)] {
@@ -411,9 +432,13 @@ fn classifier_daemon(model_keys: &str) {
         state = retained_state(port);
     }
     assert_eq!(state["samples_total"], 12, "{state}");
-    assert_eq!(state["samples"]["cat"], 6, "{state}");
-    assert_eq!(state["paused"], false, "{state}");
-    assert_eq!(state["backend"], backend_of(model_keys), "{state}");
+    assert_eq!(samples_of(&state)["cat"], 6, "{state}");
+    assert_eq!(state["cameras"][CAM]["paused"], false, "{state}");
+    assert_eq!(
+        state["cameras"][CAM]["backend"],
+        backend_of(model_keys),
+        "{state}"
+    );
 
     // Train: the first head is deployed and swapped in while frames keep flowing.
     let r = ask(&mut bus, port, tmp.path(), "cmd/train", r#"{"id": "t1"}"#);
@@ -424,7 +449,7 @@ fn classifier_daemon(model_keys: &str) {
     assert_eq!(t["deployed"], true, "{t}");
     let version = t["version"].clone();
     let d = json(
-        &bus.wait_for("detections", "detections with a head label", |p| {
+        &bus.wait_for("default/detections", "detections with a head label", |p| {
             json(p)["items"][0]["head"].is_object()
         }),
     );
@@ -498,7 +523,9 @@ fn classifier_daemon(model_keys: &str) {
     assert_eq!(r["result"]["paused"], true, "{r}");
     let r = ask(&mut bus, port, tmp.path(), "cmd/resume", r#"{"id": "p2"}"#);
     assert_eq!(r["result"]["paused"], false, "{r}");
-    bus.wait_for("detections", "detections after the errors", |_| true);
+    bus.wait_for("default/detections", "detections after the errors", |_| {
+        true
+    });
     assert!(
         daemon.0.try_wait().expect("try_wait").is_none(),
         "the daemon exited"
@@ -554,7 +581,7 @@ fn detector_daemon(model_keys: &str) {
     let mut daemon = start_daemon(&config);
 
     bus.wait_for("available", "`online`", |p| p == "online");
-    let d = json(&bus.wait_for("detections", "a person box", |p| {
+    let d = json(&bus.wait_for("default/detections", "a person box", |p| {
         json(p)["items"][0]["label"] == "person"
     }));
     let b = &d["items"][0]["box"];
@@ -564,7 +591,7 @@ fn detector_daemon(model_keys: &str) {
     );
     assert!(d["items"][0]["head"].is_null(), "no head yet: {d}");
     let e = json(
-        &bus.wait_for("events", "a `new` event for the person", |p| {
+        &bus.wait_for("default/events", "a `new` event for the person", |p| {
             json(p)["type"] == "new" && json(p)["track"] == "person"
         }),
     );
@@ -620,7 +647,7 @@ fn detector_daemon(model_keys: &str) {
         json(p)["status"] == "finished"
     }));
     assert_eq!(t["deployed"], true, "{t}");
-    let d = json(&bus.wait_for("detections", "the sub-label", |p| {
+    let d = json(&bus.wait_for("default/detections", "the sub-label", |p| {
         json(p)["items"][0]["head"]["label"] == "eileen"
     }));
     assert_eq!(d["items"][0]["label"], "person", "{d}");
@@ -629,7 +656,7 @@ fn detector_daemon(model_keys: &str) {
         // Other classes (nanodet sometimes sees a `clock` on the suit) have tracks of their
         // own: wait for the person's.
         &bus.wait_for(
-            "events",
+            "default/events",
             "an `update` of the person to the sub-label",
             |p| json(p)["type"] == "update" && json(p)["track"] == "person",
         ),
@@ -661,7 +688,7 @@ fn detector_daemon(model_keys: &str) {
         serde_json::json!(["unknown_threshold"]),
         "{r}"
     );
-    bus.wait_for("detections", "an unknown sub-label", |p| {
+    bus.wait_for("default/detections", "an unknown sub-label", |p| {
         json(p)["items"][0]["head"]["unknown"] == true
     });
     let r = ask(
@@ -672,11 +699,11 @@ fn detector_daemon(model_keys: &str) {
         r#"{"id": "u2", "unknown_threshold": 0, "fps": 1}"#,
     );
     assert_eq!(r["ok"], true, "{r}");
-    bus.wait_for("detections", "a known sub-label again", |p| {
+    bus.wait_for("default/detections", "a known sub-label again", |p| {
         json(p)["items"][0]["head"]["unknown"] == false
     });
     bus.wait_for("stats", "throttled frames", |p| {
-        json(p)["throttled_frames"].as_u64().unwrap_or(0) > 0
+        cam_stats(p)["throttled_frames"].as_u64().unwrap_or(0) > 0
     });
 
     // forget: the label's samples go, from the store and from the state.
@@ -688,23 +715,23 @@ fn detector_daemon(model_keys: &str) {
         r#"{"id": "f1", "label": "someone"}"#,
     );
     assert_eq!(r["result"]["removed"], 6, "{r}");
-    let st = state_where(port, "no `someone`", |s| s["samples"]["someone"].is_null());
-    assert_eq!(st["samples"]["eileen"], 7, "{st}");
+    let st = state_where(port, "no `someone`", |s| samples_of(s)["someone"].is_null());
+    assert_eq!(samples_of(&st)["eileen"], 7, "{st}");
     let backend = backend_of(model_keys);
-    assert_eq!(st["backend"], backend, "{st}");
-    assert_eq!(st["embedding_backend"], backend, "{st}");
+    assert_eq!(st["cameras"][CAM]["backend"], backend, "{st}");
+    assert_eq!(st["cameras"][CAM]["embedding_backend"], backend, "{st}");
 
     // SIGHUP: a new score threshold applies live; an invalid file keeps the running config.
     write_config("0.99");
     send_signal(&daemon, "-HUP");
-    bus.wait_for("detections", "no box above 0.99", |p| {
+    bus.wait_for("default/detections", "no box above 0.99", |p| {
         json(p)["items"].as_array().is_some_and(|a| a.is_empty())
     });
     std::fs::write(&config, "[model]\nbatch = \"many\"\n").expect("write bad config");
     send_signal(&daemon, "-HUP");
     std::thread::sleep(Duration::from_secs(1));
     bus.wait_for(
-        "detections",
+        "default/detections",
         "frames still flowing after a bad reload",
         |p| json(p)["items"].as_array().is_some_and(|a| a.is_empty()),
     );
@@ -714,9 +741,11 @@ fn detector_daemon(model_keys: &str) {
     );
     write_config("0.3");
     send_signal(&daemon, "-HUP");
-    bus.wait_for("detections", "boxes again after a good reload", |p| {
-        json(p)["items"][0]["label"] == "person"
-    });
+    bus.wait_for(
+        "default/detections",
+        "boxes again after a good reload",
+        |p| json(p)["items"][0]["label"] == "person",
+    );
 
     send_signal(&daemon, "-INT");
     bus.wait_for("available", "`stopped`", |p| p == "stopped");
@@ -774,9 +803,13 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
         })
         .expect("mosquitto restarted on the same port");
     let (_sub, mut bus) = self::bus(port);
-    bus.wait_for("detections", "detections after the reconnect", |_| true);
+    bus.wait_for(
+        "default/detections",
+        "detections after the reconnect",
+        |_| true,
+    );
     let st = state_where(port, "4 samples, republished", |s| s["samples_total"] == 4);
-    assert_eq!(st["samples"]["cat"], 4, "{st}");
+    assert_eq!(samples_of(&st)["cat"], 4, "{st}");
     // Resubscribed: samples and commands are taken again.
     for f in &cats[4..] {
         publish_file(port, "samples/cat", f);
@@ -787,7 +820,7 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
     }
     let r = ask(&mut bus, port, tmp.path(), "cmd/status", r#"{"id": "st"}"#);
     assert!(
-        r["result"]["source_state"].is_object() || r["result"]["source_state"].is_string(),
+        r["result"]["cameras"][CAM]["source_state"].is_object(),
         "{r}"
     );
     bus.wait_for("stats", "a reconnect counted", |p| {
@@ -838,10 +871,10 @@ fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (_sub, mut bus) = bus(port);
-    bus.wait_for("detections", "detections", |p| {
+    bus.wait_for("default/detections", "detections", |p| {
         json(p)["items"][0]["label"].is_string()
     });
-    assert_eq!(retained_state(port)["model"], "mobilenetv2");
+    assert_eq!(retained_state(port)["cameras"][CAM]["model"], "mobilenetv2");
 
     // The README's teaching example: four samples start a training run by themselves.
     for (label, file) in [
@@ -862,7 +895,7 @@ fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
         json(p)["status"] == "finished"
     }));
     assert_eq!(t["deployed"], true, "{t}");
-    bus.wait_for("detections", "a head label", |p| {
+    bus.wait_for("default/detections", "a head label", |p| {
         let l = &json(p)["items"][0]["head"]["label"];
         l == "people" || l == "things"
     });
@@ -1061,7 +1094,7 @@ fn speaker_daemon(model_keys: &str) {
     }
     mic.flush().expect("flush");
     for (i, (voice, _)) in order.iter().enumerate() {
-        let d = json(&bus.wait_for("detections", "an utterance", |p| {
+        let d = json(&bus.wait_for("default/detections", "an utterance", |p| {
             json(p)["frame_id"] == (i as u64 + 1)
         }));
         assert!(
@@ -1072,21 +1105,31 @@ fn speaker_daemon(model_keys: &str) {
         assert_eq!(head["label"], *voice, "utterance {i}: {d}");
         assert_eq!(head["unknown"], false, "{d}");
     }
-    let e = json(&bus.wait_for("events", "the first speaker", |p| json(p)["after"] == "awb"));
+    let e = json(&bus.wait_for("default/events", "the first speaker", |p| {
+        json(p)["after"] == "awb"
+    }));
     assert_eq!(e["track"], "speaker", "{e}");
     assert_eq!(e["type"], "new", "{e}");
-    let e = json(&bus.wait_for("events", "the change to slt", |p| json(p)["after"] == "slt"));
+    let e = json(&bus.wait_for("default/events", "the change to slt", |p| {
+        json(p)["after"] == "slt"
+    }));
     assert_eq!(
         (e["type"].as_str(), e["before"].as_str()),
         (Some("update"), Some("awb")),
         "{e}"
     );
-    let e = json(&bus.wait_for("events", "the change back to awb", |p| {
-        json(p)["after"] == "awb" && json(p)["before"] == "slt"
-    }));
+    let e = json(
+        &bus.wait_for("default/events", "the change back to awb", |p| {
+            json(p)["after"] == "awb" && json(p)["before"] == "slt"
+        }),
+    );
     assert_eq!(e["type"], "update", "{e}");
-    let st = state_where(port, "speaker awb", |s| s["label"] == "awb");
-    assert_eq!(st["backend"], backend_of(model_keys), "{st}");
+    let st = state_where(port, "speaker awb", |s| s["cameras"][CAM]["label"] == "awb");
+    assert_eq!(
+        st["cameras"][CAM]["backend"],
+        backend_of(model_keys),
+        "{st}"
+    );
 
     // The last utterance becomes a sample; there is no picture to snapshot.
     let r = ask(
@@ -1136,9 +1179,9 @@ fn a_still_scene_is_gated_and_label_forces_a_frame() {
     .expect("write config");
     let mut daemon = start_daemon(&config);
     bus.wait_for("available", "`online`", |p| p == "online");
-    bus.wait_for("detections", "the first frame", |_| true);
-    let s = json(&bus.wait_for("stats", "motion-skipped frames", |p| {
-        json(p)["motion_skipped_frames"].as_u64().unwrap_or(0) >= 20
+    bus.wait_for("default/detections", "the first frame", |_| true);
+    let s = cam_stats(&bus.wait_for("stats", "motion-skipped frames", |p| {
+        cam_stats(p)["motion_skipped_frames"].as_u64().unwrap_or(0) >= 20
     }));
     assert_eq!(s["frames"], 1, "only the first frame was analysed: {s}");
 
@@ -1152,8 +1195,8 @@ fn a_still_scene_is_gated_and_label_forces_a_frame() {
     assert_eq!(r["ok"], true, "{r}");
     // The forced frame's `detections` went out before the reply (the label waited for it);
     // the counters say it was analysed, and only it.
-    let s = json(&bus.wait_for("stats", "stats after the label", |p| {
-        json(p)["frames"].as_u64().unwrap_or(0) >= 2
+    let s = cam_stats(&bus.wait_for("stats", "stats after the label", |p| {
+        cam_stats(p)["frames"].as_u64().unwrap_or(0) >= 2
     }));
     assert_eq!(s["frames"], 2, "exactly one forced frame: {s}");
     send_signal(&daemon, "-TERM");
