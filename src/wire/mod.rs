@@ -43,6 +43,8 @@ pub mod stats;
 pub mod training;
 
 #[cfg(test)]
+mod docs_test;
+#[cfg(test)]
 mod test_support;
 
 pub use command::{Command, Rejected, Request, RequestId, RollbackTarget, Settings, VERBS};
