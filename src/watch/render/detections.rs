@@ -15,7 +15,16 @@ const BOX_COLUMN_MAX: usize = 23;
 /// `last frame 0 s ago · #12034 · 640x480 · 38.2 ms · 3 items`, then the table.
 pub fn section(cam: &CameraView, width: usize, now_ms: i64, priority: u16) -> Section {
     let Some(f) = &cam.frame else {
-        return Section::fixed(priority, false, Line::styled(Style::Dim, "no frame yet"));
+        let microphone = cam
+            .state
+            .as_ref()
+            .is_some_and(|s| s.value.kind == "microphone");
+        let nothing = if microphone {
+            "no utterance yet"
+        } else {
+            "no frame yet"
+        };
+        return Section::fixed(priority, false, Line::styled(Style::Dim, nothing));
     };
     let frame = &f.value;
     let mut summary = Line::default();
