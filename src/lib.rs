@@ -38,6 +38,10 @@
 //! - [`mqtt`]: the MQTT control plane: configuration, topics, command parsing and replies,
 //!   the connection with last will, reconnect backoff and clean shutdown, Home Assistant
 //!   discovery.
+//! - [`wire`]: the MQTT contract as types: one serde type per payload (`state`, `stats`,
+//!   `detections`, `events`, `training`, `reply`) and the strict command parser; the daemon
+//!   writes them, `watch` reads them (leniently: another version may have written them), and a
+//!   test holds docs/mqtt.md to them. A leaf: it imports nothing of the crate but `Label`.
 //! - [`watch`]: `adaptd watch`, a live terminal view of a device built from its MQTT topics.
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
 //! - [`bounded`]: reading untrusted files whole with a size cap checked first.

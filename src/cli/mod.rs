@@ -153,6 +153,9 @@ enum Command {
         /// With --plain: stop after printing this many screens.
         #[arg(long)]
         frames: Option<u64>,
+        /// Show only this camera (or microphone), by its name in the config's [[cameras]].
+        #[arg(long, value_name = "NAME")]
+        camera: Option<String>,
     },
     /// Trained head versions: list, show, rollback.
     Heads {
@@ -231,7 +234,18 @@ pub fn main() -> anyhow::Result<ExitCode> {
             plain,
             interval,
             frames,
-        } => watch(&ctx, device, broker, plain, interval, frames),
+            camera,
+        } => watch(
+            &ctx,
+            WatchArgs {
+                device,
+                broker,
+                plain,
+                interval,
+                frames,
+                camera,
+            },
+        ),
     }
 }
 
@@ -261,17 +275,33 @@ fn check_backend(file: &Path, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `adaptd watch`: a small runtime of its own, the view until Ctrl-C.
-fn watch(
-    ctx: &Context,
+/// The arguments of `adaptd watch`.
+struct WatchArgs {
     device: Option<String>,
     broker: Option<String>,
     plain: bool,
     interval: f64,
     frames: Option<u64>,
-) -> anyhow::Result<ExitCode> {
+    camera: Option<String>,
+}
+
+/// `adaptd watch`: a small runtime of its own, the view until Ctrl-C.
+fn watch(ctx: &Context, args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let WatchArgs {
+        device,
+        broker,
+        plain,
+        interval,
+        frames,
+        camera,
+    } = args;
     if !(interval.is_finite() && (0.05..=60.0).contains(&interval)) {
         anyhow::bail!("--interval {interval}: give a number of seconds from 0.05 to 60");
+    }
+    if let Some(name) = &camera {
+        if let Err(reason) = crate::wire::check_stream_name(name) {
+            anyhow::bail!("--camera {name:?}: {reason}");
+        }
     }
     let mut mqtt = ctx.config.mqtt.clone();
     if let Some(url) = broker {
@@ -282,6 +312,7 @@ fn watch(
         plain,
         interval: Duration::from_secs_f64(interval),
         frames,
+        camera,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

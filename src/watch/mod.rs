@@ -2,11 +2,28 @@
 //!
 //! It is an ordinary MQTT subscriber, so it works from any machine that reaches the broker
 //! (the Pi itself over SSH, or a laptop), against any adaptd version, and needs nothing from
-//! the daemon beyond what Home Assistant sees. [`view`] turns messages into lines of text;
-//! this module connects, subscribes, and redraws the terminal in place (or, with `--plain`,
-//! prints whole screens one after another, for logs and scripts).
+//! the daemon beyond what Home Assistant sees. Each message is read into its
+//! [`crate::wire`] type, so the watch reads exactly what the daemon writes.
+//!
+//! # Files
+//! - [`route`]: which part of the view a topic feeds (device or `<camera>/...`), and the
+//!   subscriptions;
+//! - [`model`]: [`WatchView`], the state fed by messages, reduced at once to what the screen
+//!   shows by [`reduce`];
+//! - `render/`: the screen, one file per part (header, camera, detections, events, training,
+//!   replies), fitted to the terminal by [`layout`] out of styled [`line`]s and [`text`];
+//! - this module: connecting, subscribing, and redrawing the terminal in place (or, with
+//!   `--plain`, printing whole screens one after another, for logs and scripts).
 
-pub mod view;
+pub mod layout;
+pub mod line;
+pub mod model;
+pub mod reduce;
+mod render;
+pub mod route;
+#[cfg(test)]
+mod tests;
+pub mod text;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,18 +34,8 @@ use tokio::time::{interval, MissedTickBehavior};
 use crate::mqtt::backoff::Backoff;
 use crate::mqtt::client::client_options;
 use crate::mqtt::{MqttConfig, MqttError};
-pub use view::{frame, WatchView};
-
-/// The device topics the view reads (`snapshot` is left out: a JPEG per frame for nothing).
-const SUBTOPICS: &[&str] = &[
-    "available",
-    "state",
-    "detections",
-    "events",
-    "stats",
-    "training",
-    "reply",
-];
+pub use layout::frame;
+pub use model::WatchView;
 
 /// How `adaptd watch` shows what it receives.
 #[derive(Debug, Clone)]
@@ -41,6 +48,8 @@ pub struct WatchOptions {
     pub interval: Duration,
     /// Stop after printing this many screens (plain mode; `None` = until Ctrl-C).
     pub frames: Option<u64>,
+    /// Only this camera (or microphone); `None`: every one.
+    pub camera: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +108,10 @@ pub async fn watch(config: &MqttConfig, opts: &WatchOptions) -> Result<(), Watch
     if tty {
         out.write_all(b"\x1b[?25l\x1b[2J")?;
     }
-    let mut view = WatchView::new(&opts.device);
+    let mut view = WatchView::new(&opts.device, opts.camera.as_deref());
+    // `snapshot` is left out: a JPEG per frame for nothing.
+    let subscriptions = route::subscriptions(&base, opts.camera.as_deref());
+    let prefix = format!("{base}/");
     let mut link = format!("connecting to {url}");
     let mut backoff = Backoff::reconnect_default();
     let mut tick = interval(opts.interval);
@@ -133,13 +145,13 @@ pub async fn watch(config: &MqttConfig, opts: &WatchOptions) -> Result<(), Watch
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.reset();
                     link = format!("connected to {url}");
-                    for t in SUBTOPICS {
+                    for t in &subscriptions {
                         // The request queue has room: it was just drained by the reconnect.
-                        let _ = client.try_subscribe(format!("{base}/{t}"), QoS::AtMostOnce);
+                        let _ = client.try_subscribe(t.as_str(), QoS::AtMostOnce);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some(sub) = p.topic.strip_prefix(&base) {
+                    if let Some(sub) = p.topic.strip_prefix(&prefix) {
                         received = true;
                         view.apply(sub, &p.payload, now_ms());
                     }
