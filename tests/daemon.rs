@@ -1041,8 +1041,13 @@ fn speaker_daemon(model_keys: &str) {
         .output()
         .expect("run mosquitto_sub");
     let disc = json(String::from_utf8_lossy(&out.stdout).trim());
-    assert_eq!(disc["cmps"]["speaker"]["p"], "sensor", "{disc}");
-    assert!(disc["cmps"]["snapshot"].is_null(), "{disc}");
+    assert_eq!(
+        disc["cmps"][format!("{CAM}_speaker")]["p"],
+        "sensor",
+        "{disc}"
+    );
+    assert!(disc["cmps"][format!("{CAM}_snapshot")].is_null(), "{disc}");
+    assert!(disc["cmps"][format!("{CAM}_label")].is_null(), "{disc}");
 
     // Enrolment: two clips per voice as WAV on samples/<voice>; the sixth starts training.
     for voice in voices {

@@ -135,7 +135,9 @@ fn notify_protocol_ready_status_watchdog_reload_stop() {
     let startup = socket.until("READY=1");
     let ready = startup.last().expect("the READY datagram");
     assert!(
-        ready.iter().any(|l| l.starts_with("STATUS=running ")),
+        ready
+            .iter()
+            .any(|l| l.starts_with("STATUS=") && l.contains(" streams streaming, ")),
         "READY comes with a status: {ready:?}"
     );
     socket.until("WATCHDOG=1");
