@@ -5,141 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use common::mosquitto::{json, retained_raw, Bus, TestBroker, WAIT};
 use common::*;
 use serde_json::Value;
 
-/// Upper bound of every wait, so a broken daemon fails the test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(90);
 const BASE: &str = "adaptd/testcam";
 /// The one camera (or microphone) of a legacy single-`[source]` configuration.
 const CAM: &str = "default";
-
-fn mosquitto_bin() -> PathBuf {
-    std::env::var_os("ADAPTD_MOSQUITTO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let debian = Path::new("/usr/sbin/mosquitto");
-            if debian.exists() {
-                debian.to_owned()
-            } else {
-                PathBuf::from("mosquitto")
-            }
-        })
-}
-
-/// Mosquitto on 127.0.0.1 on a free port (retried: another process may take the port).
-fn start_broker(dir: &Path) -> (Guard, u16) {
-    for _ in 0..3 {
-        let port = free_port();
-        if let Some(broker) = broker_on(dir, port) {
-            return (broker, port);
-        }
-    }
-    panic!("mosquitto did not start on a free port three times in a row");
-}
-
-/// Mosquitto on 127.0.0.1:`port`, once it accepts connections; `None` if it exits first.
-fn broker_on(dir: &Path, port: u16) -> Option<Guard> {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .expect("write mosquitto.conf");
-    let mut child = Guard(
-        Command::new(mosquitto_bin())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run mosquitto (apt-get install mosquitto)"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(child);
-        }
-        if let Ok(Some(_)) = child.0.try_wait() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// `mosquitto_sub -v` on the device's text topics; each line becomes (topic, payload).
-fn subscribe(port: u16) -> (Guard, Receiver<(String, String)>) {
-    let mut cmd = Command::new("mosquitto_sub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v"]);
-    for t in ["available", "state", "training", "reply", "stats"] {
-        cmd.args(["-t", &format!("{BASE}/{t}")]);
-    }
-    for t in ["state", "detections", "events"] {
-        cmd.args(["-t", &format!("{BASE}/{CAM}/{t}")]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run mosquitto_sub (apt-get install mosquitto-clients)");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if let Some((t, p)) = line.split_once(' ') {
-                if tx.send((t.to_owned(), p.to_owned())).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (Guard(child), rx)
-}
-
-/// The messages received, as a mailbox: a wait takes the first matching message, received
-/// before or during the wait, and leaves the others for later waits (replies, `state` and
-/// `training` messages from different tasks may arrive in any order).
-struct Bus {
-    rx: Receiver<(String, String)>,
-    kept: Vec<(String, String)>,
-}
-
-impl Bus {
-    /// The first message on `topic` (under the base) whose payload satisfies `pred`.
-    fn wait_for(&mut self, topic: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let full = format!("{BASE}/{topic}");
-        if let Some(i) = self.kept.iter().position(|(t, p)| *t == full && pred(p)) {
-            return self.kept.remove(i).1;
-        }
-        let deadline = Instant::now() + WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.rx.recv_timeout(left) {
-                Ok((t, p)) if t == full && pred(&p) => return p,
-                // Per-frame messages are only ever awaited fresh: do not hoard them.
-                Ok((t, _)) if t.ends_with("/detections") || t.ends_with("/stats") => {}
-                Ok(m) => self.kept.push(m),
-                Err(_) => break,
-            }
-        }
-        panic!("no {what} on {full} within {WAIT:?}");
-    }
-
-    fn reply(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        json(&self.wait_for("reply", what, |p| pred(&json(p))))
-    }
-}
-
-fn json(p: &str) -> Value {
-    serde_json::from_str(p).unwrap_or(Value::Null)
-}
 
 /// The camera's figures in a `stats` payload.
 fn cam_stats(p: &str) -> Value {
@@ -163,23 +39,22 @@ fn samples_of(state: &Value) -> Value {
     Value::Object(counts)
 }
 
-fn publish_file(port: u16, topic: &str, file: &Path) {
-    let ok = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-        .args(["-t", &format!("{BASE}/{topic}"), "-f"])
-        .arg(file)
-        .status()
-        .expect("run mosquitto_pub");
-    assert!(ok.success(), "mosquitto_pub to {topic}");
-}
-
-/// Sends a command whose JSON payload carries an `id`, and returns the reply with that id.
-fn ask(bus: &mut Bus, port: u16, dir: &Path, topic: &str, payload: &str) -> Value {
-    let id = json(payload)["id"].clone();
-    publish(port, topic, payload, dir);
-    bus.reply(&format!("the reply to {topic} {payload}"), |v| {
-        v["id"] == id
-    })
+/// The device's text topics and the legacy camera's, as one mailbox.
+fn bus(port: u16) -> Bus {
+    Bus::subscribe(
+        port,
+        BASE,
+        &[
+            "available",
+            "state",
+            "training",
+            "reply",
+            "stats",
+            "default/state",
+            "default/detections",
+            "default/events",
+        ],
+    )
 }
 
 /// SIGTERM: the daemon publishes `stopped` (retained) and exits with code 0.
@@ -187,31 +62,6 @@ fn stop(daemon: &mut Guard, bus: &mut Bus) {
     send_signal(daemon, "-TERM");
     bus.wait_for("available", "`stopped`", |p| p == "stopped");
     assert_eq!(wait_exit(daemon, "adaptd after SIGTERM", WAIT), Some(0));
-}
-
-fn publish(port: u16, topic: &str, payload: &str, dir: &Path) {
-    let f = dir.join("payload.bin");
-    std::fs::write(&f, payload).expect("write payload");
-    publish_file(port, topic, &f);
-}
-
-/// The retained `state`, as a new subscriber (Home Assistant after a restart) gets it.
-fn retained_state(port: u16) -> Value {
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ])
-        .args(["-t", &format!("{BASE}/state")])
-        .output()
-        .expect("run mosquitto_sub");
-    json(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// Crops of a photo at a few offsets and scales, as JPEG files: distinct samples of a label.
@@ -280,35 +130,6 @@ fn start_daemon(config: &Path) -> Guard {
     )
 }
 
-fn bus(port: u16) -> (Guard, Bus) {
-    let (sub, rx) = subscribe(port);
-    // mosquitto_sub has no "subscribed" signal: give it a moment before anything is published.
-    std::thread::sleep(Duration::from_millis(500));
-    (
-        sub,
-        Bus {
-            rx,
-            kept: Vec::new(),
-        },
-    )
-}
-
-/// Polls the retained `state` until `pred` holds (it follows replies closely, not at once).
-fn state_where(port: u16, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = retained_state(port);
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no retained state with {what}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// Samples each label holds in the store, read by the CLI from the state directory.
 fn stored_counts(state_dir: &Path, model: &str) -> Value {
     let o = adaptd()
@@ -375,13 +196,9 @@ fn classifier_daemon(model_keys: &str) {
     let cats = write_crops("chelsea.png", 6, &samples, "cat");
     let coffees = write_crops("coffee.png", 6, &samples, "coffee");
 
-    let (_broker, port) = start_broker(tmp.path());
-    let (_sub, rx) = subscribe(port);
-    let mut bus = Bus {
-        rx,
-        kept: Vec::new(),
-    };
-    std::thread::sleep(Duration::from_millis(500));
+    let broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = self::bus(port);
     let config = tmp.path().join("adaptd.toml");
     std::fs::write(
         &config,
@@ -416,20 +233,20 @@ fn classifier_daemon(model_keys: &str) {
     // Labeled images over MQTT.
     for (label, files) in [("cat", &cats), ("coffee", &coffees)] {
         for f in files.iter() {
-            publish_file(port, &format!("samples/{label}"), f);
+            bus.publish_file(&format!("samples/{label}"), f);
             let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
             assert_eq!(r["ok"], true, "{r}");
             assert_eq!(r["result"]["label"], label, "{r}");
         }
     }
     // The state follows the last reply closely, not necessarily before it.
-    let mut state = retained_state(port);
+    let mut state = bus.retained("state");
     for _ in 0..20 {
         if state["samples_total"] == 12 {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
-        state = retained_state(port);
+        state = bus.retained("state");
     }
     assert_eq!(state["samples_total"], 12, "{state}");
     assert_eq!(samples_of(&state)["cat"], 6, "{state}");
@@ -441,7 +258,7 @@ fn classifier_daemon(model_keys: &str) {
     );
 
     // Train: the first head is deployed and swapped in while frames keep flowing.
-    let r = ask(&mut bus, port, tmp.path(), "cmd/train", r#"{"id": "t1"}"#);
+    let r = bus.ask("cmd/train", r#"{"id": "t1"}"#);
     assert_eq!(r["ok"], true, "{r}");
     let t = json(&bus.wait_for("training", "a finished training", |p| {
         json(p)["status"] == "finished"
@@ -458,22 +275,22 @@ fn classifier_daemon(model_keys: &str) {
     assert!(head["label"] == "cat" || head["label"] == "coffee", "{d}");
 
     // Bad input: each gets an error reply, and the daemon keeps going.
-    publish(port, "cmd/train", "{not json", tmp.path());
+    bus.publish("cmd/train", "{not json");
     let r = bus.reply("a malformed-JSON reply", |v| v["cmd"] == "train");
     assert_eq!(r["ok"], false, "{r}");
     assert!(r["error"].as_str().unwrap_or("").contains("JSON"), "{r}");
-    publish(port, "cmd/frobnicate", "{}", tmp.path());
+    bus.publish("cmd/frobnicate", "{}");
     let r = bus.reply("an unknown-verb reply", |v| v["cmd"] == "frobnicate");
     assert_eq!(r["ok"], false, "{r}");
-    publish_file(port, "samples/Cat", &cats[0]);
+    bus.publish_file("samples/Cat", &cats[0]);
     let r = bus.reply("a bad-label reply", |v| v["cmd"] == "sample");
     assert_eq!(r["ok"], false, "{r}");
-    publish(port, "samples/cat", "this is not an image", tmp.path());
+    bus.publish("samples/cat", "this is not an image");
     let r = bus.reply("an undecodable-image reply", |v| v["cmd"] == "sample");
     assert_eq!(r["ok"], false, "{r}");
     let big = tmp.path().join("big.bin");
     std::fs::write(&big, vec![0u8; 2 << 20]).expect("write big payload");
-    publish_file(port, "samples/cat", &big);
+    bus.publish_file("samples/cat", &big);
     let r = bus.reply("an oversized-message reply", |v| {
         v["ok"] == false
             && v["error"]
@@ -482,46 +299,25 @@ fn classifier_daemon(model_keys: &str) {
                 .contains("max_packet_bytes")
     });
     assert!(r["cmd"].is_null(), "{r}");
-    let r = ask(&mut bus, port, tmp.path(), "cmd/status", r#"{"id": 2}"#);
+    let r = bus.ask("cmd/status", r#"{"id": 2}"#);
     assert_eq!(r["result"]["samples_total"], 12, "{r}");
 
     // Other commands, each answered.
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/label",
-        r#"{"id": "l1", "label": "cat"}"#,
-    );
+    let r = bus.ask("cmd/label", r#"{"id": "l1", "label": "cat"}"#);
     assert_eq!(r["ok"], true, "{r}");
     assert!(r["result"]["id"].is_i64(), "{r}");
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
+    let r = bus.ask(
         "cmd/label",
         r#"{"id": "l2", "label": "cat", "detection": 0}"#,
     );
     assert_eq!(r["ok"], false, "a classifier has no detections: {r}");
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/snapshot",
-        r#"{"id": "s1"}"#,
-    );
+    let r = bus.ask("cmd/snapshot", r#"{"id": "s1"}"#);
     assert!(r["result"]["bytes"].as_u64().unwrap_or(0) > 0, "{r}");
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/rollback",
-        r#"{"id": "r1", "version": "previous"}"#,
-    );
+    let r = bus.ask("cmd/rollback", r#"{"id": "r1", "version": "previous"}"#);
     assert_eq!(r["ok"], false, "only one head exists: {r}");
-    let r = ask(&mut bus, port, tmp.path(), "cmd/pause", r#"{"id": "p1"}"#);
+    let r = bus.ask("cmd/pause", r#"{"id": "p1"}"#);
     assert_eq!(r["result"]["paused"], true, "{r}");
-    let r = ask(&mut bus, port, tmp.path(), "cmd/resume", r#"{"id": "p2"}"#);
+    let r = bus.ask("cmd/resume", r#"{"id": "p2"}"#);
     assert_eq!(r["result"]["paused"], false, "{r}");
     bus.wait_for("default/detections", "detections after the errors", |_| {
         true
@@ -557,8 +353,9 @@ fn detector_daemon(model_keys: &str) {
     let eileen = write_box_crops("astronaut.png", [15, 14, 364, 508], 6, &samples, "e");
     let other = write_box_crops("camera.png", [4, 68, 320, 512], 6, &samples, "o");
 
-    let (_broker, port) = start_broker(tmp.path());
-    let (_sub, mut bus) = bus(port);
+    let broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = self::bus(port);
     let state_dir = tmp.path().join("state");
     let config = tmp.path().join("adaptd.toml");
     let write_config = |score: &str| {
@@ -602,30 +399,18 @@ fn detector_daemon(model_keys: &str) {
     );
 
     // Labeling: a detector wants the box; the box of the latest frame becomes a sample.
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/label",
-        r#"{"id": "l0", "label": "eileen"}"#,
-    );
+    let r = bus.ask("cmd/label", r#"{"id": "l0", "label": "eileen"}"#);
     assert_eq!(r["ok"], false, "{r}");
     assert!(
         r["error"].as_str().unwrap_or("").contains("detection"),
         "{r}"
     );
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
+    let r = bus.ask(
         "cmd/label",
         r#"{"id": "l1", "label": "eileen", "detection": 0}"#,
     );
     assert_eq!(r["ok"], true, "{r}");
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
+    let r = bus.ask(
         "cmd/label",
         r#"{"id": "l2", "label": "eileen", "detection": 7}"#,
     );
@@ -634,7 +419,7 @@ fn detector_daemon(model_keys: &str) {
     // 12 more samples make 13 new ones: [train].min_new_samples starts a run by itself.
     for (label, files) in [("eileen", &eileen), ("someone", &other)] {
         for f in files.iter() {
-            publish_file(port, &format!("samples/{label}"), f);
+            bus.publish_file(&format!("samples/{label}"), f);
             let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
             assert_eq!(r["ok"], true, "{r}");
         }
@@ -666,23 +451,11 @@ fn detector_daemon(model_keys: &str) {
         ("person".into(), "eileen".into()),
         "{e}"
     );
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/snapshot",
-        r#"{"id": "s1"}"#,
-    );
+    let r = bus.ask("cmd/snapshot", r#"{"id": "s1"}"#);
     assert!(r["result"]["bytes"].as_u64().unwrap_or(0) > 1000, "{r}");
 
     // Live settings: an unknown threshold of 1 rejects every sub-label; fps caps processing.
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/set",
-        r#"{"id": "u1", "unknown_threshold": 1.0}"#,
-    );
+    let r = bus.ask("cmd/set", r#"{"id": "u1", "unknown_threshold": 1.0}"#);
     assert_eq!(
         r["result"]["applied"],
         serde_json::json!(["unknown_threshold"]),
@@ -691,10 +464,7 @@ fn detector_daemon(model_keys: &str) {
     bus.wait_for("default/detections", "an unknown sub-label", |p| {
         json(p)["items"][0]["head"]["unknown"] == true
     });
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
+    let r = bus.ask(
         "cmd/set",
         r#"{"id": "u2", "unknown_threshold": 0, "fps": 1}"#,
     );
@@ -707,15 +477,11 @@ fn detector_daemon(model_keys: &str) {
     });
 
     // forget: the label's samples go, from the store and from the state.
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/forget",
-        r#"{"id": "f1", "label": "someone"}"#,
-    );
+    let r = bus.ask("cmd/forget", r#"{"id": "f1", "label": "someone"}"#);
     assert_eq!(r["result"]["removed"], 6, "{r}");
-    let st = state_where(port, "no `someone`", |s| samples_of(s)["someone"].is_null());
+    let st = bus.retained_where("state", "no `someone`", |s| {
+        samples_of(s)["someone"].is_null()
+    });
     assert_eq!(samples_of(&st)["eileen"], 7, "{st}");
     let backend = backend_of(model_keys);
     assert_eq!(st["cameras"][CAM]["backend"], backend, "{st}");
@@ -767,8 +533,9 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
     write_crops("coffee.png", 2, &frames, "f");
     let cats = write_crops("chelsea.png", 8, &samples, "cat");
 
-    let (broker, port) = start_broker(tmp.path());
-    let (sub, mut bus) = bus(port);
+    let mut broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = self::bus(port);
     let state_dir = tmp.path().join("state");
     let config = tmp.path().join("adaptd.toml");
     std::fs::write(
@@ -784,41 +551,36 @@ fn daemon_survives_a_broker_restart_and_kill_9_leaves_offline() {
     let mut daemon = start_daemon(&config);
     bus.wait_for("available", "`online`", |p| p == "online");
     for f in &cats[..4] {
-        publish_file(port, "samples/cat", f);
+        bus.publish_file("samples/cat", f);
         let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
         assert_eq!(r["ok"], true, "{r}");
     }
 
     // kill -9 the broker (no persistence: its retained messages die with it), then bring
     // a new one up on the same port.
-    drop(sub);
-    drop(broker);
+    drop(bus);
+    broker.stop();
     std::thread::sleep(Duration::from_secs(2));
-    let _broker = (0..10)
-        .find_map(|_| {
-            broker_on(tmp.path(), port).or_else(|| {
-                std::thread::sleep(Duration::from_millis(500));
-                None
-            })
-        })
-        .expect("mosquitto restarted on the same port");
-    let (_sub, mut bus) = self::bus(port);
+    broker.restart();
+    let mut bus = self::bus(port);
     bus.wait_for(
         "default/detections",
         "detections after the reconnect",
         |_| true,
     );
-    let st = state_where(port, "4 samples, republished", |s| s["samples_total"] == 4);
+    let st = bus.retained_where("state", "4 samples, republished", |s| {
+        s["samples_total"] == 4
+    });
     assert_eq!(samples_of(&st)["cat"], 4, "{st}");
     // Resubscribed: samples and commands are taken again.
     for f in &cats[4..] {
-        publish_file(port, "samples/cat", f);
+        bus.publish_file("samples/cat", f);
         let r = bus.reply("a sample reply after the reconnect", |v| {
             v["cmd"] == "sample"
         });
         assert_eq!(r["ok"], true, "{r}");
     }
-    let r = ask(&mut bus, port, tmp.path(), "cmd/status", r#"{"id": "st"}"#);
+    let r = bus.ask("cmd/status", r#"{"id": "st"}"#);
     assert!(
         r["result"]["cameras"][CAM]["source_state"].is_object(),
         "{r}"
@@ -870,11 +632,14 @@ fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (_sub, mut bus) = bus(port);
+    let mut bus = self::bus(port);
     bus.wait_for("default/detections", "detections", |p| {
         json(p)["items"][0]["label"].is_string()
     });
-    assert_eq!(retained_state(port)["cameras"][CAM]["model"], "mobilenetv2");
+    assert_eq!(
+        bus.retained("state")["cameras"][CAM]["model"],
+        "mobilenetv2"
+    );
 
     // The README's teaching example: four samples start a training run by themselves.
     for (label, file) in [
@@ -883,8 +648,7 @@ fn demo_config_runs_on_the_embedded_broker_and_watch_shows_it() {
         ("things", "02-coffee.jpg"),
         ("things", "04-rocket.jpg"),
     ] {
-        publish_file(
-            port,
+        bus.publish_file(
             &format!("samples/{label}"),
             &repo().join("demo/frames").join(file),
         );
@@ -995,8 +759,9 @@ fn speaker_daemon(model_keys: &str) {
     let clips = tmp.path().join("clips");
     std::fs::create_dir_all(&clips).expect("mkdir");
     let voices = ["awb", "rms", "slt"];
-    let (_broker, port) = start_broker(tmp.path());
-    let (_sub, mut bus) = bus(port);
+    let broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = self::bus(port);
     let config = tmp.path().join("adaptd.toml");
     std::fs::write(
         &config,
@@ -1026,21 +791,7 @@ fn speaker_daemon(model_keys: &str) {
     bus.wait_for("available", "`online`", |p| p == "online");
 
     // Home Assistant: a Speaker sensor, no snapshot image.
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ])
-        .args(["-t", "homeassistant/device/testcam/config"])
-        .output()
-        .expect("run mosquitto_sub");
-    let disc = json(String::from_utf8_lossy(&out.stdout).trim());
+    let disc = json(&retained_raw(port, "homeassistant/device/testcam/config"));
     assert_eq!(
         disc["cmps"][format!("{CAM}_speaker")]["p"],
         "sensor",
@@ -1054,7 +805,7 @@ fn speaker_daemon(model_keys: &str) {
         for (i, text) in ENROL.iter().enumerate() {
             let f = clips.join(format!("{voice}-enrol-{i}.wav"));
             say(voice, text, &f);
-            publish_file(port, &format!("samples/{voice}"), &f);
+            bus.publish_file(&format!("samples/{voice}"), &f);
             let r = bus.reply("a sample reply", |v| v["cmd"] == "sample");
             assert_eq!(r["ok"], true, "{r}");
             assert_eq!(r["result"]["label"], voice, "{r}");
@@ -1066,13 +817,13 @@ fn speaker_daemon(model_keys: &str) {
     assert_eq!(t["deployed"], true, "{t}");
 
     // A clip that is not WAV, and a truncated WAV: clear refusals, nothing stored.
-    publish(port, "samples/awb", "this is not a WAV file", tmp.path());
+    bus.publish("samples/awb", "this is not a WAV file");
     let r = bus.reply("a not-WAV reply", |v| v["cmd"] == "sample");
     assert_eq!(r["ok"], false, "{r}");
     let whole = std::fs::read(clips.join("awb-enrol-0.wav")).expect("read");
     let cut = tmp.path().join("cut.wav");
     std::fs::write(&cut, &whole[..30]).expect("write");
-    publish_file(port, "samples/awb", &cut);
+    bus.publish_file("samples/awb", &cut);
     let r = bus.reply("a truncated-WAV reply", |v| v["cmd"] == "sample");
     assert_eq!(r["ok"], false, "{r}");
     assert!(!r["error"].as_str().unwrap_or("").is_empty(), "{r}");
@@ -1129,7 +880,9 @@ fn speaker_daemon(model_keys: &str) {
         }),
     );
     assert_eq!(e["type"], "update", "{e}");
-    let st = state_where(port, "speaker awb", |s| s["cameras"][CAM]["label"] == "awb");
+    let st = bus.retained_where("state", "speaker awb", |s| {
+        s["cameras"][CAM]["label"] == "awb"
+    });
     assert_eq!(
         st["cameras"][CAM]["backend"],
         backend_of(model_keys),
@@ -1137,21 +890,9 @@ fn speaker_daemon(model_keys: &str) {
     );
 
     // The last utterance becomes a sample; there is no picture to snapshot.
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/label",
-        r#"{"id": "l1", "label": "awb"}"#,
-    );
+    let r = bus.ask("cmd/label", r#"{"id": "l1", "label": "awb"}"#);
     assert_eq!(r["ok"], true, "{r}");
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/snapshot",
-        r#"{"id": "s1"}"#,
-    );
+    let r = bus.ask("cmd/snapshot", r#"{"id": "s1"}"#);
     assert_eq!(r["ok"], false, "{r}");
     let counts = stored_counts(&tmp.path().join("state"), "resemblyzer-ge2e");
     assert_eq!(counts["awb"], 3, "{counts}");
@@ -1167,8 +908,9 @@ fn speaker_daemon(model_keys: &str) {
 fn a_still_scene_is_gated_and_label_forces_a_frame() {
     let (tmp, frames, _) = workdirs();
     write_crops("chelsea.png", 1, &frames, "a");
-    let (_broker, port) = start_broker(tmp.path());
-    let (_sub, mut bus) = bus(port);
+    let broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = self::bus(port);
     let config = tmp.path().join("adaptd.toml");
     std::fs::write(
         &config,
@@ -1190,13 +932,7 @@ fn a_still_scene_is_gated_and_label_forces_a_frame() {
     }));
     assert_eq!(s["frames"], 1, "only the first frame was analysed: {s}");
 
-    let r = ask(
-        &mut bus,
-        port,
-        tmp.path(),
-        "cmd/label",
-        r#"{"id": "l1", "label": "cat"}"#,
-    );
+    let r = bus.ask("cmd/label", r#"{"id": "l1", "label": "cat"}"#);
     assert_eq!(r["ok"], true, "{r}");
     // The forced frame's `detections` went out before the reply (the label waited for it);
     // the counters say it was analysed, and only it.

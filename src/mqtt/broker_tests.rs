@@ -21,6 +21,11 @@ use crate::mqtt::discovery::device_discovery;
 use crate::mqtt::topics::{Incoming, Topics};
 use crate::mqtt::MqttLink;
 
+/// The one Mosquitto harness, shared with the integration tests.
+#[path = "../../tests/common/mosquitto.rs"]
+mod mosquitto;
+use mosquitto::{set_mode, TestBroker};
+
 const WAIT: Duration = Duration::from_secs(10);
 const CHILD_PORT_ENV: &str = "ADAPTD_MQTT_TEST_CHILD_PORT";
 const CHILD_DEVICE_ENV: &str = "ADAPTD_MQTT_TEST_CHILD_DEVICE";
@@ -28,129 +33,6 @@ const CHILD_DEVICE_ENV: &str = "ADAPTD_MQTT_TEST_CHILD_DEVICE";
 fn unique() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     u64::from(std::process::id()) * 1000 + NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-fn mosquitto_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("ADAPTD_MOSQUITTO") {
-        return PathBuf::from(p);
-    }
-    let debian = Path::new("/usr/sbin/mosquitto");
-    if debian.exists() {
-        debian.to_owned()
-    } else {
-        PathBuf::from("mosquitto")
-    }
-}
-
-/// A Mosquitto process on 127.0.0.1:`port`, killed on drop.
-struct TestBroker {
-    port: u16,
-    dir: tempfile::TempDir,
-    extra_config: String,
-    child: Option<Child>,
-}
-
-impl TestBroker {
-    fn start() -> TestBroker {
-        TestBroker::start_with("")
-    }
-
-    fn start_with(extra_config: &str) -> TestBroker {
-        let mut dir = tempfile::tempdir().expect("tempdir");
-        // Mosquitto started as root drops to the `mosquitto` user before loading TLS files.
-        set_mode(dir.path(), 0o755);
-        for _ in 0..3 {
-            let port = {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-                l.local_addr().expect("addr").port()
-            };
-            let mut broker = TestBroker {
-                port,
-                dir,
-                extra_config: extra_config.to_owned(),
-                child: None,
-            };
-            if broker.spawn() {
-                return broker;
-            }
-            dir = broker.take_dir();
-        }
-        panic!("mosquitto did not start on a free port three times in a row");
-    }
-
-    fn take_dir(mut self) -> tempfile::TempDir {
-        self.stop();
-        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
-    }
-
-    fn spawn(&mut self) -> bool {
-        let conf = self.dir.path().join("mosquitto.conf");
-        let text = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n{}",
-            self.port, self.extra_config
-        );
-        std::fs::write(&conf, text).expect("write mosquitto.conf");
-        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
-        let log2 = log.try_clone().expect("log");
-        let child = Command::new(mosquitto_bin())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {}: {e}; install Mosquitto (apt-get install mosquitto) or set ADAPTD_MOSQUITTO",
-                    mosquitto_bin().display()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "mosquitto did not listen on {} within 5 s:\n{}",
-            self.port,
-            self.log()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts again on the same port (after [`TestBroker::stop`]).
-    fn restart(&mut self) {
-        assert!(self.spawn(), "mosquitto did not restart:\n{}", self.log());
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// A second client that records what it receives.
@@ -310,13 +192,13 @@ async fn message(rx: &mut mpsc::Receiver<LinkEvent>) -> (String, Incoming, Vec<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_publishes_online_retained() {
     let broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert_eq!(connected(&mut events, WAIT).await, Some(1));
     assert!(link.publisher().is_connected());
     assert_eq!(
-        retained(broker.port, &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available()).await.as_deref(),
         Some("online")
     );
     let stats = link.publisher().stats();
@@ -328,9 +210,9 @@ async fn connect_publishes_online_retained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_shutdown_publishes_stopped_and_no_will() {
     let broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
-    let mut obs = Observer::connect(broker.port, &[topics.available()]).await;
+    let mut obs = Observer::connect(broker.port(), &[topics.available()]).await;
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
     obs.expect(&topics.available(), "online").await;
@@ -346,7 +228,7 @@ async fn clean_shutdown_publishes_stopped_and_no_will() {
         .await;
     assert_eq!(after, None, "nothing may follow `stopped`");
     assert_eq!(
-        retained(broker.port, &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available()).await.as_deref(),
         Some("stopped")
     );
     assert!(matches!(
@@ -392,7 +274,7 @@ async fn lwt_offline_after_crash() {
     let broker = TestBroker::start();
     let device = format!("crash{}", unique());
     let topics = Topics::new("adaptd", &device);
-    let mut obs = Observer::connect(broker.port, &[topics.available()]).await;
+    let mut obs = Observer::connect(broker.port(), &[topics.available()]).await;
 
     let exe = std::env::current_exe().expect("current exe");
     // Under qemu-user without binfmt_misc the kernel cannot start a foreign ELF, and qemu
@@ -421,7 +303,7 @@ async fn lwt_offline_after_crash() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CHILD_PORT_ENV, broker.port.to_string())
+            .env(CHILD_PORT_ENV, broker.port().to_string())
             .env(CHILD_DEVICE_ENV, &device)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -449,7 +331,7 @@ async fn lwt_offline_after_crash() {
         "will arrives live"
     );
     assert_eq!(
-        retained(broker.port, &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available()).await.as_deref(),
         Some("offline")
     );
 }
@@ -457,7 +339,7 @@ async fn lwt_offline_after_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_broker_restart() {
     let mut broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     let publisher = link.publisher().clone();
@@ -494,11 +376,11 @@ async fn reconnects_after_broker_restart() {
     // The restarted broker lost its retained messages: `online` is there because the link
     // published it again.
     assert_eq!(
-        retained(broker.port, &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available()).await.as_deref(),
         Some("online")
     );
     // The subscriptions were renewed: a command published now arrives.
-    let obs = Observer::connect(broker.port, &[]).await;
+    let obs = Observer::connect(broker.port(), &[]).await;
     obs.publish(&topics.cmd("status"), "{\"id\": 1}", false)
         .await;
     let (topic, incoming, payload) = message(&mut events).await;
@@ -511,9 +393,9 @@ async fn reconnects_after_broker_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_command_gets_an_error_reply() {
     let broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
-    let mut obs = Observer::connect(broker.port, &[topics.reply()]).await;
+    let mut obs = Observer::connect(broker.port(), &[topics.reply()]).await;
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
 
@@ -557,13 +439,13 @@ async fn malformed_command_gets_an_error_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_do_not_kill_the_link() {
     let broker = TestBroker::start();
-    let mut cfg = config(broker.port);
+    let mut cfg = config(broker.port());
     cfg.max_packet_bytes = 16384;
     let topics = Topics::from_config(&cfg);
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     let publisher = link.publisher().clone();
     assert_eq!(connected(&mut events, WAIT).await, Some(1));
-    let obs = Observer::connect(broker.port, &[]).await;
+    let obs = Observer::connect(broker.port(), &[]).await;
 
     // Incoming: rumqttc drops the connection at the header; the link reports and reconnects.
     obs.publish(&topics.cmd("label"), vec![b' '; 40_000], false)
@@ -614,9 +496,9 @@ async fn oversized_messages_do_not_kill_the_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_commands_are_ignored() {
     let broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
-    let obs = Observer::connect(broker.port, &[]).await;
+    let obs = Observer::connect(broker.port(), &[]).await;
     obs.publish(&topics.cmd("forget"), r#"{"label": "cat"}"#, true)
         .await;
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
@@ -635,7 +517,7 @@ async fn retained_commands_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_is_published_on_connect_and_on_home_assistant_birth() {
     let broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
@@ -645,7 +527,7 @@ async fn discovery_is_published_on_connect_and_on_home_assistant_birth() {
     // sees what the broker retained.
     let deadline = std::time::Instant::now() + WAIT;
     let (mut obs, payload) = loop {
-        let mut obs = Observer::connect(broker.port, std::slice::from_ref(&discovery.topic)).await;
+        let mut obs = Observer::connect(broker.port(), std::slice::from_ref(&discovery.topic)).await;
         let (payload, retain) = obs
             .next_on(&discovery.topic, WAIT)
             .await
@@ -687,13 +569,13 @@ async fn discovery_is_published_on_connect_and_on_home_assistant_birth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_discovery_when_disabled() {
     let broker = TestBroker::start();
-    let mut cfg = config(broker.port);
+    let mut cfg = config(broker.port());
     cfg.discovery = false;
     let topics = Topics::from_config(&cfg);
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
     assert_eq!(
-        retained(broker.port, &topics.discovery_config()).await,
+        retained(broker.port(), &topics.discovery_config()).await,
         None
     );
     assert!(link.shutdown(WAIT).await);
@@ -702,7 +584,7 @@ async fn no_discovery_when_disabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_while_the_broker_is_down_is_bounded() {
     let mut broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
     broker.stop();
@@ -825,8 +707,8 @@ async fn mutual_tls_from_configured_files() {
         pki.server_cert.display(),
         pki.server_key.display()
     ));
-    let mut cfg = config(broker.port);
-    cfg.url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let mut cfg = config(broker.port());
+    cfg.url = format!("mqtts://127.0.0.1:{}", broker.port());
     cfg.ca_file = Some(pki.ca.clone());
     cfg.client_cert = Some(pki.client_cert.clone());
     cfg.client_key = Some(pki.client_key.clone());
@@ -892,7 +774,7 @@ async fn password_from_file_logs_in() {
     let secret = dir.path().join("mqtt-password");
     std::fs::write(&secret, "s3cr3t-Pw\n").expect("write");
     set_mode(&secret, 0o600);
-    let mut cfg = config(broker.port);
+    let mut cfg = config(broker.port());
     cfg.username = Some("adaptd".into());
     cfg.password_file = Some(secret.clone());
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
@@ -914,7 +796,7 @@ async fn password_from_file_logs_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_frame_publishing_never_blocks() {
     let broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
@@ -946,12 +828,12 @@ async fn per_frame_publishing_never_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_owner_does_not_deadlock_the_link() {
     let broker = TestBroker::start();
-    let cfg = config(broker.port);
+    let cfg = config(broker.port());
     let topics = Topics::from_config(&cfg);
-    let mut reply_obs = Observer::connect(broker.port, &[topics.reply()]).await;
+    let mut reply_obs = Observer::connect(broker.port(), &[topics.reply()]).await;
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
     assert!(connected(&mut events, WAIT).await.is_some());
-    let obs = Observer::connect(broker.port, &[]).await;
+    let obs = Observer::connect(broker.port(), &[]).await;
     let flood = 3 * crate::mqtt::client::EVENT_CAPACITY;
     for i in 0..flood {
         obs.publish(&topics.cmd("status"), format!("{{\"id\": {i}}}"), false)
@@ -987,10 +869,10 @@ async fn a_slow_owner_does_not_deadlock_the_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_oversized_message_is_retried_with_backoff_not_spun() {
     let broker = TestBroker::start();
-    let mut cfg = config(broker.port);
+    let mut cfg = config(broker.port());
     cfg.max_packet_bytes = 16384;
     let topics = Topics::from_config(&cfg);
-    let obs = Observer::connect(broker.port, &[]).await;
+    let obs = Observer::connect(broker.port(), &[]).await;
     obs.publish(&topics.sample("cat"), vec![0u8; 40_000], true)
         .await;
     let (link, mut events) = MqttLink::start(&cfg).expect("start");
@@ -1023,7 +905,7 @@ async fn retained_oversized_message_is_retried_with_backoff_not_spun() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_drops_the_connection_on_an_oversized_outgoing_packet() {
     let broker = TestBroker::start();
-    let mut opts = MqttOptions::new(format!("canary-{}", unique()), "127.0.0.1", broker.port);
+    let mut opts = MqttOptions::new(format!("canary-{}", unique()), "127.0.0.1", broker.port());
     opts.set_max_packet_size(4096, 4096);
     let (client, mut eventloop) = AsyncClient::new(opts, 8);
     client

@@ -5,6 +5,8 @@
 //! same path CI takes. `ADAPTD_TEST_MODEL_DIR` and `ADAPTD_TEST_IMAGES` override both.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
