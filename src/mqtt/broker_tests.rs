@@ -198,7 +198,9 @@ async fn connect_publishes_online_retained() {
     assert_eq!(connected(&mut events, WAIT).await, Some(1));
     assert!(link.publisher().is_connected());
     assert_eq!(
-        retained(broker.port(), &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available())
+            .await
+            .as_deref(),
         Some("online")
     );
     let stats = link.publisher().stats();
@@ -228,7 +230,9 @@ async fn clean_shutdown_publishes_stopped_and_no_will() {
         .await;
     assert_eq!(after, None, "nothing may follow `stopped`");
     assert_eq!(
-        retained(broker.port(), &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available())
+            .await
+            .as_deref(),
         Some("stopped")
     );
     assert!(matches!(
@@ -331,7 +335,9 @@ async fn lwt_offline_after_crash() {
         "will arrives live"
     );
     assert_eq!(
-        retained(broker.port(), &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available())
+            .await
+            .as_deref(),
         Some("offline")
     );
 }
@@ -376,7 +382,9 @@ async fn reconnects_after_broker_restart() {
     // The restarted broker lost its retained messages: `online` is there because the link
     // published it again.
     assert_eq!(
-        retained(broker.port(), &topics.available()).await.as_deref(),
+        retained(broker.port(), &topics.available())
+            .await
+            .as_deref(),
         Some("online")
     );
     // The subscriptions were renewed: a command published now arrives.
@@ -527,7 +535,8 @@ async fn discovery_is_published_on_connect_and_on_home_assistant_birth() {
     // sees what the broker retained.
     let deadline = std::time::Instant::now() + WAIT;
     let (mut obs, payload) = loop {
-        let mut obs = Observer::connect(broker.port(), std::slice::from_ref(&discovery.topic)).await;
+        let mut obs =
+            Observer::connect(broker.port(), std::slice::from_ref(&discovery.topic)).await;
         let (payload, retain) = obs
             .next_on(&discovery.topic, WAIT)
             .await
