@@ -91,9 +91,13 @@ class Daemon:
             with self.lock:
                 self.stats.append((time.time(), s))
 
-    def stats_since(self, t0):
+    def stats_since(self, t0, camera="default"):
+        """The `stats` messages received since `t0`, each with `camera`'s own figures
+        (`stats.cameras.<camera>`: fps, frames, skipped_frames...) laid over the device's
+        (uptime, samples, mqtt_*). `camera="default"` is the legacy single `[source]`."""
         with self.lock:
-            return [s for (t, s) in self.stats if t >= t0]
+            return [{**s, **(s.get("cameras") or {}).get(camera, {})}
+                    for (t, s) in self.stats if t >= t0]
 
     def rss_kib(self, field="VmRSS"):
         """Resident set size of the daemon (VmRSS; VmHWM for its peak), in KiB."""
