@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -250,7 +250,7 @@ impl Control {
                 self.notices.send(Notice::DeviceChanged);
                 match (started.is_empty(), last_err) {
                     (true, Some(e)) => Err(e.into()),
-                    _ => Ok(json!({"status": "started", "models": started})),
+                    _ => result(&wire::TrainStarted::new(started)),
                 }
             }
             Command::Rollback { target } => {
@@ -267,7 +267,7 @@ impl Control {
                 };
                 let decision = blocking(move || learner.rollback(target)).await??;
                 self.notices.send(Notice::DeviceChanged);
-                serde_json::to_value(&decision).map_err(|e| ControlError::Internal(e.to_string()))
+                result(&decision)
             }
             Command::Pause | Command::Resume => {
                 let paused = matches!(req.command, Command::Pause);
@@ -276,8 +276,8 @@ impl Control {
                     s.set_paused(paused);
                     self.notices.send(Notice::StreamChanged(s.index));
                 }
-                let names: Vec<&str> = targets.iter().map(|s| s.name.as_str()).collect();
-                Ok(json!({ "paused": paused, "cameras": names }))
+                let cameras = targets.iter().map(|s| s.name.clone()).collect();
+                result(&wire::Paused { paused, cameras })
             }
             Command::Snapshot => {
                 let targets = self.targets(camera)?;
@@ -286,19 +286,19 @@ impl Control {
                         "a microphone has no picture to snapshot; its latest utterance is in `detections`".into(),
                     ));
                 }
-                let mut bytes = serde_json::Map::new();
+                let mut cameras = std::collections::BTreeMap::new();
                 for s in targets.into_iter().filter(|s| !s.is_audio()) {
                     if let Some(n) = publish_snapshot(&self.publisher, s).await {
-                        bytes.insert(s.name.clone(), n.into());
+                        cameras.insert(s.name.clone(), n as u64);
                     }
                 }
-                if bytes.is_empty() {
+                if cameras.is_empty() {
                     return Err(ControlError::NotApplicable(
                         "no frame has been processed yet (or the link is down)".into(),
                     ));
                 }
-                let total: u64 = bytes.values().filter_map(Value::as_u64).sum();
-                Ok(json!({ "bytes": total, "cameras": bytes }))
+                let bytes = cameras.values().sum();
+                result(&wire::SnapshotTaken { bytes, cameras })
             }
             Command::Set(settings) => self.apply_settings(camera, settings),
             Command::Forget { label } => {
@@ -311,12 +311,11 @@ impl Control {
                 })
                 .await??;
                 self.notices.send(Notice::DeviceChanged);
-                Ok(json!({ "removed": removed }))
+                result(&wire::Forgotten { removed })
             }
             Command::Status => {
                 self.notices.send(Notice::DeviceChanged);
-                serde_json::to_value(self.device_state())
-                    .map_err(|e| ControlError::Internal(e.to_string()))
+                result(&self.device_state())
             }
         }
     }
@@ -476,7 +475,7 @@ impl Control {
     fn apply_settings(&self, camera: Option<&str>, s: Settings) -> Result<Value, ControlError> {
         let targets = self.targets(camera)?;
         let mut applied = Vec::new();
-        let mut not_applied = serde_json::Map::new();
+        let mut not_applied = std::collections::BTreeMap::new();
         if s.score_threshold.is_some() {
             if targets.iter().any(|t| t.is_detector) {
                 applied.push("score_threshold");
@@ -530,10 +529,13 @@ impl Control {
         if applied.is_empty() {
             return Err(ControlError::Setting(format!(
                 "nothing could be applied: {}",
-                Value::Object(not_applied)
+                serde_json::to_string(&not_applied).unwrap_or_default()
             )));
         }
-        Ok(json!({ "applied": applied, "not_applied": not_applied }))
+        result(&wire::SettingsApplied {
+            applied: applied.into_iter().map(str::to_owned).collect(),
+            not_applied,
+        })
     }
 
     /// Starts runs for the learners whose schedule says so (`[train].interval_secs`,
@@ -701,4 +703,9 @@ pub fn busy_reply(msg: &Message) -> Reply {
         Some(cmd),
         format!("busy: {QUEUE} messages are already waiting; send this again in a second"),
     )
+}
+
+/// A command's result as the reply's `result`: one of the wire types, serialised once here.
+fn result(value: &impl serde::Serialize) -> Result<Value, ControlError> {
+    serde_json::to_value(value).map_err(|e| ControlError::Internal(e.to_string()))
 }

@@ -53,7 +53,9 @@ pub use detections::{Detections, HeadLabel, Item, UtteranceInfo};
 pub use events::{Event, EventKind};
 pub use lenient::{decode, DecodeError};
 pub use name::{check_stream_name, MAX_STREAM_NAME, RESERVED_STREAM_NAMES};
-pub use reply::{Reply, SampleStored};
+pub use reply::{
+    Forgotten, Paused, Reply, SampleStored, SettingsApplied, SnapshotTaken, TrainStarted,
+};
 pub use state::{
     Availability, AvailabilityError, CameraState, DeviceState, EngineState, LearnerState,
     SourceState,

@@ -207,3 +207,66 @@ mod tests {
         assert!(old.evicted.is_empty());
     }
 }
+
+/// The `result` of `train`: the learners whose run started; the outcome follows on `training`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainStarted {
+    /// Always `started` (a run that cannot start is an error reply instead).
+    #[serde(deserialize_with = "lenient")]
+    pub status: String,
+    /// The embedding models (learners) whose run started.
+    #[serde(deserialize_with = "lenient")]
+    pub models: Vec<String>,
+}
+
+impl TrainStarted {
+    pub fn new(models: Vec<String>) -> TrainStarted {
+        TrainStarted {
+            status: "started".into(),
+            models,
+        }
+    }
+}
+
+/// The `result` of `pause` and `resume`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Paused {
+    #[serde(deserialize_with = "lenient")]
+    pub paused: bool,
+    /// The streams it applied to.
+    #[serde(deserialize_with = "lenient")]
+    pub cameras: Vec<String>,
+}
+
+/// The `result` of `snapshot`: bytes of the JPEG published on each `<camera>/snapshot`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotTaken {
+    /// Over all cameras.
+    #[serde(deserialize_with = "lenient")]
+    pub bytes: u64,
+    #[serde(deserialize_with = "lenient")]
+    pub cameras: std::collections::BTreeMap<String, u64>,
+}
+
+/// The `result` of `forget`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Forgotten {
+    /// Samples deleted, over every learner concerned.
+    #[serde(deserialize_with = "lenient")]
+    pub removed: usize,
+}
+
+/// The `result` of `set`: what took effect, and why the rest did not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SettingsApplied {
+    #[serde(deserialize_with = "lenient")]
+    pub applied: Vec<String>,
+    /// Setting → why it was not applied (`score_threshold` on a classifier...).
+    #[serde(deserialize_with = "lenient")]
+    pub not_applied: std::collections::BTreeMap<String, String>,
+}
