@@ -215,7 +215,7 @@ fn threads_and_workers_give_the_same_outputs() {
     };
     let model = resolve("mobilenetv2");
     let mut bb =
-        adaptd::vision::backbone::Backbone::load_with(&model, 1, &ort_options(&lib)).expect("ort");
+        adaptd::runtime::backbone::Backbone::load_with(&model, 1, &ort_options(&lib)).expect("ort");
     let input: Vec<f32> = (0..bb.item_len())
         .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
         .collect();

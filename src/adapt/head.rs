@@ -17,7 +17,7 @@ use thiserror::Error;
 
 /// Label reported when a prediction is rejected as not confidently any
 /// class. Reserved: no class may be called this.
-pub const UNKNOWN_LABEL: &str = "unknown";
+pub use crate::label::UNKNOWN as UNKNOWN_LABEL;
 
 /// Name of the optional background class ("nothing of interest"). A
 /// prediction of this class is flagged `unknown` (see [`Prediction`]).

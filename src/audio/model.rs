@@ -13,8 +13,8 @@ use super::AudioError;
 use crate::model::manifest::OutputRole;
 use crate::model::manifest::{AudioSpec, ModelKind};
 use crate::model::ResolvedModel;
+use crate::runtime::backbone::{Backbone, BackboneError};
 use crate::runtime::BackendOptions;
-use crate::vision::backbone::{Backbone, BackboneError};
 
 /// Errors of loading or running the speaker encoder.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 //! wrapped in [`UsageError`] so that `main` exits with 2 for them and 1 for failures.
 
 mod adapt_cmds;
+mod bench_cmds;
 mod vision_cmds;
 
 pub use adapt_cmds::default_state_dir;
@@ -95,10 +96,10 @@ enum Command {
         all: bool,
     },
     /// Per-stage latency (median, p95) against onnxruntime on the same input.
-    Bench(crate::bench::BenchArgs),
+    Bench(bench_cmds::BenchArgs),
     /// Train a head on given .npy embeddings and report test accuracy and time (for
     /// benches/head_vs_sklearn.py).
-    BenchHead(crate::bench::HeadBenchArgs),
+    BenchHead(bench_cmds::HeadBenchArgs),
     /// Labeled samples: add, import, list, rm, export.
     Samples {
         #[command(flatten)]
@@ -206,8 +207,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { model, all } => vision_cmds::inspect(&ctx, model.as_deref(), all),
-        Command::Bench(args) => crate::bench::run(&ctx, &args),
-        Command::BenchHead(args) => crate::bench::run_head(&args),
+        Command::Bench(args) => bench_cmds::run(&ctx, &args),
+        Command::BenchHead(args) => bench_cmds::run_head(&args),
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
         Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
         Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),

@@ -15,8 +15,9 @@
 //! the pip wheel's library when it is there keeps one binary for every board, and `auto`
 //! falls back to tract where it is not.
 //!
-//! [`Backbone`]: crate::vision::backbone::Backbone
+//! [`Backbone`]: crate::runtime::backbone::Backbone
 
+pub mod backbone;
 pub mod depthwise;
 #[cfg(feature = "onnxruntime")]
 mod onnx_graph;
@@ -29,7 +30,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ResolvedModel;
-use crate::vision::backbone::{BackboneError, OpProfile};
+use crate::runtime::backbone::{BackboneError, OpProfile};
 
 /// The `[model].backend` setting: which engine to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -132,7 +133,7 @@ pub struct RawOutput {
     pub data: Vec<f32>,
 }
 
-/// What a backend must do for a [`Backbone`](crate::vision::backbone::Backbone): run the
+/// What a backend must do for a [`Backbone`](crate::runtime::backbone::Backbone): run the
 /// graph on one pinned-shape input and return the planned outputs, in order.
 pub trait Engine: Send {
     /// Which backend this is.

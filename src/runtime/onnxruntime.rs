@@ -23,7 +23,7 @@ use ort::value::TensorRef;
 use tract_onnx::prelude::Framework;
 
 use super::{BackendKind, BackendOptions, Engine, LoadRequest, RawOutput, RuntimeError};
-use crate::vision::backbone::BackboneError;
+use crate::runtime::backbone::BackboneError;
 
 /// The library name tried on the system search path when nothing is configured.
 pub const DEFAULT_LIBRARY: &str = "libonnxruntime.so";

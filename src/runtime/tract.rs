@@ -18,7 +18,7 @@ use tract_onnx::prelude::*;
 use super::depthwise::{self, DepthwiseKernels};
 use super::{BackendKind, BackendOptions, Engine, LoadRequest, RawOutput};
 use crate::model::ResolvedModel;
-use crate::vision::backbone::{BackboneError, OpProfile};
+use crate::runtime::backbone::{BackboneError, OpProfile};
 
 type Plan = Arc<TypedRunnableModel>;
 

@@ -2,6 +2,7 @@
 //! the seeded random draws of reservoir sampling. Kept free of SQLite so they can be reasoned
 //! about (and tested) on their own.
 
+use crate::label::Label;
 use crate::store::error::StoreError;
 
 /// The label for background and false positives. It is an ordinary class for storage and
@@ -12,7 +13,7 @@ pub const NONE_LABEL: &str = "none";
 /// What the classifier reports when no class is confident. Refused as a training label: a
 /// class named `unknown` would make "the head is unsure" and "the head is sure it is the class
 /// unknown" indistinguishable downstream.
-pub const UNKNOWN_LABEL: &str = "unknown";
+pub use crate::label::UNKNOWN as UNKNOWN_LABEL;
 
 /// Longest label, in bytes (labels are ASCII, so also in characters).
 pub const MAX_LABEL_LEN: usize = 64;
@@ -30,51 +31,21 @@ pub fn validate_label(label: &str) -> Result<(), StoreError> {
     const RULE: &str = "labels are 1 to 64 characters of lower-case a-z, digits, '_' and '-', \
                         starting with a letter or digit (so they are safe as MQTT topic levels \
                         and file names)";
-    let bad = |what: String| StoreError::InvalidLabel {
-        label: shorten(label),
-        reason: format!("{what}; {RULE}"),
-    };
-    if label.is_empty() {
-        return Err(bad("it is empty".into()));
-    }
-    if label.len() > MAX_LABEL_LEN {
-        return Err(bad(format!("it is {} bytes long", label.len())));
-    }
-    if let Some(c) = label
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
-    {
-        let hint = if c.is_ascii_uppercase() {
-            format!(" (use {:?})", label.to_ascii_lowercase())
-        } else {
-            String::new()
-        };
-        return Err(bad(format!("it contains {c:?}{hint}")));
-    }
-    if label.starts_with(['_', '-']) {
-        return Err(bad("it starts with '_' or '-'".into()));
-    }
-    Ok(())
+    Label::check_syntax(label).map_err(|e| StoreError::InvalidLabel {
+        label: e.label,
+        reason: format!("{}; {RULE}", e.reason),
+    })
 }
 
-/// [`validate_label`] plus the refusal of [`UNKNOWN_LABEL`]: the rule for labels of new samples.
+/// [`validate_label`], and not the reserved `unknown`: the label of a class to train.
 pub fn validate_training_label(label: &str) -> Result<(), StoreError> {
     validate_label(label)?;
-    if label == UNKNOWN_LABEL {
+    if Label::is_reserved(label) {
         return Err(StoreError::ReservedLabel {
             label: label.to_string(),
         });
     }
     Ok(())
-}
-
-/// Keeps error messages readable when someone sends a 1 MB "label" over MQTT.
-fn shorten(label: &str) -> String {
-    const KEEP: usize = 80;
-    match label.char_indices().nth(KEEP) {
-        Some((cut, _)) => format!("{}…", &label[..cut]),
-        None => label.to_string(),
-    }
 }
 
 /// How many of a label's `n` samples should be holdout: `floor(n * f)`, but at least 1 and at

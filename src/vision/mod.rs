@@ -3,9 +3,9 @@
 //! [`VisionModel`] glues the stages together for one model: it owns the preprocessor and the
 //! backbone state, so a frame loop or a CLI command calls one method per image (or batch) and
 //! gets the embedding, the ranked classes or the boxes in original-image pixels, with the time
-//! each stage took.
+//! each stage took. The backbone itself (load and run a graph on a backend) lives in
+//! [`crate::runtime::backbone`], below vision, because audio models run on it too.
 
-pub mod backbone;
 pub mod classify;
 pub mod detect;
 pub mod image_io;
@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use crate::model::manifest::{Decoder, DetectSpec, ModelKind, OutputRole, Task};
 use crate::model::ResolvedModel;
+use crate::runtime::backbone::{self, Backbone, BackboneError, BackboneOutput};
 use crate::runtime::BackendOptions;
-use backbone::{Backbone, BackboneError, BackboneOutput};
 use classify::Ranked;
 use preprocess::{PreprocessError, Preprocessor, Transform};
 

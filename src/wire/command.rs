@@ -37,7 +37,7 @@ use super::lenient::json_type;
 use super::name::check_stream_name;
 use super::reply::Reply;
 // The label rule is the one import from the rest of the crate (it moves to `crate::label`).
-use crate::mqtt::commands::Label;
+use crate::label::Label;
 
 /// The verbs, for error messages.
 pub const VERBS: &[&str] = &[

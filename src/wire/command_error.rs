@@ -80,3 +80,12 @@ pub enum CommandError {
     #[error("`label` takes no `image`: it labels the current frame; to send an image, publish its raw bytes to <base>/samples/<label>")]
     ImageNotAccepted,
 }
+
+impl From<crate::label::LabelError> for CommandError {
+    fn from(e: crate::label::LabelError) -> CommandError {
+        CommandError::InvalidLabel {
+            label: e.label,
+            reason: e.reason,
+        }
+    }
+}

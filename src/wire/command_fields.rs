@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::command_error::CommandError;
 use super::lenient::json_type;
-use crate::mqtt::commands::Label;
+use crate::label::Label;
 
 /// The keys `set` accepts and their allowed values, for parsing and for error messages.
 pub(super) const SETTING_KEYS: &[(&str, &str)] = &[

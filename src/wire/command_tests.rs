@@ -1,7 +1,7 @@
 //! The command parser's tests: every verb, every kind of refusal and its message.
 
 use super::*;
-use crate::mqtt::commands::Label;
+use crate::label::Label;
 use serde_json::json;
 
 fn ok(verb: &str, payload: &str) -> Request {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Context;
+use super::Context;
 use crate::runtime::depthwise::DepthwiseKernels;
 use crate::vision::{image_io, AnalyzeOptions, VisionModel};
 
@@ -249,7 +249,7 @@ fn time_pair(
 /// Runs the benchmark for every `--model`.
 pub fn run(ctx: &Context, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.iters == 0 || args.block == 0 || args.threads.iter().any(|t| *t == 0 || *t > 64) {
-        return Err(crate::cli::UsageError(
+        return Err(super::UsageError(
             "--iters and --block must be >= 1 and --threads 1..=64".into(),
         )
         .into());
@@ -334,7 +334,7 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
             library,
             ..Default::default()
         };
-        match crate::vision::backbone::Backbone::load_with(&vm.model, 1, &opts) {
+        match crate::runtime::backbone::Backbone::load_with(&vm.model, 1, &opts) {
             Ok(b) => {
                 onnxruntime_load_ms = Some(b.load_time.as_secs_f64() * 1e3);
                 onnxruntime_library = crate::runtime::probe_onnxruntime(&opts).ok();
@@ -397,7 +397,7 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
         let base_input = base.last_input().to_vec();
         let mut base_ort = match (&ort_backbone, &ort_options) {
             (Some(_), Some(opts)) => Some(
-                crate::vision::backbone::Backbone::load_with(&base.model, 1, opts)
+                crate::runtime::backbone::Backbone::load_with(&base.model, 1, opts)
                     .with_context(|| format!("loading the baseline {base_name} on onnxruntime"))?,
             ),
             _ => None,
@@ -437,7 +437,7 @@ fn bench_model(ctx: &Context, name: &str, args: &BenchArgs) -> anyhow::Result<Mo
                 tract_depthwise: kernels,
                 ..Default::default()
             };
-            crate::vision::backbone::Backbone::load_with(&vm.model, 1, &opts)
+            crate::runtime::backbone::Backbone::load_with(&vm.model, 1, &opts)
         };
         let (mut ours, mut theirs) = (
             load(DepthwiseKernels::Adaptd)?,
