@@ -9,8 +9,8 @@
 pub struct LabelError {
     /// The label given (shortened when long).
     pub label: String,
-    /// What is wrong.
-    pub reason: &'static str,
+    /// What is wrong, and the label to write instead where one is obvious.
+    pub reason: String,
 }
 
 /// A sample label: 1 to 64 characters of `[a-z0-9_-]`, starting with a letter or digit, and not
@@ -34,7 +34,8 @@ impl Label {
         if Label::is_reserved(label) {
             return Err(LabelError {
                 label: truncate(label, 80),
-                reason: "`unknown` is reserved for what the model does not recognise; choose another name",
+                reason: "`unknown` is reserved for what the model does not recognise; choose another name"
+                    .to_owned(),
             });
         }
         Ok(Label(label.to_owned()))
@@ -43,9 +44,9 @@ impl Label {
     /// The rule without the reservation: what may be stored (a head's own `unknown`
     /// prediction included). Labels are topic levels and file names, hence the alphabet.
     pub fn check_syntax(label: &str) -> Result<(), LabelError> {
-        let bad = |reason: &'static str| LabelError {
+        let bad = |reason: &str| LabelError {
             label: truncate(label, 80),
-            reason,
+            reason: reason.to_owned(),
         };
         if label.is_empty() {
             return Err(bad(
@@ -55,10 +56,19 @@ impl Label {
         if label.chars().count() > 64 {
             return Err(bad("it is longer than 64 characters"));
         }
-        if label
-            .chars()
-            .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'))
-        {
+        let allowed =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+        if !label.chars().all(allowed) {
+            // A label that is only wrong in case ("Cat") gets the exact fix, the most common
+            // slip when labels come from folder names or a phone keyboard.
+            let lower = label.to_ascii_lowercase();
+            if lower.chars().all(allowed) && lower.starts_with(|c: char| c.is_ascii_alphanumeric())
+            {
+                return Err(bad(&format!(
+                    "upper-case letters are not allowed (use {:?}); only lower-case a-z, digits, `_` and `-`",
+                    truncate(&lower, 80)
+                )));
+            }
             return Err(bad(
                 "only lower-case a-z, digits, `_` and `-` are allowed (write \"cat\", not \"Cat\" or \"a cat\")",
             ));
@@ -94,5 +104,49 @@ fn truncate(s: &str, max_chars: usize) -> String {
         let mut t: String = s.chars().take(max_chars).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_accepts_topic_safe_labels_and_reserves_unknown() {
+        for ok in ["cat", "a", "9lives", "red_car", "dog-2", &"x".repeat(64)] {
+            assert_eq!(Label::parse(ok).map(|l| l.to_string()), Ok(ok.to_owned()));
+        }
+        assert!(Label::check_syntax(UNKNOWN).is_ok());
+        let e = Label::parse(UNKNOWN).unwrap_err();
+        assert!(e.reason.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn a_label_wrong_only_in_case_gets_the_exact_fix() {
+        let e = Label::parse("Cat").unwrap_err();
+        assert!(e.to_string().contains("use \"cat\""), "{e}");
+        let e = Label::parse("Red_Car").unwrap_err();
+        assert!(e.to_string().contains("use \"red_car\""), "{e}");
+        // Not fixable by case alone: the general rule, no misleading suggestion.
+        for bad in ["a cat", "a/b", "é", "Cat!"] {
+            let e = Label::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("lower-case"), "{e}");
+            assert!(!e.to_string().contains("(use "), "{e}");
+        }
+    }
+
+    #[test]
+    fn empty_long_and_badly_started_labels_are_named() {
+        assert!(Label::parse("").unwrap_err().reason.contains("empty"));
+        let long = "a".repeat(65);
+        assert!(Label::parse(&long).unwrap_err().reason.contains("64"));
+        for bad in ["-x", "_x"] {
+            assert!(
+                Label::parse(bad).unwrap_err().reason.contains("start"),
+                "{bad}"
+            );
+        }
+        let e = Label::parse(&"Z".repeat(200)).unwrap_err();
+        assert!(e.label.chars().count() <= 81, "shortened: {}", e.label);
     }
 }

@@ -63,7 +63,7 @@ pub enum CommandError {
         /// The label given (shortened when long).
         label: String,
         /// What is wrong.
-        reason: &'static str,
+        reason: String,
     },
     /// `set` without any setting.
     #[error("`set` needs at least one setting; the settings are: {0}")]
