@@ -47,16 +47,21 @@
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
 //! - [`bounded`]: reading untrusted files whole with a size cap checked first.
 //! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
+//! - [`rng`]: the one pseudo-random generator (SplitMix64): seeded streams for training,
+//!   clock-seeded jitter.
+//! - [`backoff`]: retry delays, exponential, with full jitter for the broker link.
 //! - [`label`]: the one label rule (samples, commands, the store) and the reserved `unknown`.
 //! - [`cli`]: the `adaptd` command line (its `bench` commands included: they are commands,
 //!   with anyhow at the edge); `main.rs` only maps its errors to exit codes.
 //!
 //! Layers, one way: runtime (tract / onnxruntime and [`runtime::backbone`]) <- vision, audio
 //! <- source <- daemon (its pipeline inside) <- cli. [`wire`], [`label`], [`model`],
-//! [`durable`] and [`bounded`] are leaves anyone may use; the daemon never imports the CLI and
-//! takes a parsed `Config`. Known exceptions still to remove: audio's microphone stream uses
-//! source's latest-frame slot and stats, and adapt's trainer and centroid head import each
-//! other. One crate for now: the split into workspace crates was not measured yet.
+//! [`durable`], [`bounded`], [`rng`] and [`backoff`] are leaves anyone may use; the daemon never imports the CLI and
+//! takes a parsed `Config`. Beside that chain: [`store`] <- [`adapt`] (training reads samples),
+//! [`mqtt`] (the connection, on [`wire`]), [`consensus`]; [`config`] gathers every room's
+//! settings and sits just under the daemon; [`watch`] reads MQTT and never the daemon.
+//! `tests/layers.rs` holds the crate to this table and fails naming the file and line of any
+//! import against it.
 
 // Input, files and the network reach almost every function here: a panic would take the
 // daemon (and its unacknowledged work) down. Outside tests, failures are errors with a
@@ -65,6 +70,7 @@
 
 pub mod adapt;
 pub mod audio;
+pub mod backoff;
 pub mod bounded;
 pub mod cli;
 pub mod config;
@@ -75,6 +81,7 @@ pub mod label;
 pub mod model;
 pub mod mqtt;
 pub mod npy;
+pub mod rng;
 pub mod runtime;
 pub mod source;
 pub mod store;

@@ -25,12 +25,12 @@
 
 use std::time::Instant;
 
-use crate::adapt::head::{argmax, Head, HeadKind, HeadParams};
-use crate::adapt::metrics::Metrics;
-use crate::adapt::trainer::{
+use crate::adapt::dataset::{
     Dataset, StopReason, TrainConfig, TrainError, TrainReport, ValidationSource,
     THRESHOLD_MIN_SAMPLES, THRESHOLD_PERCENTILE,
 };
+use crate::adapt::head::{argmax, Head, HeadKind, HeadParams};
+use crate::adapt::metrics::Metrics;
 
 /// Threshold when there is too little validation data to calibrate one:
 /// the best cosine an input must reach to be named. Chosen on GE2E voice

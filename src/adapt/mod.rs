@@ -8,13 +8,17 @@
 //! well under a second from a few thousand samples.
 //!
 //! - [`head`]: the head itself (inference, open-set decision, safetensors).
-//! - [`trainer`]: datasets, configuration and the Adam training loop.
+//! - [`dataset`]: what training takes and gives (dataset, configuration, report, errors),
+//!   shared by both fitters.
+//! - [`trainer`]: the Adam training loop, evaluation and threshold calibration; dispatches
+//!   centroid heads to [`centroid`].
 //! - [`centroid`]: the nearest-centroid (cosine) head, for enrolment from a few samples.
 //! - [`metrics`]: accuracy / macro-F1 / confusion matrix.
 //! - [`registry`]: versioned heads on disk with a deploy policy.
 //! - [`workspace`]: one model's samples and heads together: add, train + deploy, classify.
 
 pub mod centroid;
+pub mod dataset;
 pub mod head;
 pub mod metrics;
 pub mod registry;

@@ -30,7 +30,8 @@
 //! Why this split: each stage has its own failure modes and its own tests (bad files, pipe
 //! reads, aliasing, gating, numerical agreement with librosa), and the two entry points share
 //! everything after them: a file goes `wav → resample → mel`, a microphone
-//! `pcm → resample → vad → mel`. None of the stages knows about tract or MQTT, so they can be
+//! `pcm → resample → vad → mel` (the capture thread that runs that chain is a source,
+//! `source::microphone`, one layer up). None of the stages knows about tract or MQTT, so they can be
 //! tested with synthetic signals in milliseconds.
 //!
 //! # From the manifest
@@ -45,7 +46,6 @@ pub mod mel;
 pub mod model;
 pub mod pcm;
 pub mod resample;
-pub mod stream;
 pub mod vad;
 pub mod wav;
 

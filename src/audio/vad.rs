@@ -523,15 +523,12 @@ pub(crate) mod tests {
     use super::*;
     use std::f64::consts::PI;
 
-    /// Deterministic white noise (xorshift, uniform, RMS = `rms`).
+    /// Deterministic white noise (uniform, RMS = `rms`).
     pub(crate) fn noise(n: usize, rms: f64, seed: u64) -> Vec<f32> {
-        let mut s = seed.max(1);
+        let mut rng = crate::rng::SplitMix64::new(seed);
         (0..n)
             .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let u = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+                let u = rng.next_f64() * 2.0 - 1.0;
                 (u * rms * 3f64.sqrt()) as f32
             })
             .collect()

@@ -182,7 +182,19 @@ impl Control {
 
     /// The retained device `state`.
     pub fn device_state(&self) -> wire::DeviceState {
-        report::device_state(self)
+        report::device_state(&self.owners())
+    }
+
+    /// The state the reports read (`state`, `stats`, the systemd status line).
+    pub fn owners(&self) -> report::Owners<'_> {
+        report::Owners {
+            streams: &self.streams,
+            learners: &self.learners,
+            publisher: &self.publisher,
+            telemetry: &self.telemetry,
+            auto_train: self.auto_train.load(Ordering::SeqCst),
+            engines: &self.engines,
+        }
     }
 
     /// Publishes a reply; false when it could not be sent.

@@ -82,7 +82,7 @@ impl Keep for Frame {
     }
 }
 
-impl Keep for crate::audio::stream::UtteranceMsg {
+impl Keep for crate::source::microphone::UtteranceMsg {
     fn seq(&self) -> u64 {
         self.seq
     }

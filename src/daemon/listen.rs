@@ -12,8 +12,8 @@ use std::time::Instant;
 use super::infer::{EmbedInput, LaneSettings, Medium};
 use super::pipeline::{head_label, FrameResult, HeadSlot, Item, UtteranceInfo};
 use crate::audio::model::AudioModel;
-use crate::audio::stream::UtteranceMsg;
 use crate::consensus::{Consensus, ConsensusConfig};
+use crate::source::microphone::UtteranceMsg;
 
 /// The consensus track of the speaker (the `track` of its `events`).
 pub const SPEAKER_TRACK: &str = "speaker";

@@ -2,13 +2,29 @@
 //! (streams, learners, telemetry, the link) as [`crate::wire`] types.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::control::Control;
+use super::learner::Learner;
 use super::stats::cpu_temperature;
+use super::streams::StreamHandle;
+use super::telemetry::Telemetry;
+use crate::mqtt::Publisher;
 use crate::wire;
 
+/// What the reports read, borrowed from their owners. The control plane lends it
+/// ([`super::control::Control::owners`]); the reports never see the control plane itself, so
+/// they stay a pure function of the state (and `control` can use them without a cycle).
+pub struct Owners<'a> {
+    pub streams: &'a [Arc<StreamHandle>],
+    pub learners: &'a [Arc<Learner>],
+    pub publisher: &'a Publisher,
+    pub telemetry: &'a Telemetry,
+    pub auto_train: bool,
+    pub engines: &'a [wire::EngineState],
+}
+
 /// The device's retained `state`.
-pub fn device_state(c: &Control) -> wire::DeviceState {
+pub fn device_state(c: &Owners<'_>) -> wire::DeviceState {
     let cameras = c
         .streams
         .iter()
@@ -41,16 +57,16 @@ pub fn device_state(c: &Control) -> wire::DeviceState {
         binary_version: env!("CARGO_PKG_VERSION").to_owned(),
         device: c.publisher.topics().device_id().to_owned(),
         training: c.learners.iter().any(|l| l.is_training()),
-        auto_train: c.auto_train.load(std::sync::atomic::Ordering::SeqCst),
+        auto_train: c.auto_train,
         cameras,
         learners,
         samples_total,
-        engines: c.engines.clone(),
+        engines: c.engines.to_vec(),
     }
 }
 
 /// The `stats` message.
-pub fn stats(c: &Control) -> wire::Stats {
+pub fn stats(c: &Owners<'_>) -> wire::Stats {
     let link = c.publisher.stats();
     c.telemetry.set_mqtt_connected(link.connected);
     let cameras = c
@@ -90,7 +106,7 @@ pub fn stats(c: &Control) -> wire::Stats {
         })
         .collect();
     let mut samples = BTreeMap::new();
-    for l in &c.learners {
+    for l in c.learners {
         for (label, n) in l.counts() {
             *samples.entry(label).or_insert(0) += n;
         }
@@ -111,7 +127,7 @@ pub fn stats(c: &Control) -> wire::Stats {
 }
 
 /// One line for `systemctl status`.
-pub fn status_line(c: &Control) -> String {
+pub fn status_line(c: &Owners<'_>) -> String {
     let st = stats(c);
     let fps: f64 = st.cameras.values().map(|s| s.fps).sum();
     let streaming = st

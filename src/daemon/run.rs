@@ -41,12 +41,12 @@ use super::telemetry::Telemetry;
 use super::trainer::{self, TrainerContext};
 use super::DaemonError;
 use crate::audio::pcm::PcmFormat;
-use crate::audio::stream::{self as audio_stream, StreamConfig};
 use crate::audio::wav::WavLimits;
 use crate::config::Config;
 use crate::model::ModelDirs;
 use crate::mqtt::discovery::{DeviceKind, DiscoveredStream};
 use crate::mqtt::{LinkEvent, MqttLink, Reply};
+use crate::source::microphone::{self as audio_stream, StreamConfig};
 use crate::source::{
     latest_slot, Doorbell, SourceConfig, SourceState, SourceStats, StopSignal, StreamKind,
 };
@@ -339,7 +339,7 @@ pub async fn serve(
     let names: Vec<&str> = control.streams.iter().map(|s| s.name.as_str()).collect();
     info!(streams = ?names, "adaptd running");
     let notifier = Notifier::from_env();
-    notifier.ready(&report::status_line(&control));
+    notifier.ready(&report::status_line(&control.owners()));
     // Without a watchdog the tick still runs, rarely, and does nothing.
     let ping_every = notifier.ping_interval();
     let mut watchdog_tick = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
@@ -361,7 +361,7 @@ pub async fn serve(
                 SignalKind2::Reload => {
                     notifier.reloading();
                     reload(&control, opts.config_path.as_deref());
-                    notifier.reloaded(&report::status_line(&control));
+                    notifier.reloaded(&report::status_line(&control.owners()));
                 }
             },
             event = events.recv() => match event {
@@ -391,8 +391,8 @@ pub async fn serve(
                 }
             }
             _ = stats_tick.tick() => {
-                notifier.status(&report::status_line(&control));
-                if let Ok(json) = serde_json::to_vec(&report::stats(&control)) {
+                notifier.status(&report::status_line(&control.owners()));
+                if let Ok(json) = serde_json::to_vec(&report::stats(&control.owners())) {
                     let topic = publisher.topics().stats();
                     let _ = publisher.try_publish(&topic, json, false);
                 }

@@ -71,7 +71,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::mqtt::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::mqtt::config::{BrokerUrl, MqttConfig, MqttError};
 use crate::mqtt::discovery::{device_discovery, DiscoveredStream, Discovery};
 use crate::mqtt::topics::{Incoming, Topics};
@@ -174,8 +174,10 @@ pub struct LinkStats {
     pub retained_ignored: u64,
 }
 
+/// The link's state and counters, shared by the handle(s) and the event-loop task: the
+/// connected flag is a watch channel (waiters wake on change), the rest are atomics.
 #[derive(Debug)]
-struct Shared {
+struct LinkState {
     connected: watch::Sender<bool>,
     shutting_down: AtomicBool,
     closed: AtomicBool,
@@ -190,9 +192,9 @@ struct Shared {
     retained_ignored: AtomicU64,
 }
 
-impl Shared {
-    fn new() -> Shared {
-        Shared {
+impl LinkState {
+    fn new() -> LinkState {
+        LinkState {
             connected: watch::Sender::new(false),
             shutting_down: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -218,7 +220,7 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     client: AsyncClient,
-    shared: Arc<Shared>,
+    shared: Arc<LinkState>,
     topics: Topics,
     qos: QoS,
     max_packet: usize,
@@ -263,7 +265,7 @@ impl Publisher {
     /// [`Self::check`], counting a refused message as dropped.
     fn admit(&self, topic: &str, payload_len: usize) -> Result<(), MqttError> {
         self.check(topic, payload_len).inspect_err(|_| {
-            Shared::bump(&self.shared.dropped);
+            LinkState::bump(&self.shared.dropped);
         })
     }
 
@@ -304,11 +306,11 @@ impl Publisher {
         self.admit(topic, payload.len())?;
         match self.client.try_publish(topic, self.qos, retain, payload) {
             Ok(()) => {
-                Shared::bump(&self.shared.published);
+                LinkState::bump(&self.shared.published);
                 Ok(())
             }
             Err(_) => {
-                Shared::bump(&self.shared.dropped);
+                LinkState::bump(&self.shared.dropped);
                 if self.shared.closed.load(Ordering::Relaxed) {
                     Err(MqttError::Closed)
                 } else {
@@ -338,15 +340,15 @@ impl Publisher {
         .await;
         match sent {
             Ok(Ok(())) => {
-                Shared::bump(&self.shared.published);
+                LinkState::bump(&self.shared.published);
                 Ok(())
             }
             Ok(Err(_)) => {
-                Shared::bump(&self.shared.dropped);
+                LinkState::bump(&self.shared.dropped);
                 Err(MqttError::Closed)
             }
             Err(_) => {
-                Shared::bump(&self.shared.dropped);
+                LinkState::bump(&self.shared.dropped);
                 Err(MqttError::Timeout(PUBLISH_TIMEOUT))
             }
         }
@@ -364,7 +366,7 @@ pub struct MqttLink {
 /// Everything the event loop task needs.
 struct LoopCtx {
     client: AsyncClient,
-    shared: Arc<Shared>,
+    shared: Arc<LinkState>,
     topics: Topics,
     qos: QoS,
     discovery: Option<Discovery>,
@@ -416,7 +418,7 @@ impl MqttLink {
         network.set_connection_timeout(CONNECT_TIMEOUT_SECS);
         eventloop.set_network_options(network);
 
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(LinkState::new());
         let wake = Arc::new(Notify::new());
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
         let ctx = LoopCtx {
@@ -517,7 +519,7 @@ impl Drop for MqttLink {
 }
 
 async fn run(mut eventloop: EventLoop, ctx: LoopCtx) {
-    let mut backoff = Backoff::reconnect_default();
+    let mut backoff = Backoff::broker();
     let mut connected_since: Option<Instant> = None;
     let mut awaiting_suback: Option<u64> = None;
     loop {
@@ -526,7 +528,7 @@ async fn run(mut eventloop: EventLoop, ctx: LoopCtx) {
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_since = Some(Instant::now());
-                let connects = Shared::bump(&ctx.shared.connects);
+                let connects = LinkState::bump(&ctx.shared.connects);
                 ctx.shared.connected.send_replace(true);
                 if connects == 1 {
                     info!("MQTT: connected to {}", ctx.url);
@@ -571,13 +573,13 @@ async fn run(mut eventloop: EventLoop, ctx: LoopCtx) {
                     debug!("MQTT: connection ended during shutdown: {error}");
                     break;
                 }
-                let failures = Shared::bump(&ctx.shared.failures);
+                let failures = LinkState::bump(&ctx.shared.failures);
                 if was_up.is_some_and(|since| since.elapsed() >= STABLE_AFTER) {
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
                 if let Some(size) = oversized(&error) {
-                    Shared::bump(&ctx.shared.oversized);
+                    LinkState::bump(&ctx.shared.oversized);
                     warn!(
                         "MQTT: dropped an incoming message of {size} bytes, over [mqtt].max_packet_bytes = {}; rumqttc closes the connection on such a packet, so the link reconnects in {:.1} s (failure {failures}; raise max_packet_bytes if such messages are expected)",
                         ctx.max_packet,
@@ -678,7 +680,7 @@ fn on_publish(ctx: &LoopCtx, publish: Publish) {
         }
         Incoming::Unknown => debug!("MQTT: ignored a message on {}", publish.topic),
         Incoming::Command(_) | Incoming::Sample { .. } if publish.retain => {
-            Shared::bump(&ctx.shared.retained_ignored);
+            LinkState::bump(&ctx.shared.retained_ignored);
             warn!(
                 "MQTT: ignored a retained message on {topic}: commands and samples must not be retained (clear it with `mosquitto_pub -r -n -t '{topic}'`)",
                 topic = publish.topic
@@ -692,10 +694,10 @@ fn on_publish(ctx: &LoopCtx, publish: Publish) {
             };
             match ctx.events.try_send(event) {
                 Ok(()) => {
-                    Shared::bump(&ctx.shared.received);
+                    LinkState::bump(&ctx.shared.received);
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    Shared::bump(&ctx.shared.received_dropped);
+                    LinkState::bump(&ctx.shared.received_dropped);
                     warn!(
                         "MQTT: dropped a message on {}: the daemon is not keeping up with incoming messages",
                         publish.topic

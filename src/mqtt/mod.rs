@@ -14,7 +14,6 @@
 //! - [`discovery`]: the Home Assistant device-based discovery message.
 //! - `broker` (cargo feature `embedded-broker`): the small in-process broker behind
 //!   `[mqtt].url = "embedded"`.
-//! - [`backoff`]: exponential backoff with full jitter for reconnects (rumqttc has none).
 //! - [`client`]: [`MqttLink`], which owns the connection and its event loop task: last will,
 //!   `online`, re-subscription and discovery after every reconnect, clean shutdown.
 //!
@@ -34,7 +33,6 @@
 //! retained state. On shutdown call [`MqttLink::shutdown`], which publishes `stopped` and
 //! waits for the DISCONNECT to be flushed so the broker does not fire the will (`offline`).
 
-pub mod backoff;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod client;

@@ -47,7 +47,7 @@ pub fn latest_slot<T>() -> (LatestSender<T>, LatestReceiver<T>) {
 /// to a full slot pushes out the oldest, counted as skipped.
 pub fn bounded_slot<T>(capacity: usize) -> (LatestSender<T>, LatestReceiver<T>) {
     let capacity = capacity.max(1);
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(SlotCell {
         state: Mutex::new(Slot {
             values: VecDeque::with_capacity(capacity),
             capacity,
@@ -135,13 +135,15 @@ impl Doorbell {
     }
 }
 
-struct Shared<T> {
+/// What both ends of one slot share: the slot behind its lock, the condition the receiver
+/// waits on, and the counters the stats read.
+struct SlotCell<T> {
     state: Mutex<Slot<T>>,
     cond: Condvar,
     counters: Arc<SlotCounters>,
 }
 
-impl<T> Shared<T> {
+impl<T> SlotCell<T> {
     fn lock(&self) -> MutexGuard<'_, Slot<T>> {
         // A panic while holding this lock cannot leave the slot inconsistent (every update is
         // a single assignment), so a poisoned lock is still usable.
@@ -163,7 +165,7 @@ impl<T> Shared<T> {
 
 /// The capture side. Not `Clone`: one producer per slot. Dropping it closes the slot.
 pub struct LatestSender<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<SlotCell<T>>,
 }
 
 impl<T> LatestSender<T> {
@@ -219,7 +221,7 @@ impl<T> Drop for LatestSender<T> {
 
 /// The inference side. Not `Clone`: one consumer per slot. Dropping it closes the slot.
 pub struct LatestReceiver<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<SlotCell<T>>,
 }
 
 impl<T> LatestReceiver<T> {
@@ -425,5 +427,53 @@ mod tests {
         }
         assert!(rx.try_recv().is_ok());
         assert_eq!(live.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn one_doorbell_rings_for_every_slot_it_watches() {
+        let bell = Doorbell::new();
+        let (tx_a, rx_a) = latest_slot::<u32>();
+        let (tx_b, rx_b) = latest_slot::<u32>();
+        // A value already waiting rings at once: the consumer must not sleep past it.
+        assert!(tx_a.send(1).is_ok());
+        rx_a.ring_on_send(bell.clone());
+        assert_eq!(bell.rings(), 1);
+        // An empty slot does not ring when watched, only when it gets a value.
+        rx_b.ring_on_send(bell.clone());
+        assert_eq!(bell.rings(), 1);
+        assert!(tx_b.send(2).is_ok());
+        assert_eq!(bell.rings(), 2);
+        // Either slot's sends ring the same bell; a replaced value still rings.
+        assert!(tx_a.send(3).is_ok());
+        assert_eq!(bell.rings(), 3);
+        assert_eq!(rx_a.try_recv().ok(), Some(3));
+        assert_eq!(rx_b.try_recv().ok(), Some(2));
+        // Closing rings too, so a consumer notices a camera that stopped.
+        drop(tx_b);
+        assert_eq!(bell.rings(), 4);
+        assert_eq!(rx_b.try_recv().err(), Some(RecvTimeoutError::Disconnected));
+    }
+
+    #[test]
+    fn a_waiter_wakes_on_a_ring_from_another_thread() {
+        let bell = Doorbell::new();
+        let (tx, rx) = latest_slot::<u32>();
+        rx.ring_on_send(bell.clone());
+        let seen = bell.rings();
+        let producer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(7).is_ok()
+        });
+        // A generous timeout: the test asserts the wake, never a duration.
+        let mut waits = 0;
+        while bell.rings() == seen && waits < 100 {
+            bell.wait(seen, Duration::from_secs(10));
+            waits += 1;
+        }
+        assert!(bell.rings() > seen, "woken by the send");
+        assert_eq!(producer.join().ok(), Some(true));
+        assert_eq!(rx.try_recv().ok(), Some(7));
+        // A wait with a ring already past `seen` returns without sleeping.
+        bell.wait(seen, Duration::from_secs(3600));
     }
 }

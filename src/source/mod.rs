@@ -18,9 +18,14 @@
 //! undecodable files and frames are skipped, a broken MJPEG stream resynchronises, a lost
 //! camera is reopened.
 //!
-//! Layout: [`frame`] (the `Frame` type), [`config`] (`[source]`), [`latest`] (the slot),
-//! [`stop`] (interruptible sleeps), [`stats`] (counters and state for MQTT), [`pace`] (drift-free
-//! pacing), [`convert`] (YUYV and MJPEG frame conversion), then one module per kind.
+//! Microphones are sources too: [`microphone`] reads PCM from a pipe, FIFO or file on its own
+//! capture thread and hands whole utterances (cut by [`crate::audio::vad`]) to inference
+//! through a small bounded slot, the audio counterpart of the frame slot.
+//!
+//! Layout: [`frame`] (the `Frame` type), [`config`] (`[source]`), [`streams`] (`[[cameras]]`
+//! and `[[microphones]]`), [`latest`] (the slot), [`stop`] (interruptible sleeps), [`stats`]
+//! (counters and state for MQTT), [`pace`] (drift-free pacing), [`convert`] (YUYV and MJPEG
+//! frame conversion), then one module per kind, [`microphone`] included.
 
 use std::sync::mpsc::SendError;
 use std::sync::Arc;
@@ -35,6 +40,7 @@ pub mod convert;
 pub mod dir;
 pub mod frame;
 pub mod latest;
+pub mod microphone;
 pub mod mjpeg;
 pub mod pace;
 pub mod reopen;
@@ -47,7 +53,7 @@ pub mod v4l2;
 pub use config::{PixelFormat, SourceConfig};
 pub use frame::Frame;
 pub use latest::{latest_slot, Doorbell, LatestFrame, LatestReceiver, LatestSender, SlotCounters};
-pub use reopen::{Backoff, ReopeningCamera};
+pub use reopen::ReopeningCamera;
 pub use stats::{SourceState, SourceStats, SourceStatsSnapshot};
 pub use stop::StopSignal;
 pub use streams::{CameraConfig, MicrophoneConfig, StreamKind, StreamSpec};

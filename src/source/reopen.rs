@@ -16,46 +16,11 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::source::frame::Frame;
 use crate::source::stats::{SourceState, SourceStats};
 use crate::source::stop::StopSignal;
 use crate::source::{Source, SourceError};
-
-/// Exponential backoff: `initial`, doubling, capped at `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial.min(max),
-        }
-    }
-
-    /// 1 s doubling to 30 s: quick to recover from a USB reset (which takes about a second),
-    /// and at most two attempts a minute against a camera that is gone for good, which keeps
-    /// the journal readable.
-    pub fn camera() -> Backoff {
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
-    }
-
-    /// The delay before the next attempt; each call doubles the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.initial.min(self.max);
-    }
-}
 
 /// Opens the camera; called again after every loss. Receives the wrapper's stats so counters
 /// (decode errors, negotiated format) accumulate over reconnections.
@@ -157,7 +122,7 @@ impl ReopeningCamera {
             }
             Err(e) if e.is_retryable() => {
                 self.attempt = self.attempt.saturating_add(1);
-                let retry_in = self.backoff.next;
+                let retry_in = self.backoff.ceiling();
                 warn!(
                     "{e} (attempt {}, next try in {} s)",
                     self.attempt,
@@ -322,15 +287,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_one_second_to_thirty() {
-        let mut b = Backoff::camera();
-        let got: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        assert_eq!(got, secs(&[1, 2, 4, 8, 16, 30, 30, 30]));
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_secs(1));
-    }
-
-    #[test]
     fn reconnects_with_backoff_and_reports_its_state() {
         let mut script: Vec<Result<FakeCam, SourceError>> = vec![Ok(FakeCam {
             frames: 2,
@@ -453,7 +409,7 @@ mod tests {
             "/dev/video0",
             Box::new(|_| Err(gone())),
             Box::new(move |d| s2.sleep(d)),
-            Backoff::new(Duration::from_millis(5), Duration::from_millis(20)),
+            Backoff::exponential(Duration::from_millis(5), Duration::from_millis(20)),
         );
         let h = std::thread::spawn(move || cam.next_frame().map(|f| f.is_none()).ok());
         std::thread::sleep(Duration::from_millis(100));

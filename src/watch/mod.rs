@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::time::{interval, MissedTickBehavior};
 
-use crate::mqtt::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::mqtt::client::client_options;
 use crate::mqtt::{MqttConfig, MqttError};
 pub use layout::frame;
@@ -113,7 +113,7 @@ pub async fn watch(config: &MqttConfig, opts: &WatchOptions) -> Result<(), Watch
     let subscriptions = route::subscriptions(&base, opts.camera.as_deref());
     let prefix = format!("{base}/");
     let mut link = format!("connecting to {url}");
-    let mut backoff = Backoff::reconnect_default();
+    let mut backoff = Backoff::broker();
     let mut tick = interval(opts.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut printed = 0u64;

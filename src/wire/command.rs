@@ -25,7 +25,6 @@
 //! | `set` | one or more of the [`Settings`] keys |
 //! | `forget` | `label` (required): delete that label's samples |
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::command_error::CommandError;
@@ -36,44 +35,14 @@ use super::command_fields::{
 use super::lenient::json_type;
 use super::name::check_stream_name;
 use super::reply::Reply;
-// The label rule is the one import from the rest of the crate (it moves to `crate::label`).
+pub use super::request_id::RequestId;
+// The label rule is the one import from the rest of the crate.
 use crate::label::Label;
 
 /// The verbs, for error messages.
 pub const VERBS: &[&str] = &[
     "label", "train", "rollback", "pause", "resume", "snapshot", "set", "forget", "status",
 ];
-
-/// A command's `id`, echoed in the reply: a string or a number, as the sender wrote it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RequestId {
-    /// `"id": "abc"`.
-    Text(String),
-    /// `"id": 42`.
-    Number(serde_json::Number),
-}
-
-impl Serialize for RequestId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            RequestId::Text(s) => serializer.serialize_str(s),
-            RequestId::Number(n) => n.serialize(serializer),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for RequestId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RequestId, D::Error> {
-        match Value::deserialize(deserializer)? {
-            Value::String(s) => Ok(RequestId::Text(s)),
-            Value::Number(n) => Ok(RequestId::Number(n)),
-            other => Err(serde::de::Error::custom(format!(
-                "an id is a string or a number, not {}",
-                json_type(&other)
-            ))),
-        }
-    }
-}
 
 /// Which head to roll back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

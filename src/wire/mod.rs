@@ -28,6 +28,7 @@
 //! - [`command`]: `cmd/<verb>` ([`Request`], [`Command`], ...), its errors in
 //!   [`command_error`] and its field readers in `command_fields`; [`reply`]: `reply`
 //!   ([`Reply`], [`SampleStored`]).
+//! - [`request_id`]: the `id` a command carries and its reply echoes.
 //! - [`name`]: the stream-name rule; [`lenient`]: the reading helpers.
 
 pub mod command;
@@ -38,6 +39,7 @@ pub mod events;
 pub mod lenient;
 pub mod name;
 pub mod reply;
+pub mod request_id;
 pub mod state;
 pub mod stats;
 pub mod training;

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::command::RequestId;
 use super::lenient::lenient;
+use super::request_id::RequestId;
 
 /// The JSON published on `<base>/reply` for every command:
 /// `{"id": <id or null>, "cmd": <verb>, "ok": true, "result": ...}` or

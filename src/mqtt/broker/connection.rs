@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::{topic, Message, Registration, Shared};
+use super::{topic, BrokerCore, Message, Registration};
 
 /// A client must send CONNECT within this time, or the socket is closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +76,7 @@ enum End {
 pub(crate) async fn run(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<BrokerCore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if *shutdown.borrow_and_update() {
@@ -207,7 +207,7 @@ pub(crate) async fn run(
 
 /// A client's place in the session table, given up on drop.
 struct Registered {
-    shared: Arc<Shared>,
+    shared: Arc<BrokerCore>,
     client_id: String,
     conn_id: u64,
 }
@@ -353,7 +353,7 @@ fn encode_remaining_length(out: &mut BytesMut, mut len: usize) {
 }
 
 struct Conn {
-    shared: Arc<Shared>,
+    shared: Arc<BrokerCore>,
     client_id: String,
     conn_id: u64,
     max_in: usize,
@@ -725,13 +725,8 @@ mod unit_tests {
     /// and never a frame over the limit.
     #[test]
     fn garbage_never_panics_the_parser() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::rng::SplitMix64::new(17);
+        let mut next = move || rng.next_u64();
         for round in 0..200_000u32 {
             let len = (next() % 64) as usize;
             let mut buf = BytesMut::with_capacity(len);

@@ -164,7 +164,7 @@ pub struct EmbeddedBroker {
     shutdown: watch::Sender<bool>,
     accept_task: Option<JoinHandle<()>>,
     #[cfg(test)]
-    shared: Arc<Shared>,
+    shared: Arc<BrokerCore>,
 }
 
 impl EmbeddedBroker {
@@ -189,7 +189,7 @@ impl EmbeddedBroker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| BrokerError::Bind { addr, source })?;
-        let shared = Arc::new(Shared::new(opts));
+        let shared = Arc::new(BrokerCore::new(opts));
         let (shutdown, shutdown_rx) = watch::channel(false);
         #[cfg(test)]
         let shared_for_tests = shared.clone();
@@ -267,7 +267,7 @@ impl Drop for EmbeddedBroker {
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<BrokerCore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
@@ -328,7 +328,7 @@ pub(crate) fn min_qos(a: QoS, b: QoS) -> QoS {
 }
 
 /// State shared by all connections, behind one mutex held only for short, non-async work.
-pub(crate) struct Shared {
+pub(crate) struct BrokerCore {
     pub(crate) opts: BrokerOptions,
     next_conn_id: AtomicU64,
     state: Mutex<State>,
@@ -359,7 +359,7 @@ struct Retained {
     qos: QoS,
 }
 
-/// A client's registration, returned by [`Shared::register`].
+/// A client's registration, returned by [`BrokerCore::register`].
 pub(crate) struct Registration {
     pub(crate) conn_id: u64,
     pub(crate) rx: mpsc::Receiver<Message>,
@@ -368,9 +368,9 @@ pub(crate) struct Registration {
     pub(crate) took_over: bool,
 }
 
-impl Shared {
-    fn new(opts: BrokerOptions) -> Shared {
-        Shared {
+impl BrokerCore {
+    fn new(opts: BrokerOptions) -> BrokerCore {
+        BrokerCore {
             opts,
             next_conn_id: AtomicU64::new(1),
             state: Mutex::new(State::default()),

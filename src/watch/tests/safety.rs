@@ -69,14 +69,8 @@ fn malformed_payloads_become_the_problem_line() {
 
 #[test]
 fn random_bytes_never_panic() {
-    // xorshift: deterministic, no dependency.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = crate::rng::SplitMix64::new(0x2545_f491_4f6c_dd1d);
+    let mut next = || rng.next_u64();
     let topics = [
         "available",
         "state",

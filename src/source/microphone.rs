@@ -1,4 +1,4 @@
-//! Live audio for `adaptd run`: PCM from standard input, a FIFO or a file, cut into
+//! Microphones: live audio for `adaptd run`: PCM from standard input, a FIFO or a file, cut into
 //! utterances on a capture thread of its own.
 //!
 //! The chain is the one the module docs of [`crate::audio`] draw for a microphone:
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
-use super::pcm::{Header, PcmFormat, PcmReader};
-use super::resample::{StreamResampler, TARGET_RATE};
-use super::vad::{Utterance, Vad, VadConfig};
+use crate::audio::pcm::{Header, PcmFormat, PcmReader};
+use crate::audio::resample::{StreamResampler, TARGET_RATE};
+use crate::audio::vad::{Utterance, Vad, VadConfig};
 use crate::source::latest::{bounded_slot, LatestReceiver, LatestSender};
 use crate::source::stats::{SourceState, SourceStats};
 use crate::source::StopSignal;

@@ -1,47 +1,69 @@
-//! Reconnect delays: exponential backoff with full jitter.
+//! Retry delays: exponential backoff, with full jitter where many devices retry together.
 //!
-//! rumqttc reconnects on the next `poll()` after an error and has no delay of its own, so a
-//! loop that polls again at once spins against a dead broker. The delay before attempt `n`
-//! (counting from 0) is drawn uniformly from `[0, min(cap, base * 2^n)]` ("full jitter"): many
-//! adaptd devices restarted by one broker outage then spread their reconnects instead of
-//! arriving together.
+//! One type for both places the daemon retries:
+//! - **The broker link** ([`Backoff::broker`]). rumqttc reconnects on the next `poll()` after an
+//!   error and has no delay of its own, so a loop that polls again at once spins against a dead
+//!   broker. The delay before attempt `n` (from 0) is drawn uniformly from
+//!   `[0, min(cap, base * 2^n)]` ("full jitter"): many adaptd devices restarted by one broker
+//!   outage then spread their reconnects instead of arriving together.
+//! - **A lost camera** ([`Backoff::camera`]). Only this device retries its own USB port, so the
+//!   delay is the ceiling itself, deterministic, and the schedule can be tested exactly.
 //!
-//! The random numbers come from a small SplitMix64 generator seeded from the clock and the
-//! process id: jitter needs spread, not cryptographic quality, and this avoids a dependency.
+//! The jitter comes from [`SplitMix64`] seeded from the clock and the process id.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Backoff state for one connection.
+use crate::rng::SplitMix64;
+
+/// Backoff state for one connection or device.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
     cap: Duration,
     attempt: u32,
-    rng: SplitMix64,
+    /// `Some`: full jitter; `None`: the delay is the ceiling.
+    jitter: Option<SplitMix64>,
 }
 
 impl Backoff {
-    /// The link's default: 0.5 s doubling up to 60 s.
-    pub fn reconnect_default() -> Backoff {
-        Backoff::new(Duration::from_millis(500), Duration::from_secs(60))
+    /// The broker link's: 0.5 s doubling up to 60 s, full jitter.
+    pub fn broker() -> Backoff {
+        Backoff::jittered(Duration::from_millis(500), Duration::from_secs(60))
     }
 
-    /// Backoff from `base` doubling to `cap`, seeded from the clock and process id.
-    pub fn new(base: Duration, cap: Duration) -> Backoff {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let seed = nanos ^ (u64::from(std::process::id()) << 32);
-        Backoff::with_seed(base, cap, seed)
+    /// A camera's: 1 s doubling to 30 s, no jitter. Quick to recover from a USB reset (which
+    /// takes about a second), and at most two attempts a minute against a camera that is gone
+    /// for good, which keeps the journal readable.
+    pub fn camera() -> Backoff {
+        Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30))
     }
 
-    /// Backoff with a fixed seed, for reproducible tests.
+    /// From `base` doubling to `cap`, with full jitter seeded from the clock and process id.
+    pub fn jittered(base: Duration, cap: Duration) -> Backoff {
+        Backoff::with_jitter(base, cap, SplitMix64::from_clock())
+    }
+
+    /// Full jitter from a fixed seed, for reproducible tests.
     pub fn with_seed(base: Duration, cap: Duration, seed: u64) -> Backoff {
+        Backoff::with_jitter(base, cap, SplitMix64::new(seed))
+    }
+
+    /// From `base` doubling to `cap`, each delay exactly the ceiling.
+    pub fn exponential(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base: base.min(cap),
+            cap,
+            attempt: 0,
+            jitter: None,
+        }
+    }
+
+    fn with_jitter(base: Duration, cap: Duration, rng: SplitMix64) -> Backoff {
         Backoff {
             base,
             cap: cap.max(base),
             attempt: 0,
-            rng: SplitMix64(seed),
+            jitter: Some(rng),
         }
     }
 
@@ -51,15 +73,17 @@ impl Backoff {
         self.base.saturating_mul(factor).min(self.cap)
     }
 
-    /// Draws the delay before the next attempt and counts the attempt.
+    /// The delay before the next attempt; counts the attempt.
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
-        let ceiling_nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
-        // Uniform in [0, ceiling] by a 128-bit multiply (no modulo bias worth the name).
-        let r = self.rng.next();
-        let nanos = ((u128::from(r) * (u128::from(ceiling_nanos) + 1)) >> 64) as u64;
-        Duration::from_nanos(nanos)
+        match &mut self.jitter {
+            None => ceiling,
+            Some(rng) => {
+                let ceiling_nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
+                Duration::from_nanos(rng.up_to(ceiling_nanos))
+            }
+        }
     }
 
     /// Back to the first, shortest delay; called once a connection has proven healthy.
@@ -70,20 +94,6 @@ impl Backoff {
     /// Failed attempts since the last reset.
     pub fn attempts(&self) -> u32 {
         self.attempt
-    }
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, every seed is fine.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -159,10 +169,22 @@ mod tests {
     }
 
     #[test]
+    fn without_jitter_the_delay_is_the_ceiling() {
+        let mut b = Backoff::camera();
+        let got: Vec<u64> = (0..8).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 30, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+        // A base above the cap starts at the cap.
+        let mut b = Backoff::exponential(Duration::from_secs(9), Duration::from_secs(2));
+        assert_eq!(b.next_delay(), Duration::from_secs(2));
+    }
+
+    #[test]
     fn seeds_differ() {
-        let a = Backoff::new(BASE, CAP);
+        let a = Backoff::jittered(BASE, CAP);
         std::thread::sleep(Duration::from_millis(2));
-        let b = Backoff::new(BASE, CAP);
+        let b = Backoff::jittered(BASE, CAP);
         let (mut a, mut b) = (a, b);
         for _ in 0..5 {
             a.next_delay();
