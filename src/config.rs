@@ -737,4 +737,31 @@ mod tests {
     fn the_shipped_example_is_valid() {
         parse(include_str!("../systemd/adaptd.toml")).unwrap();
     }
+
+    /// Every TOML example in docs/configuration.md is a valid configuration on its own, and
+    /// the multi-camera one resolves to the streams it describes.
+    #[test]
+    fn the_documented_examples_are_valid() {
+        let doc = include_str!("../docs/configuration.md");
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .collect();
+        assert!(blocks.len() >= 3, "found {} toml blocks", blocks.len());
+        let mut saw_lists = false;
+        for b in blocks {
+            let c = parse(b).unwrap_or_else(|e| panic!("{e}\nin:\n{b}"));
+            if !c.cameras.is_empty() {
+                saw_lists = true;
+                let r = c.resolved_streams();
+                let names: Vec<&str> = r.streams.iter().map(|s| s.name.as_str()).collect();
+                assert_eq!(names, ["front", "garage", "kitchen"]);
+                assert_eq!(r.streams[0].model, "nanodet-m");
+                assert_eq!(r.streams[1].model, c.model.name, "default: [model].name");
+                assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+            }
+        }
+        assert!(saw_lists, "the [[cameras]] example is checked");
+    }
 }

@@ -36,7 +36,7 @@
 //! truncated file fine, failing only part-way through its samples. The format is simple
 //! enough that a parser which handles all of that is shorter than the workarounds.
 
-use crate::bounded::{read_capped, CappedRead};
+use crate::bounded::{read_capped_as, CappedReadError};
 use std::fmt;
 use std::path::Path;
 
@@ -193,19 +193,17 @@ pub enum WavError {
 
 /// Reads and decodes a WAV file; the file size is checked before it is read.
 pub fn read_file(path: &Path, limits: &WavLimits) -> Result<Wav, WavError> {
-    let name = path.display().to_string();
-    let bytes = read_capped(path, limits.max_bytes).map_err(|e| match e {
-        CappedRead::Io(source) => WavError::Io {
-            name: name.clone(),
-            source,
-        },
-        CappedRead::TooLarge { bytes } => WavError::TooLarge {
-            name: name.clone(),
-            bytes,
-            max: limits.max_bytes,
-        },
-    })?;
-    read_bytes(&bytes, &name, limits)
+    let bytes: Vec<u8> = read_capped_as::<WavError>(path, limits.max_bytes)?;
+    read_bytes(&bytes, &path.display().to_string(), limits)
+}
+
+impl CappedReadError for WavError {
+    fn io(name: String, source: std::io::Error) -> Self {
+        WavError::Io { name, source }
+    }
+    fn too_large(name: String, bytes: u64, max: u64) -> Self {
+        WavError::TooLarge { name, bytes, max }
+    }
 }
 
 /// Decodes WAV bytes; `name` identifies the input in errors.

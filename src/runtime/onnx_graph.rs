@@ -28,17 +28,33 @@ struct Field {
     payload: (usize, usize),
 }
 
-fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+/// Why a model file's protobuf could not be rewritten: the file is not a well-formed ONNX
+/// `ModelProto` (truncated, or not ONNX at all).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("truncated protobuf field (the file is cut short or not an ONNX model)")]
+    Truncated,
+    #[error("a varint is longer than 10 bytes (not an ONNX model)")]
+    VarintTooLong,
+    #[error("a field length overflows (not an ONNX model)")]
+    LengthOverflow,
+    #[error("unsupported protobuf wire type {0} (not an ONNX model)")]
+    WireType(u64),
+    #[error("expected one graph in the model, found {0}")]
+    GraphCount(usize),
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, ProtoError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or("truncated varint")?;
+        let b = *buf.get(*pos).ok_or(ProtoError::Truncated)?;
         *pos += 1;
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err("varint longer than 10 bytes".into())
+    Err(ProtoError::VarintTooLong)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -56,7 +72,7 @@ fn put_len_field(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
 }
 
 /// The top-level fields of one message.
-fn fields(buf: &[u8]) -> Result<Vec<Field>, String> {
+fn fields(buf: &[u8]) -> Result<Vec<Field>, ProtoError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
@@ -75,18 +91,18 @@ fn fields(buf: &[u8]) -> Result<Vec<Field>, String> {
             }
             LEN => {
                 let len = usize::try_from(varint(buf, &mut pos)?)
-                    .map_err(|_| "field length overflows".to_string())?;
+                    .map_err(|_| ProtoError::LengthOverflow)?;
                 payload_start = pos;
-                pos = pos.checked_add(len).ok_or("field length overflows")?;
+                pos = pos.checked_add(len).ok_or(ProtoError::LengthOverflow)?;
             }
             5 => {
                 payload_start = pos;
                 pos += 4;
             }
-            other => return Err(format!("unsupported protobuf wire type {other}")),
+            other => return Err(ProtoError::WireType(other)),
         }
         if pos > buf.len() {
-            return Err("truncated protobuf field".into());
+            return Err(ProtoError::Truncated);
         }
         out.push(Field {
             number,
@@ -99,7 +115,7 @@ fn fields(buf: &[u8]) -> Result<Vec<Field>, String> {
 }
 
 /// The `name` of a serialised `ValueInfoProto`.
-fn value_info_name(buf: &[u8]) -> Result<Option<&[u8]>, String> {
+fn value_info_name(buf: &[u8]) -> Result<Option<&[u8]>, ProtoError> {
     Ok(fields(buf)?
         .into_iter()
         .find(|f| f.number == VALUE_INFO_NAME && f.wire == LEN)
@@ -110,17 +126,14 @@ fn value_info_name(buf: &[u8]) -> Result<Option<&[u8]>, String> {
 /// that order. Outputs the graph already declares keep their declaration (with its type);
 /// the others are declared by name only, which onnxruntime accepts for any tensor the graph
 /// computes. The caller checks first that every name is a tensor of the graph.
-pub fn with_outputs(model: &[u8], outputs: &[&str]) -> Result<Vec<u8>, String> {
+pub fn with_outputs(model: &[u8], outputs: &[&str]) -> Result<Vec<u8>, ProtoError> {
     let top = fields(model)?;
     let graphs: Vec<&Field> = top
         .iter()
         .filter(|f| f.number == MODEL_GRAPH && f.wire == LEN)
         .collect();
     let [graph] = graphs[..] else {
-        return Err(format!(
-            "expected one graph in the model, found {}",
-            graphs.len()
-        ));
+        return Err(ProtoError::GraphCount(graphs.len()));
     };
     let gbuf = &model[graph.payload.0..graph.payload.1];
     let gfields = fields(gbuf)?;
@@ -203,9 +216,20 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(with_outputs(b"\xff\xff\xff", &["y"]).is_err());
-        assert!(with_outputs(&[0x3a, 0x80], &["y"]).is_err());
-        assert!(with_outputs(b"", &["y"]).is_err());
+        assert_eq!(
+            with_outputs(b"\xff\xff\xff", &["y"]),
+            Err(ProtoError::Truncated)
+        );
+        assert_eq!(
+            with_outputs(&[0x3a, 0x80], &["y"]),
+            Err(ProtoError::Truncated)
+        );
+        assert_eq!(with_outputs(b"", &["y"]), Err(ProtoError::GraphCount(0)));
+        assert_eq!(
+            with_outputs(&[0xff; 11], &["y"]),
+            Err(ProtoError::VarintTooLong)
+        );
+        assert_eq!(with_outputs(&[0x0b], &["y"]), Err(ProtoError::WireType(3)));
         let m = model();
         assert!(with_outputs(&m[..m.len() - 3], &["y"]).is_err());
     }

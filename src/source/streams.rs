@@ -23,58 +23,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::SourceConfig;
+// Stream names follow the one rule the command parser and the topic readers use too.
+use crate::wire::check_stream_name;
 
 /// The name the single `[source]` of earlier configurations gets.
 pub const LEGACY_NAME: &str = "default";
-
-/// Longest stream name: one topic level and one Home Assistant entity id part.
-pub const MAX_NAME_CHARS: usize = 32;
-
-/// Device-level topic words a stream may not be called (its topics would shadow them).
-pub const RESERVED_NAMES: &[&str] = &[
-    "available",
-    "state",
-    "stats",
-    "training",
-    "reply",
-    "cmd",
-    "samples",
-    "detections",
-    "events",
-    "snapshot",
-];
-
-/// Why a stream name is refused; the text says what is allowed.
-pub fn check_stream_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!(
-            "the name is empty; use 1 to {MAX_NAME_CHARS} characters of a-z, 0-9, `_` and `-`"
-        ));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!(
-            "{name:?} is longer than {MAX_NAME_CHARS} characters"
-        ));
-    }
-    if name
-        .chars()
-        .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'))
-    {
-        return Err(format!(
-            "{name:?}: only lower-case a-z, digits, `_` and `-` are allowed (it is a topic level)"
-        ));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!("{name:?} must start with a letter or a digit"));
-    }
-    if RESERVED_NAMES.contains(&name) {
-        return Err(format!(
-            "{name:?} is a device-level topic of adaptd; choose another name (reserved: {})",
-            RESERVED_NAMES.join(", ")
-        ));
-    }
-    Ok(())
-}
 
 fn default_true() -> bool {
     true
@@ -201,7 +154,10 @@ impl Streams<'_> {
             };
             let at = format!("[[{table}]] {name:?}");
             if let Err(e) = check_stream_name(name) {
-                p.push(format!("[[{table}]] entry {}: name: {e}", i + 1));
+                p.push(format!(
+                    "[[{table}]] entry {}: name {name:?} is not a valid stream name: {e}",
+                    i + 1
+                ));
             }
             if seen.contains(&name) {
                 p.push(format!(
@@ -360,22 +316,22 @@ mod tests {
     }
 
     #[test]
-    fn names_follow_the_topic_alphabet_and_avoid_device_topics() {
-        for ok in ["front", "cam-1", "0", "back_yard", &"a".repeat(32)] {
-            assert_eq!(check_stream_name(ok), Ok(()), "{ok}");
-        }
-        for (bad, says) in [
-            ("", "empty"),
-            ("Front", "lower-case"),
-            ("a/b", "lower-case"),
-            ("-a", "start with"),
-            ("state", "device-level"),
-            ("cmd", "device-level"),
-            (&"a".repeat(33), "longer than 32"),
-        ] {
-            let e = check_stream_name(bad).expect_err(bad);
-            assert!(e.contains(says), "{bad}: {e}");
-        }
+    fn a_bad_name_is_refused_by_the_one_stream_name_rule() {
+        let cams = [camera("Front"), camera("state")];
+        let s = Streams {
+            legacy: None,
+            cameras: &cams,
+            microphones: &[],
+        };
+        let p = s.validate().join("\n");
+        assert!(
+            p.contains("entry 1: name \"Front\"") && p.contains("lower-case"),
+            "{p}"
+        );
+        assert!(
+            p.contains("entry 2: name \"state\"") && p.contains("device-level"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -476,7 +432,7 @@ mod tests {
             "[[cameras]] \"front\": score_threshold = 2",
             "[[cameras]] \"mic\": source kind = \"audio\" is a microphone",
             "[[cameras]] \"slow\": source.fps = 0",
-            "[[cameras]] entry 5: name:",
+            "[[cameras]] entry 5: name \"Bad\" is not a valid stream name",
             "[[microphones]] \"kitchen\": source kind = \"dir\" gives pictures",
         ] {
             assert!(p.contains(needle), "missing {needle:?} in:\n{p}");

@@ -4,7 +4,7 @@
 //! pixels in a few dozen bytes. The header is read first and the claimed size checked against
 //! the configured limits, so a hostile or broken image costs nothing but an error message.
 
-use crate::bounded::{read_capped, CappedRead};
+use crate::bounded::{read_capped_as, CappedReadError};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -60,19 +60,17 @@ pub enum ImageError {
 
 /// Reads and decodes an image file.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
-    let name = path.display().to_string();
-    let bytes = read_capped(path, limits.max_bytes).map_err(|e| match e {
-        CappedRead::Io(source) => ImageError::Io {
-            name: name.clone(),
-            source,
-        },
-        CappedRead::TooLarge { bytes } => ImageError::TooManyBytes {
-            name: name.clone(),
-            bytes,
-            max: limits.max_bytes,
-        },
-    })?;
-    decode_bytes(&bytes, &name, limits)
+    let bytes: Vec<u8> = read_capped_as::<ImageError>(path, limits.max_bytes)?;
+    decode_bytes(&bytes, &path.display().to_string(), limits)
+}
+
+impl CappedReadError for ImageError {
+    fn io(name: String, source: std::io::Error) -> Self {
+        ImageError::Io { name, source }
+    }
+    fn too_large(name: String, bytes: u64, max: u64) -> Self {
+        ImageError::TooManyBytes { name, bytes, max }
+    }
 }
 
 /// Decodes JPEG or PNG bytes; `name` identifies the image in errors.
