@@ -23,7 +23,7 @@ pub const CARVE_FRACTION: f64 = 0.2;
 
 /// Percentile of the top probability of correctly classified validation
 /// samples that becomes the open-set threshold (see
-/// [`calibrate_threshold`]).
+/// [`crate::adapt::trainer::calibrate_threshold`]).
 pub const THRESHOLD_PERCENTILE: f64 = 0.05;
 
 /// Below this many correctly classified validation samples the percentile

@@ -5,7 +5,7 @@
 //! scalar for stride 2 and on 32-bit ARM. On MobileNetV2 that was measured at about 1.2 GMAC/s
 //! on x86_64: more than half of tract's time for 7 % of the network's multiply-adds, and most
 //! of the gap to onnxruntime (docs/PERFORMANCE.md). The kernel here treats a whole channel
-//! plane as one contiguous loop (see [`plane_with`]): 2.5–10 GMAC/s on the same machine, which
+//! plane as one contiguous loop (see `plane_with`): 2.5–10 GMAC/s on the same machine, which
 //! makes MobileNetV2 1.6–1.8x and EfficientNet-Lite0 2.1–2.3x faster end to end; it also folds
 //! the ReLU6 that follows every depthwise convolution in these networks into its stores
 //! (tract runs it as a separate Max/Min pass over the tensor). Plain Rust the compiler vectorises, compiled once more with
@@ -253,7 +253,7 @@ fn plane(ch: &Channel<'_>, out: &mut [f32], scratch: &mut Scratch) {
     plane_with::<Unfused>(ch, out, scratch)
 }
 
-/// [`plane_with`] compiled for AVX2 and FMA (8-lane vectors, fused multiply-add), which the
+/// `plane_with` compiled for AVX2 and FMA (8-lane vectors, fused multiply-add), which the
 /// baseline x86_64 target does not assume.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]

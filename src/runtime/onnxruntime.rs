@@ -7,7 +7,7 @@
 //! for a different file later is an error rather than a silent mix-up.
 //!
 //! The model given to onnxruntime is the manifest's file with its graph outputs replaced by
-//! the planned tensors ([`super::onnx_graph`]), so the embedding (an intermediate tensor)
+//! the planned tensors (`runtime::onnx_graph`), so the embedding (an intermediate tensor)
 //! comes back from the same run as the logits or detector heads, exactly as with tract.
 //! Session settings match `benches/ort_reference.py` (Python onnxruntime): all graph
 //! optimisations, sequential execution, `threads` intra-op threads, one inter-op thread.

@@ -11,7 +11,7 @@
 //! - [`model`]: [`WatchView`], the state fed by messages, reduced at once to what the screen
 //!   shows by [`reduce`];
 //! - `render/`: the screen, one file per part (header, camera, detections, events, training,
-//!   replies), fitted to the terminal by [`layout`] out of styled [`line`]s and [`text`];
+//!   replies), fitted to the terminal by [`layout`] out of styled [`line`](mod@line)s and [`text`];
 //! - this module: connecting, subscribing, and redrawing the terminal in place (or, with
 //!   `--plain`, printing whole screens one after another, for logs and scripts).
 

@@ -9,7 +9,7 @@
 //! type: string \"yes\", expected a boolean at line 1 column 15", "unknown field `treshold`,
 //! expected one of ...") name neither the command nor what is allowed, and cannot say that
 //! `detection` must be a whole number from 0 to 999. Each field is read by a small function
-//! of [`super::command_fields`] that knows its message.
+//! of `command_fields` that knows its message.
 //!
 //! Payloads: a JSON object (an empty payload counts as `{}`), with an optional `id` (string
 //! or number) that is echoed in the reply, and an optional `camera` (a stream's name: the

@@ -4,7 +4,7 @@
 //! and the last problem.
 //!
 //! Each file draws one part; this one puts the parts in order and gives each its priority
-//! for a short terminal ([`prio`]).
+//! for a short terminal (`prio`).
 
 mod camera;
 mod detections;
@@ -39,7 +39,7 @@ pub(super) mod prio {
 impl WatchView {
     /// The whole screen as text lines, fitting `width` columns and at most `height` rows
     /// (long lines end in '…'; when rows are short, the lowest-priority sections shrink or go
-    /// first, see [`prio`]). `color`: whether to emit ANSI SGR colours (green online, red
+    /// first, see `prio`). `color`: whether to emit ANSI SGR colours (green online, red
     /// offline, yellow stopped/paused, bold labels); without, the output is plain text.
     pub fn render(&self, width: usize, height: usize, now_ms: i64, color: bool) -> Vec<String> {
         let mut sections = vec![
