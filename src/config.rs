@@ -735,7 +735,34 @@ mod tests {
 
     #[test]
     fn the_shipped_example_is_valid() {
-        parse(include_str!("../systemd/adaptd.toml")).unwrap();
+        let text = include_str!("../systemd/adaptd.toml");
+        parse(text).unwrap();
+        // Its commented-out streams are valid too, once uncommented.
+        let at = text
+            .find("# [[cameras]]")
+            .expect("a commented [[cameras]] example");
+        let uncommented: String = text[at..]
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .unwrap_or(if l == "#" { "" } else { l })
+            })
+            .map(|l| l.split("  #").next().unwrap_or(""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&format!("{}{uncommented}", &text[..at])).unwrap();
+        assert_eq!((c.cameras.len(), c.microphones.len()), (2, 1));
+    }
+
+    /// The README's first command runs this file: it uses the current form (no deprecation
+    /// warning for a newcomer) and keeps the camera name the README's topics show.
+    #[test]
+    fn the_demo_config_is_valid_and_current() {
+        let c = parse(include_str!("../demo/adaptd.toml")).unwrap();
+        let r = c.resolved_streams();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let names: Vec<&str> = r.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["default"]);
     }
 
     /// Every TOML example in docs/configuration.md is a valid configuration on its own, and
