@@ -12,8 +12,9 @@ use crate::mqtt::Publisher;
 use crate::wire;
 
 /// What the reports read, borrowed from their owners. The control plane lends it
-/// ([`super::control::Control::owners`]); the reports never see the control plane itself, so
-/// they stay a pure function of the state (and `control` can use them without a cycle).
+/// ([`super::control::Control::owners`]); the reports never see the control plane itself, only
+/// what they read (plus the two telemetry syncs `stats` makes), so `control` can use them
+/// without a cycle.
 pub struct Owners<'a> {
     pub streams: &'a [Arc<StreamHandle>],
     pub learners: &'a [Arc<Learner>],
