@@ -46,7 +46,7 @@ use crate::config::Config;
 use crate::model::ModelDirs;
 use crate::mqtt::discovery::{DeviceKind, DiscoveredStream};
 use crate::mqtt::{LinkEvent, MqttLink, Reply};
-use crate::source::microphone::{self as audio_stream, StreamConfig};
+use crate::source::microphone::{self as audio_stream, MicrophoneError, StreamConfig};
 use crate::source::{
     latest_slot, Doorbell, SourceConfig, SourceState, SourceStats, StopSignal, StreamKind,
 };
@@ -231,7 +231,7 @@ pub async fn serve(
                     let stats = SourceStats::new();
                     audio_stream::spawn(cfg, stats.clone(), stop.clone())
                         .map(|(h, rx)| (desc, stats, h, rx))
-                        .map_err(|e| format!("cannot start the audio capture thread: {e}"))
+                        .map_err(MicrophoneError::Thread)
                 });
                 let (handle, rx, capture) = match opened {
                     Ok((desc, stats, h, rx)) => {
@@ -240,7 +240,7 @@ pub async fn serve(
                     }
                     Err(e) => {
                         error!(microphone = %spec.name, "{e}; the other streams go on");
-                        let (stats, rx) = failed_source(&e);
+                        let (stats, rx) = failed_source(&e.to_string());
                         let desc = format!("{} (failed to open)", spec.source.kind());
                         (
                             Arc::new(StreamHandle::new(info(desc, stats, rx.counters()))),
@@ -470,21 +470,18 @@ fn failed_source<T>(error: &str) -> (Arc<SourceStats>, crate::source::LatestRece
 }
 
 /// The audio capture configuration of a microphone's source.
-fn audio_source(source: &SourceConfig) -> Result<StreamConfig, String> {
+fn audio_source(source: &SourceConfig) -> Result<StreamConfig, MicrophoneError> {
     let SourceConfig::Audio {
         path,
         sample_rate,
         channels,
     } = source
     else {
-        return Err(format!(
-            "source kind = {:?} gives pictures; a microphone needs kind = \"audio\"",
-            source.kind()
-        ));
+        return Err(MicrophoneError::NotAudio(source.kind()));
     };
     let problems = source.validate();
     if !problems.is_empty() {
-        return Err(format!("invalid source: {}", problems.join("; ")));
+        return Err(MicrophoneError::Invalid(problems));
     }
     let cfg = StreamConfig {
         path: path.clone(),

@@ -87,24 +87,50 @@ impl StreamConfig {
 
     /// Refuses a path that cannot be an audio stream now (missing, a folder), with what to
     /// do; a FIFO is only opened by the capture thread (opening blocks until a writer comes).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), MicrophoneError> {
         if self.path == Path::new("-") {
             return Ok(());
         }
         match std::fs::metadata(&self.path) {
-            Ok(m) if m.is_dir() => Err(format!(
-                "{}: is a folder; [source] kind = \"audio\" reads one stream of PCM (\"-\" for \
-                 standard input, a FIFO or a file)",
-                self.path.display()
-            )),
+            Ok(m) if m.is_dir() => Err(MicrophoneError::IsFolder {
+                path: self.path.clone(),
+            }),
             Ok(_) => Ok(()),
-            Err(e) => Err(format!(
-                "{}: cannot open ({e}); create the FIFO with `mkfifo` before starting adaptd, \
-                 or check [source].path",
-                self.path.display()
-            )),
+            Err(source) => Err(MicrophoneError::Missing {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
+}
+
+/// Why a microphone's source cannot be used; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum MicrophoneError {
+    /// The source gives pictures, not sound.
+    #[error("source kind = {0:?} gives pictures; a microphone needs kind = \"audio\"")]
+    NotAudio(&'static str),
+    /// The source's own settings are wrong (each problem as config validation words it).
+    #[error("invalid source: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The path is a folder.
+    #[error(
+        "{}: is a folder; a microphone's source (kind = \"audio\") reads one stream of PCM \
+         (\"-\" for standard input, a FIFO or a file)", path.display()
+    )]
+    IsFolder { path: PathBuf },
+    /// The path does not exist or cannot be read.
+    #[error(
+        "{}: cannot open ({source}); create the FIFO with `mkfifo` before starting adaptd, \
+         or check the microphone's source path", path.display()
+    )]
+    Missing {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The capture thread could not be started.
+    #[error("cannot start the audio capture thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Starts the capture thread. It ends at the end of the stream (state `ended`), on a read
@@ -326,14 +352,16 @@ mod tests {
             format: fmt,
         }
         .check()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("mkfifo"), "{e}");
         let e = StreamConfig {
             path: dir.path().into(),
             format: fmt,
         }
         .check()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("is a folder"), "{e}");
     }
 
