@@ -244,7 +244,7 @@ pub fn embed(
 
 pub fn inspect(ctx: &Context, model: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
     let resolved = ctx.resolve_model(model)?;
-    let nodes = crate::runtime::backbone::inspect(&resolved)?;
+    let nodes = crate::runtime::tract::inspect(&resolved)?;
     let m = &resolved.manifest;
     println!(
         "{} ({}), input {} {:?}",

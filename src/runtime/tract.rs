@@ -244,6 +244,41 @@ fn load_plan(
     typed.into_runnable().map_err(optimise_err)
 }
 
+/// The graph's tensors, for `adaptd inspect`: (ONNX tensor name, producing operator, shape),
+/// in evaluation order. The names are the ones a manifest's `[embedding].tensor` and
+/// `[[outputs]].name` refer to.
+pub fn inspect(model: &ResolvedModel) -> Result<Vec<(String, String, String)>, BackboneError> {
+    let path = &model.model_path;
+    let load_err = |e: TractError| BackboneError::Load {
+        path: path.clone(),
+        detail: format!("{e:#}"),
+    };
+    let mut graph = read_graph(model)?;
+    graph
+        .set_input_fact(0, f32::fact(&model.manifest.input.shape).into())
+        .map_err(load_err)?;
+    // Shape propagation fills in what it can; unknown dimensions print as such.
+    let _ = graph.analyse(false);
+    let order = graph.eval_order().map_err(load_err)?;
+    Ok(order
+        .into_iter()
+        .flat_map(|id| {
+            let node = graph.node(id);
+            (0..node.outputs.len())
+                .map(|ix| {
+                    let outlet = OutletId::new(id, ix);
+                    let name = graph
+                        .outlet_label(outlet)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| node.name.clone());
+                    let shape = format!("{:?}", node.outputs[ix].fact.shape);
+                    (name, node.op().name().to_string(), shape)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
 /// Reads the ONNX file into tract's inference graph. Quantized QDQ exports carry value_info
 /// with a symbolic batch that contradicts the pinned input ("Impossible to unify Sym(batch)
 /// with Val(1)"): tract must ignore it for them.
