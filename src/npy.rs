@@ -59,15 +59,17 @@ pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
             path: name.clone(),
             source,
         })?;
-    parse(&bytes).map_err(|problem| NpyError::Format {
-        path: name,
-        problem,
-    })
+    parse(&bytes, &name)
 }
 
-fn parse(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+/// Parses `.npy` bytes; `name` names the file in errors.
+fn parse(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    let bad = |problem: String| NpyError::Format {
+        path: name.to_owned(),
+        problem,
+    };
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err("missing the \\x93NUMPY magic".into());
+        return Err(bad("missing the \\x93NUMPY magic".into()));
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
@@ -75,37 +77,37 @@ fn parse(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
-        v => return Err(format!("unsupported version {v}")),
+        v => return Err(bad(format!("unsupported version {v}"))),
     };
     let header = bytes
         .get(start..start + header_len)
         .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or("truncated header")?;
+        .ok_or_else(|| bad("truncated header".into()))?;
     if !header.contains("'descr': '<f4'") || !header.contains("'fortran_order': False") {
-        return Err(format!("header {header:?} is not '<f4' C order"));
+        return Err(bad(format!("header {header:?} is not '<f4' C order")));
     }
     let shape_text = header
         .split("'shape': (")
         .nth(1)
         .and_then(|s| s.split(')').next())
-        .ok_or("no shape in header")?;
+        .ok_or_else(|| bad("no shape in header".into()))?;
     let shape = shape_text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>()
-                .map_err(|e| format!("bad dimension {s:?}: {e}"))
+                .map_err(|e| bad(format!("bad dimension {s:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let body = &bytes[start + header_len..];
     let count: usize = shape.iter().product();
     if body.len() != count * 4 {
-        return Err(format!(
+        return Err(bad(format!(
             "{} data bytes for shape {shape:?} ({} expected)",
             body.len(),
             count * 4
-        ));
+        )));
     }
     let data = body
         .chunks_exact(4)
@@ -138,9 +140,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse(b"hello").is_err());
+        assert!(parse(b"hello", "x.npy").is_err());
         let mut b = to_bytes(&[4], &[1.0; 4]);
         b.truncate(b.len() - 1);
-        assert!(parse(&b).unwrap_err().contains("data bytes"));
+        let e = parse(&b, "x.npy").unwrap_err().to_string();
+        assert!(e.contains("x.npy") && e.contains("data bytes"), "{e}");
     }
 }

@@ -113,7 +113,21 @@ fn mobilenetv2_fp32_agrees() {
 
 #[test]
 fn mobilenetv2_int8_qdq_agrees() {
-    classifier_parity("mobilenetv2-int8", 0.99, 0.15, false);
+    classifier_parity("mobilenetv2-int8", int8_min_cosine(), 0.15, false);
+}
+
+/// How close onnxruntime's int8 embedding must be to tract's. onnxruntime's x86 U8S8 kernels
+/// multiply with `vpmaddubsw`, whose 16-bit pair sums saturate on AVX2 (and AVX-512) CPUs
+/// without VNNI, as its quantization guide warns; there its outputs drift further from the
+/// exact int32 accumulation. Measured on such a CPU (AMD EPYC, AVX2, no VNNI): cosine 0.9897
+/// on rocket.jpg, where VNNI machines give 0.99+.
+fn int8_min_cosine() -> f32 {
+    let vnni = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("vnni"));
+    if cfg!(target_arch = "x86_64") && !vnni {
+        0.98
+    } else {
+        0.99
+    }
 }
 
 #[test]

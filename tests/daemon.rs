@@ -946,3 +946,102 @@ fn a_still_scene_is_gated_and_label_forces_a_frame() {
         Some(0)
     );
 }
+
+/// SIGTERM while a head trains: the trainer's own cancel stops the run between epochs,
+/// `training` says it was cancelled, `stopped` follows and the exit code is 0. Nothing of the
+/// cancelled run is on disk: no temporary file in the state directory, no new head version,
+/// and the head in service before is still the one in service.
+#[test]
+fn sigterm_during_training_cancels_it_and_leaves_no_torn_file() {
+    let (tmp, frames, samples) = workdirs();
+    write_crops("chelsea.png", 2, &frames, "a");
+    let cats = write_crops("chelsea.png", 6, &samples, "cat");
+    let coffees = write_crops("coffee.png", 6, &samples, "coffee");
+    let state_dir = tmp.path().join("state");
+    let cli = |args: &[&str]| {
+        let o = adaptd()
+            .args(args)
+            .args(["--model", "mobilenetv2", "--state-dir"])
+            .arg(&state_dir)
+            .output()
+            .expect("run adaptd");
+        assert!(o.status.success(), "adaptd {args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    // The head in service before the daemon starts: version 1, trained by the CLI with the
+    // default (quick) settings.
+    for (label, files) in [("cat", &cats), ("coffee", &coffees)] {
+        let mut args = vec!["samples", "add", "--label", label];
+        args.extend(files.iter().map(|p| p.to_str().expect("utf-8 path")));
+        cli(&args);
+    }
+    let trained = json(&cli(&["train", "--json", "--seed", "3"]));
+    assert_eq!(trained["version"], 1, "{trained}");
+    assert_eq!(trained["decision"]["deployed"], true, "{trained}");
+
+    let broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = self::bus(port);
+    // A run that would go on for an hour: a wide MLP, one sample per step, no early stop.
+    let config = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {state_dir:?}\n\
+             [source]\nkind = \"dir\"\npath = {frames:?}\nfps = 2.0\nloop = true\n\
+             [train]\nhead = \"mlp\"\nhidden = 1024\nbatch_size = 1\nepochs_max = 1000000\n\
+             patience = 1000000\ntime_budget_secs = 3600\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n",
+        ),
+    )
+    .expect("write config");
+    let mut daemon = start_daemon(&config);
+    bus.wait_for("available", "`online`", |p| p == "online");
+    bus.wait_for("state", "head 1 in service", |p| {
+        json(p)["learners"]["mobilenetv2"]["head_version"] == 1
+    });
+
+    let r = bus.ask("cmd/train", r#"{"id": "long", "force": true}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    bus.wait_for("training", "the long run started", |p| {
+        json(p)["status"] == "started"
+    });
+    // The run is under way (the state says so) when the signal arrives.
+    bus.wait_for("state", "`training: true`", |p| json(p)["training"] == true);
+    send_signal(&daemon, "-TERM");
+    let t = json(&bus.wait_for("training", "the run's end", |p| {
+        json(p)["status"] != "started"
+    }));
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["deployed"], false, "{t}");
+    assert!(
+        t["error"].as_str().unwrap_or("").contains("cancelled"),
+        "the run must say it was cancelled: {t}"
+    );
+    bus.wait_for("available", "`stopped`", |p| p == "stopped");
+    assert_eq!(
+        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
+        Some(0)
+    );
+
+    let mut torn = Vec::new();
+    let mut dirs = vec![state_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read the state directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().contains(".tmp.") {
+                torn.push(path);
+            }
+        }
+    }
+    assert!(torn.is_empty(), "temporary files left behind: {torn:?}");
+    let heads = cli(&["heads", "list"]);
+    let rows: Vec<&str> = heads.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "the cancelled run saved a head:\n{heads}");
+    assert!(
+        rows[0].starts_with('*') && rows[0].contains("v1"),
+        "head 1 must still be in service:\n{heads}"
+    );
+}

@@ -424,7 +424,7 @@ pub enum TrainError {
         /// Which split.
         split: String,
         /// Why.
-        reason: String,
+        reason: head::ClassNamesError,
     },
     /// Train and holdout use different class lists.
     #[error(

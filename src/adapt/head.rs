@@ -236,7 +236,7 @@ impl Head {
     /// kind, and every value must be finite, so inference on a constructed
     /// head can neither panic nor produce NaN from the head itself.
     pub fn from_params(p: HeadParams) -> Result<Head, HeadError> {
-        validate_class_names(&p.classes).map_err(HeadError::Invalid)?;
+        validate_class_names(&p.classes).map_err(|e| HeadError::Invalid(e.to_string()))?;
         let dim = p.mean.len();
         if dim == 0 {
             return Err(HeadError::Invalid(
@@ -643,27 +643,35 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// Checks that class names can be used as labels: non-empty, unique, and
 /// not the reserved [`UNKNOWN_LABEL`] (a class called `unknown` could not be
 /// told apart from a rejection). At least two are needed for a classifier.
-pub(crate) fn validate_class_names(classes: &[String]) -> Result<(), String> {
+pub(crate) fn validate_class_names(classes: &[String]) -> Result<(), ClassNamesError> {
     if classes.len() < 2 {
-        return Err(format!(
-            "a classifier needs at least two classes, got {}",
-            classes.len()
-        ));
+        return Err(ClassNamesError::TooFew(classes.len()));
     }
     for (i, c) in classes.iter().enumerate() {
         if c.trim().is_empty() {
-            return Err(format!("class {i} has an empty name"));
+            return Err(ClassNamesError::Empty(i));
         }
         if c == UNKNOWN_LABEL {
-            return Err(format!(
-                "'{UNKNOWN_LABEL}' is reserved for open-set rejections and cannot be a class name; rename that class"
-            ));
+            return Err(ClassNamesError::Reserved);
         }
         if classes[..i].contains(c) {
-            return Err(format!("class name '{c}' appears twice"));
+            return Err(ClassNamesError::Twice(c.clone()));
         }
     }
     Ok(())
+}
+
+/// Why a list of class names cannot name a classifier's outputs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassNamesError {
+    #[error("a classifier needs at least two classes, got {0}")]
+    TooFew(usize),
+    #[error("class {0} has an empty name")]
+    Empty(usize),
+    #[error("'{UNKNOWN_LABEL}' is reserved for open-set rejections and cannot be a class name; rename that class")]
+    Reserved,
+    #[error("class name '{0}' appears twice")]
+    Twice(String),
 }
 
 /// Index and value of the largest element (first one on ties); `(0, NaN)`

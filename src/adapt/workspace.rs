@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::head::{Head, Prediction};
 use super::registry::{DeployDecision, HeadMeta, Registry, RegistryError};
-use super::trainer::{self, Dataset, TrainConfig, TrainError, TrainReport};
+use super::trainer::{self, Dataset, StopReason, TrainConfig, TrainError, TrainReport};
 use crate::model::ResolvedModel;
 use crate::store::{
     AddOutcome, BackboneId, NewSample, SampleSource, SampleStore, Split, StoreError, StoreOptions,
@@ -42,6 +42,10 @@ pub enum WorkspaceError {
     NoHead { model: String },
     #[error("training thread: {0}")]
     Thread(String),
+    /// Cancelled (the daemon is stopping): a head stopped at an arbitrary epoch is no
+    /// candidate, so nothing is judged, saved or deployed.
+    #[error("training was cancelled before it finished; nothing was saved")]
+    Cancelled,
     #[error(
         "{stale} stored sample(s) were embedded by another backbone and are ignored; \
          they need re-embedding from their thumbnails"
@@ -102,6 +106,9 @@ impl TrainingSnapshot {
                 .map_err(|_| WorkspaceError::Thread("the training thread panicked".into()))?
                 .map_err(WorkspaceError::from)
         })?;
+        if report.stopped_because == StopReason::Cancelled {
+            return Err(WorkspaceError::Cancelled);
+        }
         Ok(FittedHead {
             head,
             report,

@@ -171,15 +171,15 @@ impl Embedder {
         }
     }
 
-    /// Reads and embeds one file: `Ok(Err(message))` when the file cannot be used (the
-    /// caller reports and skips it), `Err` when the model fails. Images also give the
+    /// Reads and embeds one file: `Ok(Err(why))` when the file cannot be used (the caller
+    /// reports and skips it), `Err` when the model fails. Images also give the
     /// thumbnail the store keeps for re-embedding.
-    fn embed_file(&mut self, path: &Path) -> anyhow::Result<Result<Embedded, String>> {
+    fn embed_file(&mut self, path: &Path) -> anyhow::Result<Result<Embedded, Unusable>> {
         match self {
             Embedder::Vision(vm, limits) => {
                 let img = match image_io::decode_file(path, limits) {
                     Ok(img) => img,
-                    Err(e) => return Ok(Err(e.to_string())),
+                    Err(e) => return Ok(Err(Unusable::Image(e))),
                 };
                 let opts = AnalyzeOptions {
                     top_k: 0,
@@ -196,16 +196,36 @@ impl Embedder {
             Embedder::Audio(am, limits) => {
                 let samples = match crate::audio::load_16k(path, limits) {
                     Ok(s) => s,
-                    Err(e) => return Ok(Err(format!("{}: {e}", path.display()))),
+                    Err(source) => {
+                        return Ok(Err(Unusable::Audio {
+                            path: path.to_owned(),
+                            source,
+                        }))
+                    }
                 };
                 match am.embed(&samples) {
                     Ok(e) => Ok(Ok((e, None))),
-                    Err(AudioModelError::Audio(e)) => Ok(Err(format!("{}: {e}", path.display()))),
+                    Err(AudioModelError::Audio(source)) => Ok(Err(Unusable::Audio {
+                        path: path.to_owned(),
+                        source,
+                    })),
                     Err(e) => Err(e.into()),
                 }
             }
         }
     }
+}
+
+/// Why a file given to `add`, `evaluate` or `predict` was skipped.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error(transparent)]
+    Image(image_io::ImageError),
+    #[error("{}: {source}", path.display())]
+    Audio {
+        path: PathBuf,
+        source: crate::audio::AudioError,
+    },
 }
 
 /// The files of an ImageFolder-style tree (`DIR/<label>/*.<ext>`): (label, path), sorted

@@ -467,7 +467,7 @@ impl Control {
             return Err(ControlError::WorkerStopped);
         }
         let embedding = match tokio::time::timeout(EMBED_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r.map_err(ControlError::Sample)?,
+            Ok(Ok(r)) => r.map_err(|e| ControlError::Sample(e.to_string()))?,
             Ok(Err(_)) => return Err(ControlError::WorkerStopped),
             Err(_) => return Err(ControlError::EmbedTimeout(EMBED_TIMEOUT)),
         };

@@ -34,6 +34,24 @@ use crate::mqtt::Publisher;
 use crate::source::pace::Pacer;
 use crate::source::{Doorbell, Frame, LatestReceiver};
 
+/// Why an input or a sample could not be analysed; the text goes to the log or the reply.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Vision(#[from] crate::vision::VisionError),
+    #[error(transparent)]
+    Audio(#[from] crate::audio::model::AudioModelError),
+    #[error("this is a camera's model: send a JPEG or PNG, not audio")]
+    WantImage,
+    #[error("this is a microphone's model: send a WAV clip, not an image")]
+    WantAudio,
+    /// A lane or a job named an engine the worker does not have: a bug, not bad input.
+    #[error("internal error: no engine {0} in this worker")]
+    NoEngine(usize),
+    #[error("the model produced no embedding")]
+    NoEmbedding,
+}
+
 /// What a worker runs, per medium.
 pub trait Medium {
     /// A frame, or an utterance.
@@ -47,7 +65,7 @@ pub trait Medium {
         engines: &mut [Self::Engine],
         lane: &mut Self::Lane,
         input: &Self::Input,
-    ) -> Result<FrameResult, String>;
+    ) -> Result<FrameResult, InferError>;
     /// The lane's consensus state, for the stable label of `state`.
     fn consensus_mut(lane: &mut Self::Lane) -> &mut Consensus;
     /// Embeds a sample received over MQTT with engine `engine`.
@@ -55,7 +73,7 @@ pub trait Medium {
         engines: &mut [Self::Engine],
         engine: usize,
         input: EmbedInput,
-    ) -> Result<Vec<f32>, String>;
+    ) -> Result<Vec<f32>, InferError>;
     /// Applies live settings to a lane.
     fn apply(lane: &mut Self::Lane, settings: &LaneSettings);
     /// Whether `input` is worth analysing (the motion gate); `forced` when a command needs
@@ -112,7 +130,7 @@ pub struct LaneSettings {
 }
 
 /// The reply to an embedding job.
-pub type EmbedReply = oneshot::Sender<Result<Vec<f32>, String>>;
+pub type EmbedReply = oneshot::Sender<Result<Vec<f32>, InferError>>;
 
 /// Work for a worker besides frames.
 pub enum Job {
@@ -380,9 +398,8 @@ impl Medium for Vision {
         engines: &mut [Self::Engine],
         lane: &mut Self::Lane,
         frame: &Frame,
-    ) -> Result<FrameResult, String> {
-        lane.process(engines, frame.seq, frame.unix_ms, &frame.image)
-            .map_err(|e| e.to_string())
+    ) -> Result<FrameResult, InferError> {
+        Ok(lane.process(engines, frame.seq, frame.unix_ms, &frame.image)?)
     }
 
     fn consensus_mut(lane: &mut Self::Lane) -> &mut Consensus {
@@ -393,9 +410,9 @@ impl Medium for Vision {
         engines: &mut [Self::Engine],
         engine: usize,
         input: EmbedInput,
-    ) -> Result<Vec<f32>, String> {
+    ) -> Result<Vec<f32>, InferError> {
         let EmbedInput::Image(image) = input else {
-            return Err("this is a camera's model: send a JPEG or PNG, not audio".into());
+            return Err(InferError::WantImage);
         };
         let opts = crate::vision::AnalyzeOptions {
             top_k: 0,
@@ -403,15 +420,12 @@ impl Medium for Vision {
         };
         engines
             .get_mut(engine)
-            .ok_or("internal error: no such engine")?
-            .analyze(&[&image], &opts)
-            .map_err(|e| e.to_string())
-            .and_then(|a| {
-                a.into_iter()
-                    .next()
-                    .and_then(|a| a.embedding)
-                    .ok_or_else(|| "the model produced no embedding".to_string())
-            })
+            .ok_or(InferError::NoEngine(engine))?
+            .analyze(&[&image], &opts)?
+            .into_iter()
+            .next()
+            .and_then(|a| a.embedding)
+            .ok_or(InferError::NoEmbedding)
     }
 
     fn apply(lane: &mut Self::Lane, s: &LaneSettings) {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::infer::{EmbedInput, LaneSettings, Medium};
+use super::infer::{EmbedInput, InferError, LaneSettings, Medium};
 use super::pipeline::{head_label, FrameResult, HeadSlot, Item, UtteranceInfo};
 use crate::audio::model::AudioModel;
 use crate::consensus::{Consensus, ConsensusConfig};
@@ -61,12 +61,12 @@ impl Medium for Audio {
         engines: &mut [AudioModel],
         lane: &mut AudioPipeline,
         u: &UtteranceMsg,
-    ) -> Result<FrameResult, String> {
+    ) -> Result<FrameResult, InferError> {
         let start = Instant::now();
         let model = engines
             .get_mut(lane.engine)
-            .ok_or("internal error: no such speaker encoder")?;
-        let embedding = model.embed(&u.samples).map_err(|e| e.to_string())?;
+            .ok_or(InferError::NoEngine(lane.engine))?;
+        let embedding = model.embed(&u.samples)?;
         let head = lane.head.load_full();
         let verdict = head.as_deref().and_then(|h| head_label(h, &embedding));
         let mut observations = BTreeMap::new();
@@ -105,16 +105,13 @@ impl Medium for Audio {
         engines: &mut [AudioModel],
         engine: usize,
         input: EmbedInput,
-    ) -> Result<Vec<f32>, String> {
+    ) -> Result<Vec<f32>, InferError> {
         match input {
-            EmbedInput::Audio(samples) => engines
+            EmbedInput::Audio(samples) => Ok(engines
                 .get_mut(engine)
-                .ok_or("internal error: no such speaker encoder")?
-                .embed(&samples)
-                .map_err(|e| e.to_string()),
-            EmbedInput::Image(_) => {
-                Err("this is a microphone's model: send a WAV clip, not an image".into())
-            }
+                .ok_or(InferError::NoEngine(engine))?
+                .embed(&samples)?),
+            EmbedInput::Image(_) => Err(InferError::WantAudio),
         }
     }
 

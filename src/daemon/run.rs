@@ -719,7 +719,9 @@ async fn start_embedded_broker(
     if !config.is_embedded() {
         return Ok(None);
     }
-    let addr = config.embedded_addr().map_err(DaemonError::Config)?;
+    let addr = config
+        .embedded_addr()
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
     let opts = BrokerOptions {
         max_packet_bytes: config.max_packet_bytes,
         ..BrokerOptions::default()

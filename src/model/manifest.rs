@@ -258,12 +258,7 @@ impl Manifest {
             path: origin.to_string(),
             problem: e.to_string().trim_end().to_string(),
         })?;
-        manifest
-            .validate()
-            .map_err(|problem| ModelError::Manifest {
-                path: origin.to_string(),
-                problem,
-            })?;
+        manifest.validate(origin)?;
         Ok(manifest)
     }
 
@@ -303,12 +298,16 @@ impl Manifest {
     }
 
     /// Checks the cross-field rules serde cannot express; the message says what to change.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self, origin: &str) -> Result<(), ModelError> {
+        let bad = |problem: String| ModelError::Manifest {
+            path: origin.to_string(),
+            problem,
+        };
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
+            return Err(bad(format!(
                 "sha256 must be 64 hex digits (got {:?}); compute it with `sha256sum {}`",
                 self.sha256, self.file
-            ));
+            )));
         }
         let shape = &self.input.shape;
         let expected_rank = match self.input.layout {
@@ -316,73 +315,77 @@ impl Manifest {
             Layout::FramesMels => 3,
         };
         if shape.len() != expected_rank || shape.contains(&0) {
-            return Err(format!(
+            return Err(bad(format!(
                 "input.shape {shape:?} must have {expected_rank} non-zero dimensions for layout {:?}",
                 self.input.layout
-            ));
+            )));
         }
         if self.kind == ModelKind::Vision {
             let channels = match self.input.layout {
                 Layout::Nchw => shape[1],
                 Layout::Nhwc => shape[3],
                 Layout::FramesMels => {
-                    return Err("a vision model needs layout nchw or nhwc".into());
+                    return Err(bad("a vision model needs layout nchw or nhwc".into()));
                 }
             };
             if channels != 3 {
-                return Err(format!(
+                return Err(bad(format!(
                     "input has {channels} channels; adaptd feeds 3-channel colour images"
-                ));
+                )));
             }
             if self.input.std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
-                return Err("input.std values must be finite and non-zero".into());
+                return Err(bad("input.std values must be finite and non-zero".into()));
             }
             if self.input.resize == ResizeMode::CenterCrop {
                 let (h, w) = self.input_hw();
                 match self.input.resize_short {
                     Some(s) if s >= h.max(w) => {}
                     Some(s) => {
-                        return Err(format!(
+                        return Err(bad(format!(
                             "input.resize_short = {s} is smaller than the crop {w}x{h}"
+                        )))
+                    }
+                    None => {
+                        return Err(bad(
+                            "resize = \"center-crop\" needs input.resize_short".into()
                         ))
                     }
-                    None => return Err("resize = \"center-crop\" needs input.resize_short".into()),
                 }
             }
         }
         if self.kind == ModelKind::Audio && self.audio.is_none() {
-            return Err("an audio model needs an [audio] table".into());
+            return Err(bad("an audio model needs an [audio] table".into()));
         }
         match self.task {
             Task::Detect => {
                 let Some(detect) = &self.detect else {
-                    return Err("task = \"detect\" needs a [detect] table".into());
+                    return Err(bad("task = \"detect\" needs a [detect] table".into()));
                 };
                 if self.labels.is_none() {
-                    return Err("task = \"detect\" needs a labels file".into());
+                    return Err(bad("task = \"detect\" needs a labels file".into()));
                 }
                 match detect.decoder {
                     Decoder::Nanodet => {
                         let scores: Vec<_> = self.outputs_with(OutputRole::Scores).collect();
                         let boxes: Vec<_> = self.outputs_with(OutputRole::Boxes).collect();
                         if scores.is_empty() || scores.len() != boxes.len() {
-                            return Err("decoder nanodet needs one `scores` and one `boxes` output per stride".into());
+                            return Err(bad("decoder nanodet needs one `scores` and one `boxes` output per stride".into()));
                         }
                         for s in &scores {
                             let Some(stride) = s.stride else {
-                                return Err(format!("output {} needs a stride", s.name));
+                                return Err(bad(format!("output {} needs a stride", s.name)));
                             };
                             if !boxes.iter().any(|b| b.stride == Some(stride)) {
-                                return Err(format!("no `boxes` output for stride {stride}"));
+                                return Err(bad(format!("no `boxes` output for stride {stride}")));
                             }
                         }
                     }
                     Decoder::Yolov5 | Decoder::Yolov8 => {
                         if self.outputs_with(OutputRole::Predictions).count() != 1 {
-                            return Err(
+                            return Err(bad(
                                 "YOLO decoders need exactly one output with role = \"predictions\""
                                     .into(),
-                            );
+                            ));
                         }
                     }
                 }
@@ -392,18 +395,18 @@ impl Manifest {
                     + self.outputs_with(OutputRole::Probabilities).count()
                     != 1
                 {
-                    return Err(
+                    return Err(bad(
                         "task = \"classify\" needs exactly one output with role logits or probabilities"
                             .into(),
-                    );
+                    ));
                 }
                 if self.labels.is_none() {
-                    return Err("task = \"classify\" needs a labels file".into());
+                    return Err(bad("task = \"classify\" needs a labels file".into()));
                 }
             }
             Task::Embed => {
                 if self.embedding.is_none() {
-                    return Err("task = \"embed\" needs an [embedding] table".into());
+                    return Err(bad("task = \"embed\" needs an [embedding] table".into()));
                 }
             }
         }

@@ -69,6 +69,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -374,6 +375,10 @@ struct LoopCtx {
     url: BrokerUrl,
     events: mpsc::Sender<LinkEvent>,
     wake: Arc<Notify>,
+    /// The few helper tasks that wait for room in a full queue on this task's behalf (it must
+    /// never wait itself: it is the one that drains rumqttc's queue). Tracked so that the link
+    /// ends with them: [`run`] waits for them, bounded, once the event loop is gone.
+    helpers: TaskTracker,
 }
 
 impl MqttLink {
@@ -433,6 +438,7 @@ impl MqttLink {
             url,
             events: events_tx,
             wake: wake.clone(),
+            helpers: TaskTracker::new(),
         };
         info!(
             "MQTT: connecting to {} as {} (base topic {})",
@@ -612,8 +618,24 @@ async fn run(mut eventloop: EventLoop, ctx: LoopCtx) {
             }
         }
     }
+    // Without the event loop, a helper waiting for room in rumqttc's queue fails at once; one
+    // waiting for the owner to take a control event waits as long as the owner lets it.
+    drop(eventloop);
+    ctx.helpers.close();
+    if tokio::time::timeout(HELPERS_GRACE, ctx.helpers.wait())
+        .await
+        .is_err()
+    {
+        debug!(
+            "MQTT: {} helper task(s) still waiting after {HELPERS_GRACE:?}; the runtime ends them",
+            ctx.helpers.len()
+        );
+    }
     ctx.shared.closed.store(true, Ordering::SeqCst);
 }
+
+/// How long a closing link waits for its helper tasks.
+const HELPERS_GRACE: Duration = Duration::from_secs(2);
 
 /// Publishes `online` and renews the subscriptions ([`LinkEvent::Connected`] follows with
 /// their SubAck). Uses the non-blocking `try_` calls, because this task is the one that drains
@@ -635,7 +657,7 @@ fn on_connected(ctx: &LoopCtx) {
     }
     if ctx.client.try_subscribe_many(filters.clone()).is_err() {
         let client = ctx.client.clone();
-        tokio::spawn(async move {
+        ctx.helpers.spawn(async move {
             let _ = client.subscribe_many(filters).await;
         });
     }
@@ -663,7 +685,7 @@ fn enqueue_publish(ctx: &LoopCtx, topic: String, payload: Vec<u8>, qos: QoS) {
         ctx.client.try_publish(topic.clone(), qos, true, payload)
     {
         let client = ctx.client.clone();
-        tokio::spawn(async move {
+        ctx.helpers.spawn(async move {
             let _ = client.publish(topic, qos, true, p.payload.to_vec()).await;
         });
     }
@@ -716,7 +738,7 @@ fn on_publish(ctx: &LoopCtx, publish: Publish) {
 fn send_control(ctx: &LoopCtx, event: LinkEvent) {
     if let Err(mpsc::error::TrySendError::Full(event)) = ctx.events.try_send(event) {
         let tx = ctx.events.clone();
-        tokio::spawn(async move {
+        ctx.helpers.spawn(async move {
             let _ = tx.send(event).await;
         });
     }

@@ -176,39 +176,34 @@ impl fmt::Display for BrokerUrl {
 
 impl BrokerUrl {
     /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`; the error names the problem.
-    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
+    pub fn parse(url: &str) -> Result<BrokerUrl, BadSetting> {
+        let bad = |problem: String| BadSetting {
+            key: "url",
+            value: url.to_owned(),
+            problem,
+        };
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
         } else if let Some(rest) = url.strip_prefix("mqtt://") {
             (false, rest)
         } else {
-            return Err(format!(
-                "[mqtt].url = {url:?}: the scheme must be mqtt:// or mqtts:// (websockets and unix sockets are not supported)"
-            ));
+            return Err(bad("the scheme must be mqtt:// or mqtts:// (websockets and unix sockets are not supported)".to_owned()));
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#', '@']) {
-            return Err(format!(
-                "[mqtt].url = {url:?}: only scheme://host[:port] is allowed (no path, query or user@; credentials go in [mqtt].username and [mqtt].password_file)"
-            ));
+            return Err(bad("only scheme://host[:port] is allowed (no path, query or user@; credentials go in [mqtt].username and [mqtt].password_file)".to_owned()));
         }
         let default_port = if tls { 8883 } else { 1883 };
         let (host, port) = if let Some(after_bracket) = rest.strip_prefix('[') {
             let Some((addr, tail)) = after_bracket.split_once(']') else {
-                return Err(format!(
-                    "[mqtt].url = {url:?}: an IPv6 address needs a closing `]`"
-                ));
+                return Err(bad("an IPv6 address needs a closing `]`".to_owned()));
             };
             let host = format!("[{addr}]");
             match tail {
                 "" => (host, None),
                 t => match t.strip_prefix(':') {
                     Some(p) => (host, Some(p)),
-                    None => {
-                        return Err(format!(
-                            "[mqtt].url = {url:?}: expected `:port` after the IPv6 address"
-                        ))
-                    }
+                    None => return Err(bad("expected `:port` after the IPv6 address".to_owned())),
                 },
             }
         } else {
@@ -218,21 +213,32 @@ impl BrokerUrl {
             }
         };
         if host.is_empty() || host == "[]" {
-            return Err(format!("[mqtt].url = {url:?}: the host is missing"));
+            return Err(bad("the host is missing".to_owned()));
         }
         let port = match port {
             None => default_port,
             Some(p) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => {
-                    return Err(format!(
-                        "[mqtt].url = {url:?}: the port must be a number from 1 to 65535"
-                    ))
+                    return Err(bad("the port must be a number from 1 to 65535".to_owned()))
                 }
                 Ok(p) => p,
             },
         };
         Ok(BrokerUrl { tls, host, port })
     }
+}
+
+/// One `[mqtt]` setting whose value adaptd cannot use; the message names the key, the value
+/// and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[mqtt].{key} = {value:?}: {problem}")]
+pub struct BadSetting {
+    /// The key under `[mqtt]`.
+    pub key: &'static str,
+    /// The value as configured.
+    pub value: String,
+    /// What is wrong and what is allowed.
+    pub problem: String,
 }
 
 /// A password read from a file. `Debug` prints `Secret(***)`, and there is no `Display`, so it
@@ -287,13 +293,13 @@ impl MqttConfig {
         }
         if self.is_embedded() || self.embedded_bind != MqttConfig::default().embedded_bind {
             if let Err(e) = self.embedded_addr() {
-                errors.push(e);
+                errors.push(e.to_string());
             }
         }
         let url = match self.broker_url_text() {
             Ok(u) => Some(u),
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 None
             }
         };
@@ -388,7 +394,7 @@ impl MqttConfig {
     /// The broker URL, parsed. Fails like [`MqttConfig::validate`] does.
     pub fn broker_url(&self) -> Result<BrokerUrl, MqttError> {
         self.broker_url_text()
-            .map_err(|e| MqttError::Config(vec![e]))
+            .map_err(|e| MqttError::Config(vec![e.to_string()]))
     }
 
     /// `url = "embedded"`: adaptd runs its own broker.
@@ -397,18 +403,17 @@ impl MqttConfig {
     }
 
     /// The embedded broker's listening address.
-    pub fn embedded_addr(&self) -> Result<std::net::SocketAddr, String> {
-        self.embedded_bind.parse().map_err(|_| {
-            format!(
-                "[mqtt].embedded_bind = {:?}: give an address and port such as \"127.0.0.1:1883\" (an IPv6 address in brackets: \"[::1]:1883\")",
-                self.embedded_bind
-            )
+    pub fn embedded_addr(&self) -> Result<std::net::SocketAddr, BadSetting> {
+        self.embedded_bind.parse().map_err(|_| BadSetting {
+            key: "embedded_bind",
+            value: self.embedded_bind.clone(),
+            problem: "give an address and port such as \"127.0.0.1:1883\" (an IPv6 address in brackets: \"[::1]:1883\")".to_owned(),
         })
     }
 
     /// The broker to connect to: the configured URL, or the embedded broker's address (its
     /// loopback address when it listens on all interfaces).
-    fn broker_url_text(&self) -> Result<BrokerUrl, String> {
+    fn broker_url_text(&self) -> Result<BrokerUrl, BadSetting> {
         if !self.is_embedded() {
             return BrokerUrl::parse(&self.url);
         }
@@ -533,36 +538,49 @@ pub fn sanitize_device_id(hostname: &str) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
+/// What is wrong with a device id or a topic prefix (the message follows the key and value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum NameProblem {
+    #[error("must be 1 to {max} characters")]
+    Length { max: usize },
+    #[error("{0:?} is not allowed: use letters, digits, `_` and `-` only (it is one MQTT topic level and the Home Assistant device id)")]
+    Character(char),
+    #[error("must not contain the MQTT wildcards `+` or `#`")]
+    Wildcard,
+    #[error("must not start with `$` (reserved for broker topics)")]
+    Reserved,
+    #[error("must not start or end with `/` or contain an empty level (`//`)")]
+    EmptyLevel,
+}
+
 /// A device id is one topic level and Home Assistant's object id, whose allowed characters are
 /// `[a-zA-Z0-9_-]`.
-fn check_device_id(id: &str) -> Result<(), String> {
+fn check_device_id(id: &str) -> Result<(), NameProblem> {
     if id.is_empty() || id.len() > 64 {
-        return Err("must be 1 to 64 characters".to_owned());
+        return Err(NameProblem::Length { max: 64 });
     }
     if let Some(bad) = id
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
-        return Err(format!(
-            "{bad:?} is not allowed: use letters, digits, `_` and `-` only (it is one MQTT topic level and the Home Assistant device id)"
-        ));
+        return Err(NameProblem::Character(bad));
     }
     Ok(())
 }
 
 /// A prefix is one or more topic levels that a subscriber can match literally.
-fn check_topic_prefix(prefix: &str) -> Result<(), String> {
+fn check_topic_prefix(prefix: &str) -> Result<(), NameProblem> {
     if prefix.is_empty() || prefix.len() > 128 {
-        return Err("must be 1 to 128 characters".to_owned());
+        return Err(NameProblem::Length { max: 128 });
     }
     if prefix.contains(['+', '#']) || prefix.contains('\0') {
-        return Err("must not contain the MQTT wildcards `+` or `#`".to_owned());
+        return Err(NameProblem::Wildcard);
     }
     if prefix.starts_with('$') {
-        return Err("must not start with `$` (reserved for broker topics)".to_owned());
+        return Err(NameProblem::Reserved);
     }
     if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
-        return Err("must not start or end with `/` or contain an empty level (`//`)".to_owned());
+        return Err(NameProblem::EmptyLevel);
     }
     Ok(())
 }

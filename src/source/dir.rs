@@ -22,7 +22,7 @@ use crate::source::pace::Pacer;
 use crate::source::stats::{should_log, SourceState, SourceStats};
 use crate::source::stop::StopSignal;
 use crate::source::{Source, SourceError};
-use crate::vision::image_io::{decode_bytes, DecodeLimits};
+use crate::vision::image_io::{decode_file, DecodeLimits};
 
 /// A [`Source`] replaying a folder.
 pub struct DirSource {
@@ -114,22 +114,6 @@ impl DirSource {
         self.pass_first_error = None;
         Ok(true)
     }
-
-    fn decode(&self, path: &Path) -> Result<image::RgbImage, String> {
-        let name = path.display().to_string();
-        // Check the size before reading: a stray 4 GB video in the folder must not be loaded.
-        let len = std::fs::metadata(path)
-            .map_err(|e| format!("{name}: cannot read: {e}"))?
-            .len();
-        if len > self.limits.max_bytes {
-            return Err(format!(
-                "{name}: {len} bytes is over the {}-byte limit ([image].max_bytes)",
-                self.limits.max_bytes
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-        decode_bytes(&bytes, &name, &self.limits).map_err(|e| e.to_string())
-    }
 }
 
 impl Source for DirSource {
@@ -147,7 +131,9 @@ impl Source for DirSource {
             }
             let path = self.files[self.next].clone();
             self.next += 1;
-            match self.decode(&path) {
+            // decode_file checks the size before reading: a stray 4 GB video in the folder is
+            // refused, not loaded.
+            match decode_file(&path, &self.limits) {
                 Ok(image) => {
                     self.pass_ok += 1;
                     // Decode first, then wait: the frame goes out on time even when decoding
@@ -162,6 +148,7 @@ impl Source for DirSource {
                     return Ok(Some(frame));
                 }
                 Err(why) => {
+                    let why = why.to_string();
                     let n = self.stats.decode_error(why.clone());
                     if should_log(n) {
                         warn!("{why}; file skipped ({n} so far)");

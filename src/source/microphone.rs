@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
-use crate::audio::pcm::{Header, PcmFormat, PcmReader};
-use crate::audio::resample::{StreamResampler, TARGET_RATE};
-use crate::audio::vad::{Utterance, Vad, VadConfig};
+use crate::audio::pcm::{Header, PcmError, PcmFormat, PcmReader};
+use crate::audio::resample::{ResampleError, StreamResampler, TARGET_RATE};
+use crate::audio::vad::{Utterance, Vad, VadConfig, VadError};
 use crate::source::latest::{bounded_slot, LatestReceiver, LatestSender};
 use crate::source::stats::{SourceState, SourceStats};
 use crate::source::StopSignal;
@@ -133,6 +133,36 @@ pub enum MicrophoneError {
     Thread(std::io::Error),
 }
 
+/// Why capture stopped early; the text becomes the microphone's `failed` state.
+#[derive(Debug, thiserror::Error)]
+enum CaptureError {
+    #[error(
+        "{}: cannot open ({source}); check [source].path and the permissions of the user \
+         running adaptd", path.display()
+    )]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The stream could not be read, resampled or segmented.
+    #[error("{name}: {problem}")]
+    Stream {
+        name: String,
+        problem: StreamProblem,
+    },
+}
+
+/// What went wrong inside the stream (each stage has its own error type).
+#[derive(Debug, thiserror::Error)]
+enum StreamProblem {
+    #[error(transparent)]
+    Pcm(#[from] PcmError),
+    #[error(transparent)]
+    Resample(#[from] ResampleError),
+    #[error(transparent)]
+    Vad(#[from] VadError),
+}
+
 /// Starts the capture thread. It ends at the end of the stream (state `ended`), on a read
 /// error (state `failed`, the message says what happened), or once `stop` is set and the
 /// current read returns; the receiver then reports `Disconnected`.
@@ -153,7 +183,9 @@ pub fn spawn(
                 }
                 Err(error) => {
                     warn!("audio capture failed: {error}");
-                    stats.set_state(SourceState::Failed { error });
+                    stats.set_state(SourceState::Failed {
+                        error: error.to_string(),
+                    });
                 }
             }
         })?;
@@ -166,24 +198,25 @@ fn capture(
     stats: &SourceStats,
     stop: &StopSignal,
     tx: &LatestSender<UtteranceMsg>,
-) -> Result<u64, String> {
-    let name = cfg.describe();
+) -> Result<u64, CaptureError> {
     let (reader, real_time): (Box<dyn Read + Send>, bool) = if cfg.path == Path::new("-") {
         let regular = std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
         (Box::new(std::io::stdin()), regular)
     } else {
-        let file = File::open(&cfg.path).map_err(|e| {
-            format!(
-                "{}: cannot open ({e}); check [source].path and the permissions of the user \
-                 running adaptd",
-                cfg.path.display()
-            )
+        let file = File::open(&cfg.path).map_err(|source| CaptureError::Open {
+            path: cfg.path.clone(),
+            source,
         })?;
         let regular = file.metadata().is_ok_and(|m| m.is_file());
         (Box::new(file), regular)
     };
-    let mut pcm = PcmReader::new(reader, cfg.format, CHUNK_FRAMES, Header::Detect)
-        .map_err(|e| format!("{name}: {e}"))?;
+    let mut pcm =
+        PcmReader::new(reader, cfg.format, CHUNK_FRAMES, Header::Detect).map_err(|e| {
+            CaptureError::Stream {
+                name: cfg.describe(),
+                problem: e.into(),
+            }
+        })?;
     let format = pcm.format();
     if pcm.had_wav_header() {
         info!(
@@ -192,9 +225,16 @@ fn capture(
             "the stream starts with a WAV header; using its format"
         );
     }
-    let mut resampler = StreamResampler::new(format.sample_rate, TARGET_RATE)
-        .map_err(|e| format!("{name}: {e}"))?;
-    let mut vad = Vad::new(VadConfig::default()).map_err(|e| format!("{name}: {e}"))?;
+    let mut resampler = StreamResampler::new(format.sample_rate, TARGET_RATE).map_err(|e| {
+        CaptureError::Stream {
+            name: cfg.describe(),
+            problem: e.into(),
+        }
+    })?;
+    let mut vad = Vad::new(VadConfig::default()).map_err(|e| CaptureError::Stream {
+        name: cfg.describe(),
+        problem: e.into(),
+    })?;
     let started = Instant::now();
     let mut read_frames: u64 = 0;
     let mut delivered: u64 = 0;
@@ -223,13 +263,21 @@ fn capture(
         let chunk = match pcm.read_chunk() {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(e) => return Err(format!("{name}: {e}")),
+            Err(e) => {
+                return Err(CaptureError::Stream {
+                    name: cfg.describe(),
+                    problem: e.into(),
+                })
+            }
         };
         if read_frames == 0 {
             stats.set_state(SourceState::Streaming);
         }
         read_frames += chunk.len() as u64;
-        let resampled = resampler.push(&chunk).map_err(|e| format!("{name}: {e}"))?;
+        let resampled = resampler.push(&chunk).map_err(|e| CaptureError::Stream {
+            name: cfg.describe(),
+            problem: e.into(),
+        })?;
         if !deliver(vad.push(&resampled)) {
             return Ok(delivered);
         }
@@ -249,7 +297,10 @@ fn capture(
              recorder into adaptd, or use a FIFO path for [source].path"
         );
     }
-    let tail = resampler.flush().map_err(|e| format!("{name}: {e}"))?;
+    let tail = resampler.flush().map_err(|e| CaptureError::Stream {
+        name: cfg.describe(),
+        problem: e.into(),
+    })?;
     let mut last = vad.push(&tail);
     last.extend(vad.flush());
     deliver(last);

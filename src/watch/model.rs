@@ -145,13 +145,18 @@ impl WatchView {
                 now_ms,
                 Problem {
                     topic: clean(subtopic.trim_matches('/'), 40),
-                    message: clean(&message, MAX_TEXT),
+                    message: clean(&message.to_string(), MAX_TEXT),
                 },
             ));
         }
     }
 
-    fn apply_routed(&mut self, route: Route, payload: &[u8], now: i64) -> Result<(), String> {
+    fn apply_routed(
+        &mut self,
+        route: Route,
+        payload: &[u8],
+        now: i64,
+    ) -> Result<(), PayloadProblem> {
         match route {
             Route::Available => self.apply_available(payload, now),
             Route::DeviceState if is_blank(payload) => {
@@ -206,7 +211,7 @@ impl WatchView {
         topic: CameraTopic,
         payload: &[u8],
         now: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), PayloadProblem> {
         if topic == CameraTopic::State && is_blank(payload) {
             // A retained camera state was cleared: the camera is gone from the device.
             if let Some(view) = self.cameras.get_mut(name) {
@@ -243,7 +248,7 @@ impl WatchView {
         Ok(())
     }
 
-    fn apply_available(&mut self, payload: &[u8], now_ms: i64) -> Result<(), String> {
+    fn apply_available(&mut self, payload: &[u8], now_ms: i64) -> Result<(), PayloadProblem> {
         match Availability::from_payload(payload) {
             Ok(None) => {
                 // An empty retained message is how a retained topic is cleared.
@@ -257,11 +262,9 @@ impl WatchView {
             Err(AvailabilityError::UnknownWord(word)) => {
                 let shown = clean(&word, 24);
                 self.available = Some(stamp(now_ms, Presence::Other(shown.clone())));
-                Err(format!(
-                    "unexpected '{shown}' (expected online, offline or stopped)"
-                ))
+                Err(PayloadProblem::UnknownAvailability(shown))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(PayloadProblem::Availability(e)),
         }
     }
 
@@ -286,6 +289,19 @@ fn is_blank(payload: &[u8]) -> bool {
     payload.iter().all(u8::is_ascii_whitespace)
 }
 
-fn read<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    wire::decode(payload).map_err(|e| e.to_string())
+fn read<T: DeserializeOwned>(payload: &[u8]) -> Result<T, PayloadProblem> {
+    Ok(wire::decode(payload)?)
+}
+
+/// Why a payload could not be shown; its text becomes the screen's problem line, so a payload
+/// the view cannot read is reported, never dropped in silence.
+#[derive(Debug, thiserror::Error)]
+enum PayloadProblem {
+    #[error(transparent)]
+    Decode(#[from] wire::DecodeError),
+    /// The word as cleaned for the screen (the raw one may hold control characters).
+    #[error("unexpected '{0}' (expected online, offline or stopped)")]
+    UnknownAvailability(String),
+    #[error(transparent)]
+    Availability(AvailabilityError),
 }
