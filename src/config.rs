@@ -197,6 +197,9 @@ pub struct DetectConfig {
     pub score_threshold: Option<f32>,
     pub iou_threshold: Option<f32>,
     pub max_detections: Option<usize>,
+    /// Classes whose boxes are embedded for a sub-label (empty: every class). A person's
+    /// name belongs on `person` boxes, not on the cars and dogs beside them.
+    pub sublabel_classes: Vec<String>,
 }
 
 impl DetectConfig {

@@ -364,7 +364,7 @@ fn detector_daemon(model_keys: &str) {
             format!(
                 "state_dir = {state_dir:?}\n\
                  [model]\nname = \"nanodet-m\"\nsublabel_model = \"mobilenetv2\"\n{model_keys}\
-                 [detect]\nscore_threshold = {score}\n\
+                 [detect]\nscore_threshold = {score}\nsublabel_classes = [\"person\"]\n\
                  [consensus]\nn = 2\nm = 3\nmin_score = 0.3\n\
                  [train]\nmin_new_samples = 13\n\
                  [source]\nkind = \"dir\"\npath = {frames:?}\nfps = 4.0\nloop = true\n\

@@ -365,6 +365,7 @@ impl Control {
                     .embeddings
                     .first()
                     .cloned()
+                    .flatten()
                     .ok_or(ControlError::Detection("the frame has no embedding".into()))?;
                 (e, None, None)
             }
@@ -376,17 +377,19 @@ impl Control {
             }
             Some(i) => {
                 let i = i as usize;
-                let (Some(item), Some(e)) = (r.items.get(i), r.embeddings.get(i)) else {
+                let Some(item) = r.items.get(i) else {
                     return Err(ControlError::Detection(format!(
                         "detection {i} does not exist: the latest frame has {} detection(s)",
                         r.items.len()
                     )));
                 };
-                if r.embeddings.len() != r.items.len() {
-                    return Err(ControlError::Detection(
-                        "the latest frame's detections have no embeddings to store".into(),
-                    ));
-                }
+                let Some(Some(e)) = r.embeddings.get(i) else {
+                    return Err(ControlError::Detection(format!(
+                        "detection {i} is a {:?} box, which this camera does not sub-label \
+                         (sublabel_classes); label a box of a sub-labelled class",
+                        item.label
+                    )));
+                };
                 (e.clone(), item.bbox, Some(item.label.clone()))
             }
         };

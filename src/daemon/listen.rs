@@ -93,7 +93,7 @@ impl Medium for Audio {
             }],
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
             events,
-            embeddings: vec![embedding],
+            embeddings: vec![Some(embedding)],
         })
     }
 

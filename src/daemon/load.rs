@@ -237,13 +237,18 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
             if let (Some(d), Some(t)) = (detect.as_mut(), spec.score_threshold) {
                 d.score_threshold = t;
             }
+            let sublabel_classes = if is_detector {
+                sublabel_classes(&spec, config, &vision.engines[main].resolved.labels)?
+            } else {
+                Vec::new()
+            };
             let pipeline = Pipeline::new(
                 main,
                 crops,
                 learner.slot.clone(),
                 Consensus::new(config.consensus),
                 AnalyzeOptions { top_k: 1, detect },
-                Vec::new(),
+                sublabel_classes,
             )
             .with_motion(config.motion);
             StreamPlan {
@@ -284,6 +289,40 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
     })
 }
 
+/// The detector classes a camera sub-labels: its own list, else `[detect].sublabel_classes`
+/// (empty: every class). A class the detector does not have is a configuration error that
+/// lists the ones it has: a misspelt `persn` would otherwise sub-label nothing, silently.
+fn sublabel_classes(
+    spec: &StreamSpec,
+    config: &Config,
+    labels: &[String],
+) -> Result<Vec<String>, DaemonError> {
+    let (classes, key) = match &spec.sublabel_classes {
+        Some(c) => (
+            c.clone(),
+            format!("camera {:?}: sublabel_classes", spec.name),
+        ),
+        None => (
+            config.detect.sublabel_classes.clone(),
+            "[detect].sublabel_classes".to_owned(),
+        ),
+    };
+    if let Some(bad) = classes.iter().find(|c| !labels.contains(c)) {
+        let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
+        return Err(DaemonError::Config(format!(
+            "{key}: {bad:?} is not a class of model {:?}; its classes include {}{}",
+            spec.model,
+            shown.join(", "),
+            if labels.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(classes)
+}
+
 fn engine_state(name: &str, backend: BackendKind, streams: &[String]) -> wire::EngineState {
     let mut cameras = streams.to_vec();
     cameras.dedup();
@@ -312,4 +351,48 @@ fn learner_for(
     let l = Arc::new(Learner::new(name.clone(), backend, engine, is_audio, ws));
     learners.push(l.clone());
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceConfig;
+
+    fn camera(classes: Option<Vec<String>>) -> StreamSpec {
+        StreamSpec {
+            name: "yard".into(),
+            kind: StreamKind::Camera,
+            enabled: true,
+            source: SourceConfig::default(),
+            model: "nanodet-m".into(),
+            sublabel_model: "mobilenetv2".into(),
+            max_fps: None,
+            score_threshold: None,
+            sublabel_classes: classes,
+        }
+    }
+
+    #[test]
+    fn sublabel_classes_come_from_the_camera_then_detect_and_must_exist() {
+        let labels: Vec<String> = ["person", "car", "dog"].map(String::from).to_vec();
+        let mut config = Config::default();
+        let all = sublabel_classes(&camera(None), &config, &labels).expect("default");
+        assert!(all.is_empty(), "empty means every class: {all:?}");
+        config.detect.sublabel_classes = vec!["person".into()];
+        let from_detect = sublabel_classes(&camera(None), &config, &labels).expect("[detect]");
+        assert_eq!(from_detect, ["person"]);
+        let own = sublabel_classes(&camera(Some(vec!["dog".into()])), &config, &labels)
+            .expect("the camera's own list wins");
+        assert_eq!(own, ["dog"]);
+        let e = sublabel_classes(&camera(Some(vec!["persn".into()])), &config, &labels)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("camera \"yard\": sublabel_classes")
+                && e.contains("\"persn\" is not a class")
+                && e.contains("person, car, dog"),
+            "{e}"
+        );
+    }
 }

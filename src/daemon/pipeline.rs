@@ -46,9 +46,10 @@ pub struct FrameResult {
     pub items: Vec<Item>,
     pub inference_ms: f64,
     pub events: Vec<Event>,
-    /// Embeddings of the frame (classifier) or of each item's crop (detector), kept so a
+    /// Embeddings of the frame (classifier: one) or of each item's crop (detector: one per
+    /// item, in item order; `None` for a box whose class is not sub-labelled), kept so a
     /// `label` command can store the sample without re-running the backbone.
-    pub embeddings: Vec<Vec<f32>>,
+    pub embeddings: Vec<Option<Vec<f32>>>,
 }
 
 impl FrameResult {
@@ -187,10 +188,12 @@ impl Pipeline {
                         .into_iter()
                         .next()
                         .and_then(|a| a.embedding);
-                    if let Some(e) = e {
-                        sub = head.as_deref().and_then(|h| head_label(h, &e));
-                        embeddings.push(e);
+                    if let Some(e) = &e {
+                        sub = head.as_deref().and_then(|h| head_label(h, e));
                     }
+                    embeddings.push(e);
+                } else {
+                    embeddings.push(None);
                 }
                 let (label, score) = match &sub {
                     Some(h) if !h.unknown => (h.label.clone(), h.score),
@@ -216,8 +219,8 @@ impl Pipeline {
                 (Some(e), Some(h)) => head_label(h, e),
                 _ => None,
             };
-            if let Some(e) = analysis.embedding {
-                embeddings.push(e);
+            if analysis.embedding.is_some() {
+                embeddings.push(analysis.embedding);
             }
             match &sub {
                 Some(h) if !h.unknown => {

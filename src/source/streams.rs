@@ -58,6 +58,10 @@ pub struct CameraConfig {
     /// Detectors: boxes below this score are ignored; default `[detect].score_threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_threshold: Option<f32>,
+    /// Detectors: the classes whose boxes get a sub-label; default
+    /// `[detect].sublabel_classes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sublabel_classes: Option<Vec<String>>,
 }
 
 /// One `[[microphones]]` entry.
@@ -104,6 +108,8 @@ pub struct StreamSpec {
     pub sublabel_model: String,
     pub max_fps: Option<f64>,
     pub score_threshold: Option<f32>,
+    /// Detectors: classes to sub-label (`None`: `[detect].sublabel_classes`).
+    pub sublabel_classes: Option<Vec<String>>,
 }
 
 /// The stream lists of a configuration, as written.
@@ -257,6 +263,7 @@ impl Streams<'_> {
                     sublabel_model: default_sublabel.into(),
                     max_fps: None,
                     score_threshold: None,
+                    sublabel_classes: None,
                 }],
                 warnings,
             };
@@ -273,6 +280,7 @@ impl Streams<'_> {
                 .unwrap_or_else(|| default_sublabel.into()),
             max_fps: c.fps,
             score_threshold: c.score_threshold,
+            sublabel_classes: c.sublabel_classes.clone(),
         });
         let microphones = self.microphones.iter().map(|m| StreamSpec {
             name: m.name.clone(),
@@ -283,6 +291,7 @@ impl Streams<'_> {
             sublabel_model: default_sublabel.into(),
             max_fps: None,
             score_threshold: None,
+            sublabel_classes: None,
         });
         Resolved {
             streams: cameras.chain(microphones).collect(),
@@ -312,6 +321,7 @@ mod tests {
             sublabel_model: None,
             fps: None,
             score_threshold: None,
+            sublabel_classes: None,
         }
     }
 
