@@ -768,8 +768,9 @@ mod tests {
         assert_eq!(names, ["default"]);
     }
 
-    /// Every TOML example in docs/configuration.md is a valid configuration on its own, and
-    /// the multi-camera one resolves to the streams it describes.
+    /// Every TOML example in docs/configuration.md is a valid configuration on its own, every
+    /// source in it passes validation (the recipes per camera kind), and the multi-camera one
+    /// resolves to the streams it describes.
     #[test]
     fn the_documented_examples_are_valid() {
         let doc = include_str!("../docs/configuration.md");
@@ -782,11 +783,14 @@ mod tests {
         let mut saw_lists = false;
         for b in blocks {
             let c = parse(b).unwrap_or_else(|e| panic!("{e}\nin:\n{b}"));
-            if !c.cameras.is_empty() {
+            let r = c.resolved_streams();
+            for s in &r.streams {
+                let problems = s.source.validate();
+                assert!(problems.is_empty(), "{problems:?}\nin:\n{b}");
+            }
+            let names: Vec<&str> = r.streams.iter().map(|s| s.name.as_str()).collect();
+            if names == ["front", "garage", "kitchen"] {
                 saw_lists = true;
-                let r = c.resolved_streams();
-                let names: Vec<&str> = r.streams.iter().map(|s| s.name.as_str()).collect();
-                assert_eq!(names, ["front", "garage", "kitchen"]);
                 assert_eq!(r.streams[0].model, "nanodet-m");
                 assert_eq!(r.streams[1].model, c.model.name, "default: [model].name");
                 assert!(r.warnings.is_empty(), "{:?}", r.warnings);

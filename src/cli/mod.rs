@@ -6,6 +6,8 @@
 
 mod adapt_cmds;
 mod bench_cmds;
+#[cfg(feature = "rtsp")]
+mod bench_h264;
 mod vision_cmds;
 
 pub use adapt_cmds::default_state_dir;
@@ -100,6 +102,10 @@ enum Command {
     /// Train a head on given .npy embeddings and report test accuracy and time (for
     /// benches/head_vs_sklearn.py).
     BenchHead(bench_cmds::HeadBenchArgs),
+    /// Decode an H.264 file with the RTSP source's decoder and report the cost per frame
+    /// (for benches/h264_decode.py).
+    #[cfg(feature = "rtsp")]
+    BenchH264(bench_h264::H264BenchArgs),
     /// Labeled samples: add, import, list, rm, export.
     Samples {
         #[command(flatten)]
@@ -209,6 +215,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Inspect { model, all } => vision_cmds::inspect(&ctx, model.as_deref(), all),
         Command::Bench(args) => bench_cmds::run(&ctx, &args),
         Command::BenchHead(args) => bench_cmds::run_head(&args),
+        #[cfg(feature = "rtsp")]
+        Command::BenchH264(args) => bench_h264::run(&args),
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
         Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
         Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),

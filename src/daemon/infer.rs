@@ -31,7 +31,7 @@ use super::streams::{Latest, StreamHandle};
 use super::telemetry::Telemetry;
 use crate::consensus::{Consensus, ConsensusConfig};
 use crate::mqtt::Publisher;
-use crate::source::pace::Pacer;
+use crate::source::pace::{Demand, Pacer};
 use crate::source::{Doorbell, Frame, LatestReceiver};
 
 /// Why an input or a sample could not be analysed; the text goes to the log or the reply.
@@ -177,6 +177,8 @@ pub struct Lane<M: Medium> {
     pub state: M::Lane,
     /// The `[[cameras]].fps` / `set fps` cap; 0 = none.
     pub cap: Pacer,
+    /// Where the cap's next due time is published for the source ([`Demand`]).
+    demand: Demand,
     ended: bool,
     last_label: Option<String>,
 }
@@ -187,12 +189,14 @@ impl<M: Medium> Lane<M> {
         rx: LatestReceiver<M::Input>,
         state: M::Lane,
         max_fps: Option<f64>,
+        demand: Demand,
     ) -> Lane<M> {
         Lane {
             stream,
             rx,
             state,
             cap: Pacer::new(max_fps.unwrap_or(0.0)),
+            demand,
             ended: false,
             last_label: None,
         }
@@ -295,7 +299,9 @@ fn step<M: Medium>(engines: &mut [M::Engine], lane: &mut Lane<M>, ctx: &WorkerCo
         return false;
     }
     let now = Instant::now();
-    if !lane.cap.admit(now) {
+    let admitted = lane.cap.admit(now);
+    lane.demand.set_next_due(lane.cap.next_due());
+    if !admitted {
         ctx.telemetry.frame_throttled(&stream.name);
         return false;
     }
@@ -351,6 +357,7 @@ fn serve_job<M: Medium>(engines: &mut [M::Engine], lanes: &mut [Lane<M>], job: J
             {
                 if let Some(fps) = settings.max_fps {
                     lane.cap = Pacer::new(fps);
+                    lane.demand.set_next_due(None);
                 }
                 M::apply(&mut lane.state, &settings);
             }

@@ -87,9 +87,13 @@ pub fn stats(c: &Owners<'_>) -> wire::Stats {
                 .ok()
                 .and_then(|v| v.get("state").and_then(|v| v.as_str()).map(str::to_owned))
                 .unwrap_or_default();
+            let source = s.source_stats.snapshot();
             (
                 s.name.clone(),
                 wire::CameraStats {
+                    source_dropped_frames: source.rate_dropped,
+                    decode_errors: source.decode_errors,
+                    reconnects: source.reconnects,
                     fps: rates.fps,
                     frames: counts.processed,
                     skipped_frames: counts.dropped,

@@ -57,6 +57,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const REPLY_GRACE: Duration = Duration::from_secs(3);
 /// How often the retraining schedule is checked.
 const TRAIN_CHECK: Duration = Duration::from_secs(2);
+/// How often the sources' states are compared with the last published ones.
+const SOURCE_CHECK: Duration = Duration::from_secs(1);
 
 /// How the daemon ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +198,8 @@ pub async fn serve(
         };
         match plan.lane {
             LanePlan::Vision(pipeline) => {
-                let opened = crate::source::open(&spec.source, limits, &stop)
+                let demand = crate::source::Demand::new();
+                let opened = crate::source::open(&spec.source, limits, &stop, &demand)
                     .map_err(|e| e.to_string())
                     .and_then(|source| {
                         let desc = source.describe();
@@ -221,7 +224,13 @@ pub async fn serve(
                         )
                     }
                 };
-                vision_lanes.push(Lane::new(handle.clone(), rx, *pipeline, spec.max_fps));
+                vision_lanes.push(Lane::new(
+                    handle.clone(),
+                    rx,
+                    *pipeline,
+                    spec.max_fps,
+                    demand,
+                ));
                 handles.push(handle);
                 captures.push(capture);
             }
@@ -249,7 +258,13 @@ pub async fn serve(
                         )
                     }
                 };
-                audio_lanes.push(Lane::new(handle.clone(), rx, pipeline, None));
+                audio_lanes.push(Lane::new(
+                    handle.clone(),
+                    rx,
+                    pipeline,
+                    None,
+                    crate::source::Demand::new(),
+                ));
                 handles.push(handle);
                 captures.push(capture);
             }
@@ -347,6 +362,14 @@ pub async fn serve(
     let stats_every = Duration::from_secs(config.mqtt.stats_interval_secs.max(1));
     let mut stats_tick = tokio::time::interval(stats_every);
     let mut train_tick = tokio::time::interval(TRAIN_CHECK);
+    // Sources change state on their own threads (connecting, streaming, reconnecting with
+    // why): looked at every second, and each stream's retained state republished on a change.
+    let mut source_tick = tokio::time::interval(SOURCE_CHECK);
+    let mut source_states: Vec<SourceState> = control
+        .streams
+        .iter()
+        .map(|s| s.source_stats.state())
+        .collect();
     let mut signals = Signals::new(opts.signals)?;
     // A reply that could not go out because its cause (an oversized packet) dropped the
     // connection; sent after the reconnect.
@@ -398,6 +421,20 @@ pub async fn serve(
                 }
             }
             _ = train_tick.tick() => control.scheduled_training(),
+            _ = source_tick.tick() => {
+                let mut changed = false;
+                for (i, (stream, seen)) in control.streams.iter().zip(source_states.iter_mut()).enumerate() {
+                    let now = stream.source_stats.state();
+                    if now != *seen {
+                        *seen = now;
+                        changed = true;
+                        publish_stream_state(&control, i).await;
+                    }
+                }
+                if changed {
+                    publish_device_state(&control).await;
+                }
+            }
         }
     }
 

@@ -33,6 +33,12 @@ use serde_json::{json, Value};
 
 use crate::mqtt::topics::Topics;
 
+/// The `<camera>/source` entity's state from `source_state`.
+const SOURCE_TEMPLATE: &str = "{% set s = value_json.source_state | default({}) %}\
+{% if s.state == 'reconnecting' %}retrying in {{ s.retry_in_s | default(0) }} s: \
+{{ s.last_error | default('') | truncate(200) }}{% elif s.state == 'failed' %}failed: \
+{{ s.error | default('') | truncate(230) }}{% else %}{{ s.state | default('unknown') }}{% endif %}";
+
 /// The discovery message: where to publish (retained) and what.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Discovery {
@@ -160,6 +166,22 @@ pub fn device_discovery(
                 "value_template": "{{ value_json.head_version | default('none') }}",
                 "entity_category": "diagnostic",
                 "icon": "mdi:source-branch",
+            }),
+        );
+        // What the source is doing, in words: `streaming`, `connecting`, `retrying in 8 s:
+        // the camera refused the login ...` (HA caps a state at 255 characters).
+        cmps.insert(
+            format!("{n}_source"),
+            json!({
+                "p": "sensor",
+                "name": format!("{t} source"),
+                "unique_id": uid(&format!("{n}_source")),
+                "state_topic": state,
+                "value_template": SOURCE_TEMPLATE,
+                "json_attributes_topic": state,
+                "json_attributes_template": "{{ value_json.source_state | default({}) | tojson }}",
+                "entity_category": "diagnostic",
+                "icon": "mdi:cctv",
             }),
         );
         let (rate_name, unit, precision) = match s.kind {
@@ -311,6 +333,10 @@ mod tests {
             "adaptd/cam1/front/state"
         );
         assert_eq!(c["front_fps"]["state_topic"], "adaptd/cam1/stats");
+        assert_eq!(c["front_source"]["state_topic"], "adaptd/cam1/front/state");
+        assert!(c["front_source"]["value_template"]
+            .as_str()
+            .is_some_and(|t| t.contains("retrying in {{ s.retry_in_s")));
         assert_eq!(
             c["front_fps"]["value_template"],
             "{{ (value_json.cameras | default({}))['front'].fps | default(0) }}"

@@ -63,6 +63,32 @@ pub enum SourceConfig {
         #[serde(default)]
         format: PixelFormat,
     },
+    /// An IP camera over RTSP, H.264 read and decoded in the binary (no ffmpeg): reconnects
+    /// with backoff whatever goes wrong, and says why in `state`.
+    Rtsp {
+        /// `rtsp://[user[:password]@]host[:port]/path`.
+        url: String,
+        /// RTP over the RTSP connection (`tcp`, works through NAT and loses nothing) or `udp`.
+        #[serde(default)]
+        transport: RtspTransport,
+        /// A file whose first line is the password, so the config holds none; the URL then
+        /// names only the user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<PathBuf>,
+        /// Which frames are decoded: `all` (every frame; the camera's `fps` cap still
+        /// converts only the frames it takes), or `keyframes` for weak boards.
+        #[serde(default)]
+        decode: DecodePolicy,
+    },
+    /// A camera program adaptd starts and supervises (restarted with backoff when it exits,
+    /// stopped with adaptd) that writes MJPEG to its stdout: `rpicam-vid`, ffmpeg, GStreamer.
+    Command {
+        /// The program and its arguments (no shell).
+        argv: Vec<String>,
+        /// Upper bound on frames per second; extra frames are dropped before decoding.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fps_limit: Option<f64>,
+    },
     /// Live audio: signed 16-bit little-endian PCM (optionally behind a WAV header) from
     /// standard input (`-`), a FIFO or a file, cut into utterances by the voice gate. For
     /// audio models only (the manifest's `kind = "audio"`).
@@ -75,6 +101,30 @@ pub enum SourceConfig {
         #[serde(default = "default_audio_channels")]
         channels: u16,
     },
+}
+
+/// How RTP packets travel from an RTSP camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved on the RTSP TCP connection: through NAT and firewalls, nothing lost.
+    #[default]
+    Tcp,
+    /// Separate UDP ports: lower latency on a clean LAN, but lost packets are lost frames.
+    Udp,
+}
+
+/// Which H.264 frames an RTSP source decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodePolicy {
+    /// Every frame: P-frames need the frames before them, so this is what any rate above the
+    /// camera's keyframe rate takes.
+    #[default]
+    All,
+    /// Key (IDR) frames only: a fraction of the decode cost, at the camera's keyframe
+    /// interval (often 1 to 4 s); for boards that cannot decode the whole stream.
+    Keyframes,
 }
 
 /// What to ask the camera for.
@@ -150,6 +200,8 @@ impl SourceConfig {
             SourceConfig::Dir { .. } => "dir",
             SourceConfig::Mjpeg { .. } => "mjpeg",
             SourceConfig::V4l2 { .. } => "v4l2",
+            SourceConfig::Rtsp { .. } => "rtsp",
+            SourceConfig::Command { .. } => "command",
             SourceConfig::Audio { .. } => "audio",
         }
     }
@@ -191,6 +243,35 @@ impl SourceConfig {
                 }
                 if let Some(v) = fps_limit {
                     fps_range("fps_limit", *v, &mut p);
+                }
+            }
+            SourceConfig::Command { argv, fps_limit } => {
+                if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                    p.push(
+                        "[source].argv is empty; give the program and its arguments, e.g. \
+                         [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]"
+                            .into(),
+                    );
+                }
+                if let Some(v) = fps_limit {
+                    fps_range("fps_limit", *v, &mut p);
+                }
+            }
+            SourceConfig::Rtsp {
+                url, password_file, ..
+            } => {
+                if let Err(e) =
+                    super::rtsp::address::RtspAddress::check(url, password_file.is_some())
+                {
+                    p.push(e.to_string());
+                }
+                if !cfg!(feature = "rtsp") {
+                    p.push(
+                        "[source].kind = \"rtsp\": this adaptd was built without RTSP support \
+                         (cargo feature `rtsp`); rebuild with it, or feed the camera through \
+                         kind = \"mjpeg\" from ffmpeg"
+                            .into(),
+                    );
                 }
             }
             SourceConfig::Audio {
@@ -330,8 +411,13 @@ mod tests {
     fn unknown_keys_kinds_and_values_are_errors() {
         let e = parse("[source]\nkind = \"v4l2\"\nfps_limit = 5.0").unwrap_err();
         assert!(e.contains("fps_limit"), "{e}");
+        let e = parse("[source]\nkind = \"hls\"\npath = \"x\"").unwrap_err();
+        assert!(
+            e.contains("hls") && e.contains("v4l2") && e.contains("rtsp"),
+            "{e}"
+        );
         let e = parse("[source]\nkind = \"rtsp\"\npath = \"x\"").unwrap_err();
-        assert!(e.contains("rtsp") && e.contains("v4l2"), "{e}");
+        assert!(e.contains("path") && e.contains("url"), "{e}");
         let e = parse("[source]\nkind = \"v4l2\"\nformat = \"h264\"").unwrap_err();
         assert!(e.contains("h264") && e.contains("yuyv"), "{e}");
         let e = parse("[source]\npath = \"x\"").unwrap_err();

@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io::{self, ErrorKind, Read};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -298,6 +299,10 @@ pub struct MjpegSource {
     stop: StopSignal,
     stats: Arc<SourceStats>,
     seq: u64,
+    /// A FIFO: when its writer closes it, wait for the next writer instead of ending.
+    fifo: Option<PathBuf>,
+    /// Writers that came and went.
+    writers_gone: u32,
     read: u64,
 }
 
@@ -311,7 +316,7 @@ impl MjpegSource {
         limits: DecodeLimits,
         stop: StopSignal,
     ) -> Result<MjpegSource, SourceError> {
-        let (name, input, mode) = if path == Path::new("-") {
+        let (name, input, mode, fifo) = if path == Path::new("-") {
             let stdin: Box<dyn Read + Send> = Box::new(io::stdin());
             // `< recording.mjpeg` makes stdin a regular file: pace it like one.
             let mode = match std::fs::metadata("/dev/stdin") {
@@ -322,6 +327,7 @@ impl MjpegSource {
                 "stdin".to_string(),
                 Input::Open(MjpegSplitter::new(stdin, max_frame(&limits))),
                 mode,
+                None,
             )
         } else {
             let name = path.display().to_string();
@@ -343,11 +349,12 @@ impl MjpegSource {
             } else {
                 RateMode::Drop
             };
-            (name, Input::Pending(path.to_path_buf()), mode)
+            let fifo = meta.file_type().is_fifo().then(|| path.to_path_buf());
+            (name, Input::Pending(path.to_path_buf()), mode, fifo)
         };
-        Ok(MjpegSource::with_input(
-            name, input, mode, fps_limit, limits, stop,
-        ))
+        let mut source = MjpegSource::with_input(name, input, mode, fps_limit, limits, stop);
+        source.fifo = fifo;
+        Ok(source)
     }
 
     /// Over any reader, e.g. a child process's stdout or a test's byte source. Extra frames
@@ -361,6 +368,13 @@ impl MjpegSource {
     ) -> MjpegSource {
         let input = Input::Open(MjpegSplitter::new(reader, max_frame(&limits)));
         MjpegSource::with_input(name.into(), input, RateMode::Drop, fps_limit, limits, stop)
+    }
+
+    /// Reports into `stats` instead of its own (a supervisor that restarts the reader keeps
+    /// its counters across restarts).
+    pub fn sharing_stats(mut self, stats: Arc<SourceStats>) -> MjpegSource {
+        self.stats = stats;
+        self
     }
 
     fn with_input(
@@ -381,6 +395,8 @@ impl MjpegSource {
             stats: SourceStats::new(),
             seq: 0,
             read: 0,
+            fifo: None,
+            writers_gone: 0,
         }
     }
 
@@ -438,7 +454,22 @@ impl Source for MjpegSource {
             self.stats.set_splitter(resyncs, garbage);
             let jpeg = match jpeg {
                 Ok(Some(j)) => j,
-                Ok(None) => return self.end(),
+                Ok(None) => match self.fifo.clone() {
+                    // A FIFO outlives its writers: wait for the next one (the open blocks).
+                    Some(path) if !self.stop.is_stopped() => {
+                        self.writers_gone = self.writers_gone.saturating_add(1);
+                        info!(source = %self.name, "the writer closed the FIFO; waiting for a new one");
+                        self.stats.set_state(SourceState::Reconnecting {
+                            attempt: self.writers_gone,
+                            last_error: "the writer closed the FIFO; waiting for a new writer"
+                                .into(),
+                            retry_in_s: 0,
+                        });
+                        self.input = Input::Pending(path);
+                        continue;
+                    }
+                    _ => return self.end(),
+                },
                 Err(e) => {
                     let err = SourceError::InputRead {
                         name: self.name.clone(),
@@ -794,7 +825,8 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_is_opened_on_the_capture_thread_and_read_until_the_writer_closes() {
+    fn a_fifo_is_opened_on_the_capture_thread_and_outlives_its_writers() {
+        use std::time::Duration;
         let dir = tempfile::tempdir().expect("temp dir");
         let fifo = dir.path().join("cam.fifo");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
@@ -803,22 +835,56 @@ mod tests {
             return;
         }
         // Opening the source does not block although no writer exists yet.
-        let mut src = MjpegSource::open(&fifo, None, DecodeLimits::default(), StopSignal::new())
-            .expect("opens");
+        let stop = StopSignal::new();
+        let mut src =
+            MjpegSource::open(&fifo, None, DecodeLimits::default(), stop.clone()).expect("opens");
         let a = jpeg(&picture(8, 8, 9), 80);
-        let f2 = fifo.clone();
-        let writer = std::thread::spawn(move || {
+        let (f2, stop2, stats) = (fifo.clone(), stop.clone(), src.stats());
+        // Two writers one after the other, like a producer that is restarted; then a stop,
+        // and a last writer that only opens and closes (a FIFO open blocks until then).
+        let writers = std::thread::spawn(move || -> std::io::Result<Vec<SourceState>> {
             use std::io::Write;
-            let mut w = std::fs::OpenOptions::new().write(true).open(f2)?;
-            w.write_all(&[a.clone(), b"junk".to_vec(), a].concat())
+            let mut seen = Vec::new();
+            let payloads = [[a.clone(), b"junk".to_vec(), a.clone()].concat(), a.clone()];
+            for (k, payload) in payloads.into_iter().enumerate() {
+                let mut w = std::fs::OpenOptions::new().write(true).open(&f2)?;
+                w.write_all(&payload)?;
+                drop(w);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let gone = |s: &SourceState| matches!(s, SourceState::Reconnecting { attempt, .. } if *attempt as usize == k + 1);
+                while !gone(&stats.state()) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                seen.push(stats.state());
+            }
+            stop2.stop();
+            drop(std::fs::OpenOptions::new().write(true).open(&f2)?);
+            Ok(seen)
         });
         let mut n = 0;
         while let Ok(Some(f)) = src.next_frame() {
             assert_eq!(f.source, fifo.display().to_string());
             n += 1;
         }
-        assert_eq!(n, 2);
-        assert!(writer.join().map(|r| r.is_ok()).unwrap_or(false));
+        assert_eq!(n, 3, "frames of both writers");
+        let seen = writers.join().ok().and_then(|r| r.ok()).unwrap_or_default();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        for (i, s) in seen.iter().enumerate() {
+            match s {
+                SourceState::Reconnecting {
+                    attempt,
+                    last_error,
+                    ..
+                } => {
+                    assert_eq!(*attempt as usize, i + 1);
+                    assert!(
+                        last_error.contains("waiting for a new writer"),
+                        "{last_error}"
+                    );
+                }
+                other => panic!("after writer {i}: {other:?}"),
+            }
+        }
         assert_eq!(src.stats().state(), SourceState::Ended);
     }
 }

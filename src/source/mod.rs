@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::vision::image_io::DecodeLimits;
 
+pub mod command;
 pub mod config;
 pub mod convert;
 pub mod dir;
@@ -44,6 +45,7 @@ pub mod microphone;
 pub mod mjpeg;
 pub mod pace;
 pub mod reopen;
+pub mod rtsp;
 pub mod stats;
 pub mod stop;
 pub mod streams;
@@ -53,6 +55,7 @@ pub mod v4l2;
 pub use config::{PixelFormat, SourceConfig};
 pub use frame::Frame;
 pub use latest::{latest_slot, Doorbell, LatestFrame, LatestReceiver, LatestSender, SlotCounters};
+pub use pace::Demand;
 pub use reopen::ReopeningCamera;
 pub use stats::{SourceState, SourceStats, SourceStatsSnapshot};
 pub use stop::StopSignal;
@@ -173,6 +176,27 @@ pub enum SourceError {
          path = \"-\")"
     )]
     NoV4l2Support { device: String },
+
+    #[error(transparent)]
+    RtspAddress(#[from] rtsp::address::AddressError),
+    #[error("{name}: the camera offers {offered}, and no H.264 video; {hint}")]
+    RtspCodec {
+        name: String,
+        offered: String,
+        hint: &'static str,
+    },
+    #[error("{name}: {problem}")]
+    Decoder { name: String, problem: String },
+    #[error("{name}: cannot start the camera's network runtime: {source}")]
+    Runtime {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{name}: this adaptd was built without RTSP support (cargo feature `rtsp`); rebuild \
+         with it, or feed the camera through kind = \"mjpeg\" from ffmpeg"
+    )]
+    NoRtspSupport { name: String },
 }
 
 impl SourceError {
@@ -236,6 +260,7 @@ pub fn open(
     cfg: &SourceConfig,
     limits: DecodeLimits,
     stop: &StopSignal,
+    demand: &Demand,
 ) -> Result<Box<dyn Source>, SourceError> {
     let problems = cfg.validate();
     if !problems.is_empty() {
@@ -260,6 +285,26 @@ pub fn open(
             limits,
             stop.clone(),
         )?)),
+        SourceConfig::Command { argv, fps_limit } => Ok(Box::new(command::CommandSource::new(
+            argv.clone(),
+            *fps_limit,
+            limits,
+            stop.clone(),
+        ))),
+        SourceConfig::Rtsp {
+            url,
+            transport,
+            password_file,
+            decode,
+        } => open_rtsp(
+            url,
+            *transport,
+            password_file.as_deref(),
+            *decode,
+            limits,
+            stop,
+            demand,
+        ),
         SourceConfig::V4l2 {
             device,
             width,
@@ -294,6 +339,40 @@ pub fn open(
                 Err(e) => Err(e),
             }
         }
+    }
+}
+
+/// An RTSP camera: the password file is read here, the connection made on the capture thread.
+fn open_rtsp(
+    url: &str,
+    transport: config::RtspTransport,
+    password_file: Option<&std::path::Path>,
+    policy: config::DecodePolicy,
+    limits: DecodeLimits,
+    stop: &StopSignal,
+    demand: &Demand,
+) -> Result<Box<dyn Source>, SourceError> {
+    let address = rtsp::address::RtspAddress::load(url, password_file)?;
+    #[cfg(feature = "rtsp")]
+    {
+        let settings = rtsp::session::RtspSettings {
+            address,
+            transport,
+            policy,
+            limits,
+        };
+        Ok(Box::new(rtsp::RtspSource::open(
+            settings,
+            stop.clone(),
+            demand.clone(),
+        )?))
+    }
+    #[cfg(not(feature = "rtsp"))]
+    {
+        let _ = (transport, policy, limits, stop, demand);
+        Err(SourceError::NoRtspSupport {
+            name: address.to_string(),
+        })
     }
 }
 
@@ -379,14 +458,14 @@ mod tests {
             fps: 100.0,
             repeat: false,
         };
-        let src = open(&cfg, DecodeLimits::default(), &stop).expect("dir opens");
+        let src = open(&cfg, DecodeLimits::default(), &stop, &Demand::new()).expect("dir opens");
         assert!(src.describe().starts_with("dir "));
 
         let fifo_less = SourceConfig::Mjpeg {
             path: dir.path().join("missing.mjpeg"),
             fps_limit: None,
         };
-        let e = open(&fifo_less, DecodeLimits::default(), &stop)
+        let e = open(&fifo_less, DecodeLimits::default(), &stop, &Demand::new())
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -397,7 +476,7 @@ mod tests {
             fps: -1.0,
             repeat: false,
         };
-        let e = open(&bad, DecodeLimits::default(), &stop)
+        let e = open(&bad, DecodeLimits::default(), &stop, &Demand::new())
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -418,7 +497,7 @@ mod tests {
             format: PixelFormat::Mjpeg,
         };
         let stop = StopSignal::new();
-        let opened = open(&cfg, DecodeLimits::default(), &stop);
+        let opened = open(&cfg, DecodeLimits::default(), &stop, &Demand::new());
         if cfg!(feature = "v4l2") {
             let mut src = match opened {
                 Ok(src) => src,
@@ -428,6 +507,7 @@ mod tests {
                 SourceState::Reconnecting {
                     attempt,
                     last_error,
+                    ..
                 } => {
                     assert_eq!(attempt, 1);
                     assert!(last_error.contains("is the camera plugged in?"));
@@ -486,7 +566,7 @@ mod tests {
             fps: 50.0,
             repeat: false,
         };
-        let src = open(&cfg, DecodeLimits::default(), &stop).expect("opens");
+        let src = open(&cfg, DecodeLimits::default(), &stop, &Demand::new()).expect("opens");
         let stats = src.stats();
         let (handle, rx) = spawn_capture(src).expect("thread");
         let mut seqs = Vec::new();
@@ -515,7 +595,7 @@ mod tests {
             fps: 100.0,
             repeat: true,
         };
-        let src = open(&cfg, DecodeLimits::default(), &stop).expect("opens");
+        let src = open(&cfg, DecodeLimits::default(), &stop, &Demand::new()).expect("opens");
         let (handle, rx) = spawn_capture(src).expect("thread");
         assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
         drop(rx);

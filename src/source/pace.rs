@@ -6,6 +6,8 @@
 //! period behind (the board was suspended, a file took long to decode), the schedule is rebased
 //! on the present rather than releasing a burst of "overdue" frames.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,14 @@ impl Pacer {
         Duration::ZERO
     }
 
+    /// When the next frame will be admitted, once the schedule has started.
+    pub fn next_due(&self) -> Option<Instant> {
+        match (self.enabled(), self.start) {
+            (true, Some(start)) => Some(self.due(start, self.n)),
+            _ => None,
+        }
+    }
+
     /// For live sources that must not be slowed down (a pipe whose writer would block):
     /// whether a frame arriving at `now` should be kept (`true`) or dropped to hold the rate.
     pub fn admit(&mut self, now: Instant) -> bool {
@@ -75,6 +85,43 @@ impl Pacer {
             self.n = 1;
         }
         true
+    }
+}
+
+/// When the consumer of a stream next takes a frame: the lane's fps cap publishes its next
+/// due time here, and a source that pays per frame to produce a picture (RTSP: the YUV to RGB
+/// conversion after decoding) produces only the frames the cap will take. The cap stays the
+/// lane's alone, so a live `set fps` needs nothing from the source, and a frame produced as
+/// due is never refused by a second schedule. Lock-free: read at every frame.
+#[derive(Debug, Clone, Default)]
+pub struct Demand(Arc<AtomicU64>);
+
+/// The instant [`Demand`] counts from (microseconds after it, 0 = "any frame").
+fn anchor() -> Instant {
+    static ANCHOR: OnceLock<Instant> = OnceLock::new();
+    *ANCHOR.get_or_init(Instant::now)
+}
+
+impl Demand {
+    /// Every frame is wanted until a due time is published.
+    pub fn new() -> Demand {
+        Demand::default()
+    }
+
+    /// Publishes when the next frame is due; `None`: any frame is wanted.
+    pub fn set_next_due(&self, due: Option<Instant>) {
+        let micros = due.map_or(0, |d| {
+            u64::try_from(d.saturating_duration_since(anchor()).as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        self.0.store(micros, Ordering::Relaxed);
+    }
+
+    /// Whether a frame ready at `now` will be taken.
+    pub fn wants(&self, now: Instant) -> bool {
+        let due = self.0.load(Ordering::Relaxed);
+        due == 0 || anchor() + Duration::from_micros(due) <= now
     }
 }
 
@@ -132,5 +179,25 @@ mod tests {
             assert!(p.admit(t0));
             assert!(p.admit(t0));
         }
+    }
+
+    #[test]
+    fn demand_follows_the_caps_schedule() {
+        let d = Demand::new();
+        let t0 = Instant::now();
+        assert!(d.wants(t0), "no cap: every frame");
+        let mut cap = Pacer::new(2.0);
+        assert_eq!(cap.next_due(), None);
+        assert!(cap.admit(t0));
+        d.set_next_due(cap.next_due());
+        assert!(
+            !d.wants(t0 + ms(100)),
+            "the cap takes the next frame at +500 ms"
+        );
+        assert!(d.wants(t0 + ms(500)));
+        // A frame produced as due is admitted by the cap it followed.
+        assert!(cap.admit(t0 + ms(500)));
+        d.set_next_due(None);
+        assert!(d.wants(t0 + ms(501)), "cap lifted");
     }
 }

@@ -26,6 +26,11 @@ use crate::source::{Source, SourceError};
 /// (decode errors, negotiated format) accumulate over reconnections.
 pub type Opener = Box<dyn FnMut(&Arc<SourceStats>) -> Result<Box<dyn Source>, SourceError> + Send>;
 
+/// A delay in whole seconds, rounded up, as `retry_in_s` carries it.
+pub(crate) fn whole_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u32::MAX)
+}
+
 /// Sleeps between attempts; returns `false` when the daemon is stopping.
 pub type Sleeper = Box<dyn FnMut(Duration) -> bool + Send>;
 
@@ -91,6 +96,7 @@ impl ReopeningCamera {
         self.stats.set_state(SourceState::Reconnecting {
             attempt: 1,
             last_error: error.to_string(),
+            retry_in_s: whole_secs(self.backoff.ceiling()),
         });
         self
     }
@@ -131,6 +137,7 @@ impl ReopeningCamera {
                 self.stats.set_state(SourceState::Reconnecting {
                     attempt: self.attempt,
                     last_error: e.to_string(),
+                    retry_in_s: whole_secs(retry_in),
                 });
                 Ok(true)
             }
@@ -185,6 +192,7 @@ impl Source for ReopeningCamera {
                     self.stats.set_state(SourceState::Reconnecting {
                         attempt: self.attempt,
                         last_error: e.to_string(),
+                        retry_in_s: whole_secs(self.backoff.ceiling()),
                     });
                 }
                 Err(e) => {
@@ -333,6 +341,7 @@ mod tests {
                 SourceState::Reconnecting {
                     attempt,
                     last_error,
+                    ..
                 } => {
                     assert_eq!(attempt, want);
                     assert!(

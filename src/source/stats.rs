@@ -150,6 +150,7 @@ mod tests {
         s.set_state(SourceState::Reconnecting {
             attempt: 2,
             last_error: "gone".into(),
+            retry_in_s: 4,
         });
         let snap = s.snapshot();
         assert_eq!(snap.frames, 1);

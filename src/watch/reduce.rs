@@ -62,14 +62,18 @@ impl SourceLine {
             wire::SourceState::Reconnecting {
                 attempt,
                 last_error,
-            } if last_error.is_empty() => Some(format!("attempt {attempt}")),
-            wire::SourceState::Reconnecting {
-                attempt,
-                last_error,
-            } => Some(format!(
-                "attempt {attempt}: {}",
-                clean(last_error, MAX_TEXT)
-            )),
+                retry_in_s,
+            } => {
+                let when = match retry_in_s {
+                    0 => format!("attempt {attempt}"),
+                    s => format!("attempt {attempt}, retrying in {s} s"),
+                };
+                Some(if last_error.is_empty() {
+                    when
+                } else {
+                    format!("{when}: {}", clean(last_error, MAX_TEXT))
+                })
+            }
             wire::SourceState::Failed { error } if !error.is_empty() => {
                 Some(clean(error, MAX_TEXT))
             }

@@ -75,14 +75,19 @@ pub enum AvailabilityError {
 pub enum SourceState {
     /// Opened, no frame yet.
     Starting,
+    /// Connecting to a network camera (RTSP: DESCRIBE, SETUP, PLAY), no frame yet.
+    Connecting,
     /// Frames are flowing.
     Streaming,
-    /// The camera is gone or not there yet; `attempt` counts failed opens since the last frame.
+    /// The camera is gone or not there yet; `attempt` counts failed opens since the last frame,
+    /// the next one is in `retry_in_s` seconds (0: at once, or not known).
     Reconnecting {
         #[serde(default, deserialize_with = "lenient")]
         attempt: u32,
         #[serde(default, deserialize_with = "lenient")]
         last_error: String,
+        #[serde(default, deserialize_with = "lenient")]
+        retry_in_s: u32,
     },
     /// End of stream: a non-looping folder finished, or the pipe was closed by its writer.
     Ended,
@@ -103,6 +108,7 @@ impl SourceState {
     pub fn name(&self) -> &'static str {
         match self {
             SourceState::Starting => "starting",
+            SourceState::Connecting => "connecting",
             SourceState::Streaming => "streaming",
             SourceState::Reconnecting { .. } => "reconnecting",
             SourceState::Ended => "ended",
@@ -258,6 +264,7 @@ mod tests {
             source_state: SourceState::Reconnecting {
                 attempt: 2,
                 last_error: "no such device".into(),
+                retry_in_s: 8,
             },
             label: None,
         }
@@ -269,7 +276,8 @@ mod tests {
             "paused": false, "model": "nanodet-m", "embedding_model": "mobilenetv2",
             "backend": "onnxruntime", "embedding_backend": "tract", "head_version": null,
             "source": "dir /srv/demo (2 fps, loop)",
-            "source_state": {"state": "reconnecting", "attempt": 2, "last_error": "no such device"},
+            "source_state": {"state": "reconnecting", "attempt": 2, "last_error": "no such device",
+                             "retry_in_s": 8},
             "label": null});
         round_trip(&front(), expected);
         // Inside `state.cameras` the name is the key, not a field.
@@ -357,7 +365,8 @@ mod tests {
             s,
             SourceState::Reconnecting {
                 attempt: 0,
-                last_error: String::new()
+                last_error: String::new(),
+                retry_in_s: 0,
             }
         );
     }

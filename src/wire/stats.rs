@@ -25,6 +25,16 @@ pub struct CameraStats {
     /// Frames the motion gate left out: nothing moved.
     #[serde(deserialize_with = "lenient")]
     pub motion_skipped_frames: u64,
+    /// Frames the source itself left out to hold the `fps` cap, before converting them (RTSP:
+    /// decoded, not converted; MJPEG pipes: not decoded).
+    #[serde(deserialize_with = "lenient")]
+    pub source_dropped_frames: u64,
+    /// Frames or files the source could not decode.
+    #[serde(deserialize_with = "lenient")]
+    pub decode_errors: u64,
+    /// Times the source got its camera back after losing it.
+    #[serde(deserialize_with = "lenient")]
+    pub reconnects: u64,
     /// Frames waiting for inference: 0 or 1.
     #[serde(deserialize_with = "lenient")]
     pub queued_frames: u64,
@@ -82,6 +92,9 @@ mod tests {
             skipped_frames: 1,
             throttled_frames: 2,
             motion_skipped_frames: 3,
+            source_dropped_frames: 4,
+            decode_errors: 5,
+            reconnects: 6,
             queued_frames: 1,
             inference_ms_p50: 27.9,
             inference_ms_p95: 31.2,
@@ -102,7 +115,8 @@ mod tests {
         let expected = json!({"uptime_s": 3620, "cpu_temp_c": 51.6, "mqtt_reconnects": 0,
             "mqtt_dropped": 4, "training": "idle",
             "cameras": {"front": {"fps": 3.98, "frames": 1210, "skipped_frames": 1,
-                "throttled_frames": 2, "motion_skipped_frames": 3, "queued_frames": 1,
+                "throttled_frames": 2, "motion_skipped_frames": 3, "source_dropped_frames": 4,
+                "decode_errors": 5, "reconnects": 6, "queued_frames": 1,
                 "inference_ms_p50": 27.9, "inference_ms_p95": 31.2, "paused": false,
                 "source_state": "streaming", "head_version": null, "head_macro_f1": null}},
             "samples": {"alice": 14}});

@@ -1,0 +1,313 @@
+//! Real camera inputs end to end, with the real binary, a real Mosquitto and real models:
+//! RTSP cameras against GStreamer's RTSP server (tests/rtsp/server.py, a live x264/x265 test
+//! pattern; Debian's gir1.2-gst-rtsp-server-1.0, python3-gst-1.0, gstreamer1.0-plugins-ugly
+//! and -bad, installed by .ci/run), and a supervised camera command.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::mosquitto::{json, Bus, TestBroker, WAIT};
+use common::*;
+use serde_json::Value;
+
+/// One test camera: `server.py PORT ARGS...`, killed on drop.
+struct Camera {
+    _child: Guard,
+}
+
+impl Camera {
+    fn start(port: u16, args: &[&str]) -> Camera {
+        let python = Path::new("/usr/bin/python3");
+        assert!(
+            python.exists(),
+            "Debian's /usr/bin/python3 with the GStreamer bindings is needed (.ci/run installs them)"
+        );
+        let mut child = Guard(
+            Command::new(python)
+                .arg(repo().join("tests/rtsp/server.py"))
+                .arg(port.to_string())
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the RTSP test server"),
+        );
+        let stdout = child.0.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the RTSP test server did not start (gir1.2-gst-rtsp-server-1.0 installed?)"
+        );
+        Camera { _child: child }
+    }
+}
+
+/// The `source_state` of a `<camera>/state` payload.
+fn source_state(p: &str) -> Value {
+    json(p)["source_state"].clone()
+}
+
+#[test]
+fn rtsp_cameras_stream_reconnect_and_say_what_is_wrong() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let server_a = Camera::start(port_a, &[]);
+    let _locked = Camera::start(port_b, &["--auth", "digest", "viewer", "right-password"]);
+    let _hevc = Camera::start(port_c, &["--codec", "h265"]);
+    let password_file = tmp.path().join("locked.pass");
+    std::fs::write(&password_file, "wrong-password\n").expect("write password file");
+
+    let broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = Bus::subscribe(
+        port,
+        "adaptd/testcam",
+        &[
+            "available",
+            "ipcam/detections",
+            "ipcam/state",
+            "locked/state",
+            "hevc/state",
+        ],
+    );
+    let config = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {state:?}\n\
+             [model]\nname = \"mobilenetv2\"\n\
+             [[cameras]]\nname = \"ipcam\"\nfps = 2\n\
+             source = {{ kind = \"rtsp\", url = \"rtsp://127.0.0.1:{port_a}/cam\" }}\n\
+             [[cameras]]\nname = \"locked\"\n\
+             source = {{ kind = \"rtsp\", url = \"rtsp://viewer@127.0.0.1:{port_b}/cam\", \
+             password_file = {password_file:?} }}\n\
+             [[cameras]]\nname = \"hevc\"\n\
+             source = {{ kind = \"rtsp\", url = \"rtsp://127.0.0.1:{port_c}/cam\", \
+             decode = \"keyframes\" }}\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
+             stats_interval_secs = 1\n",
+            state = tmp.path().join("state"),
+        ),
+    )
+    .expect("write config");
+    let log = tmp.path().join("adaptd.log");
+    let mut daemon = Guard(
+        adaptd()
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start adaptd run"),
+    );
+    bus.wait_for("available", "`online`", |p| p == "online");
+
+    // Frames arrive over RTSP, are decoded and classified.
+    let d = json(
+        &bus.wait_for("ipcam/detections", "a classified RTSP frame", |p| {
+            json(p)["items"][0]["label"].is_string()
+        }),
+    );
+    assert_eq!(d["width"], 640, "{d}");
+    assert_eq!(d["height"], 360, "{d}");
+    bus.wait_for("ipcam/state", "`streaming`", |p| {
+        source_state(p)["state"] == "streaming"
+    });
+
+    // A wrong password: a clear state, no crash, and the password nowhere.
+    let s = bus.wait_for("locked/state", "a refused login", |p| {
+        source_state(p)["state"] == "reconnecting"
+            && source_state(p)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused the login"))
+    });
+    assert!(!s.contains("wrong-password"), "{s}");
+    assert!(
+        source_state(&s)["retry_in_s"].as_u64().is_some(),
+        "the next try is announced: {s}"
+    );
+    let s = json(&bus.wait_for("locked/state", "the masked URL", |p| {
+        json(p)["source"].is_string()
+    }));
+    assert!(!s.to_string().contains("wrong-password"), "{s}");
+
+    // H.265: failed at once, saying what to do.
+    let s = bus.wait_for("hevc/state", "H.265 refused", |p| {
+        source_state(p)["state"] == "failed"
+    });
+    let error = source_state(&s)["error"].as_str().unwrap_or("").to_owned();
+    assert!(
+        error.contains("H.264") && error.contains("sub-stream"),
+        "{error}"
+    );
+
+    // The server goes away and comes back: the camera reconnects and frames flow again.
+    drop(server_a);
+    bus.wait_for("ipcam/state", "`reconnecting` after the server died", |p| {
+        source_state(p)["state"] == "reconnecting"
+    });
+    let _server_a = Camera::start(port_a, &[]);
+    bus.wait_for("ipcam/state", "`streaming` again", |p| {
+        source_state(p)["state"] == "streaming"
+    });
+    bus.wait_for("ipcam/detections", "frames after the restart", |p| {
+        json(p)["items"][0]["label"].is_string()
+    });
+
+    assert!(
+        daemon.0.try_wait().expect("try_wait").is_none(),
+        "the daemon exited"
+    );
+    send_signal(&daemon, "-TERM");
+    bus.wait_for("available", "`stopped`", |p| p == "stopped");
+    assert_eq!(
+        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
+        Some(0)
+    );
+    let log = std::fs::read_to_string(&log).expect("read log");
+    assert!(
+        !log.contains("wrong-password"),
+        "the log shows the password"
+    );
+    assert!(
+        log.contains("rtsp://viewer:***@127.0.0.1") || log.contains("rtsp://viewer@127.0.0.1"),
+        "the log names the camera by its masked URL"
+    );
+}
+
+#[test]
+fn a_url_that_is_not_rtsp_is_a_config_error_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &config,
+        "[model]\nname = \"mobilenetv2\"\n\
+         [[cameras]]\nname = \"front\"\n\
+         source = { kind = \"rtsp\", url = \"http://admin:secret@cam.lan/video.mjpg\" }\n",
+    )
+    .expect("write config");
+    let o = adaptd()
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("run check-config");
+    assert!(!o.status.success(), "check-config accepted an http:// URL");
+    let e = stderr(&o);
+    assert!(
+        e.contains("http://admin:***@cam.lan/video.mjpg") && e.contains("not rtsp://"),
+        "{e}"
+    );
+    assert!(!e.contains("secret"), "the password is shown: {e}");
+}
+
+/// Whether process `pid` exists.
+fn alive(pid: &str) -> bool {
+    Command::new("kill")
+        .args(["-0", pid])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_camera_command_is_read_restarted_when_it_exits_and_stopped_with_adaptd() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut jpegs = Vec::new();
+    for (i, photo) in ["chelsea.png", "coffee.png", "chelsea.png"]
+        .iter()
+        .enumerate()
+    {
+        let p = tmp.path().join(format!("{i}.jpg"));
+        image::open(image(photo))
+            .expect("photo")
+            .to_rgb8()
+            .save(&p)
+            .expect("write jpeg");
+        jpegs.push(p.display().to_string());
+    }
+    let pids = tmp.path().join("pids");
+    // The first run writes three frames and dies like a camera program losing its sensor;
+    // the second writes them and keeps running until adaptd stops it.
+    let script = format!(
+        "echo $$ >> {pids}; cat {jpegs}; \
+         if [ $(wc -l < {pids}) -lt 2 ]; then echo 'sensor went away' >&2; exit 3; fi; \
+         exec sleep 120",
+        pids = pids.display(),
+        jpegs = jpegs.join(" ")
+    );
+    let broker = TestBroker::start();
+    let port = broker.port();
+    let mut bus = Bus::subscribe(
+        port,
+        "adaptd/testcam",
+        &["available", "pi/detections", "pi/state"],
+    );
+    let config = tmp.path().join("adaptd.toml");
+    let argv = serde_json::to_string(&["sh", "-c", &script]).expect("argv");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {state:?}\n\
+             [model]\nname = \"mobilenetv2\"\n\
+             [[cameras]]\nname = \"pi\"\n\
+             source = {{ kind = \"command\", argv = {argv} }}\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n",
+            state = tmp.path().join("state"),
+        ),
+    )
+    .expect("write config");
+    let mut daemon = Guard(
+        adaptd()
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start adaptd run"),
+    );
+    bus.wait_for("available", "`online`", |p| p == "online");
+    bus.wait_for("pi/detections", "a frame from the command", |p| {
+        json(p)["items"][0]["label"].is_string()
+    });
+    let s = bus.wait_for(
+        "pi/state",
+        "the exit, with its status and last words",
+        |p| source_state(p)["state"] == "reconnecting",
+    );
+    let why = source_state(&s)["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        why.contains("exit status: 3") && why.contains("sensor went away"),
+        "{why}"
+    );
+    bus.wait_for("pi/state", "`streaming` after the restart", |p| {
+        source_state(p)["state"] == "streaming"
+    });
+    let started = std::fs::read_to_string(&pids).expect("pids");
+    let runs: Vec<&str> = started.lines().collect();
+    assert_eq!(runs.len(), 2, "started once, restarted once: {runs:?}");
+    assert!(alive(runs[1]), "the second run is still going");
+
+    send_signal(&daemon, "-TERM");
+    bus.wait_for("available", "`stopped`", |p| p == "stopped");
+    assert_eq!(
+        wait_exit(&mut daemon, "adaptd after SIGTERM", WAIT),
+        Some(0)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(runs[1]) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!alive(runs[1]), "adaptd left its camera command running");
+}
