@@ -32,7 +32,7 @@ def ffmpeg_ms(path, frames):
     best = None
     for _ in range(3):
         p = subprocess.run(
-            ["ffmpeg", "-v", "error", "-benchmark", "-threads", "1", "-f", "h264", "-i",
+            ["ffmpeg", "-hide_banner", "-nostats", "-benchmark", "-threads", "1", "-f", "h264", "-i",
              str(path), "-f", "null", "-"], capture_output=True, text=True, check=True)
         m = re.search(r"rtime=([0-9.]+)s", p.stdout + p.stderr)
         secs = float(m.group(1))
