@@ -33,9 +33,12 @@
 //!   `new`/`update`/`end` events that result.
 //! - [`daemon`]: the long-running service: the per-frame pipeline (backbone, head, sub-labels,
 //!   consensus) and its statistics.
-//! - [`source`]: where frames come from: V4L2 cameras (reopened with backoff when
-//!   unplugged), directory replay, MJPEG streams on a pipe; the latest-frame slot that lets a
-//!   slow model skip stale frames.
+//! - [`source`]: where frames come from: IP cameras over RTSP (`source::rtsp`: retina and
+//!   openh264 in the binary, reconnecting with backoff), camera programs adaptd supervises
+//!   (`source::command`), V4L2 cameras (reopened with backoff when unplugged), directory
+//!   replay, MJPEG streams on a pipe or FIFO; the latest-frame slot that lets a slow model
+//!   skip stale frames, and the fps cap's demand that lets a source skip converting frames
+//!   nobody will take.
 //! - [`mqtt`]: the MQTT control plane: configuration, topics, command parsing and replies,
 //!   the connection with last will, reconnect backoff and clean shutdown, Home Assistant
 //!   discovery.

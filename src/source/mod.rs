@@ -1,9 +1,13 @@
 //! Frame sources: where pictures come from before inference.
 //!
-//! Three kinds, chosen by the `[source]` table ([`SourceConfig`]):
+//! Five kinds, chosen by the `[source]` table ([`SourceConfig`]):
+//! - `rtsp` ([`rtsp`]): an IP camera, H.264 over RTSP decoded in the binary, reconnecting
+//!   with backoff whatever goes wrong.
+//! - `command` ([`command`]): a camera program (rpicam-vid, ffmpeg, GStreamer) adaptd starts,
+//!   reads MJPEG from, restarts when it exits and stops with itself.
 //! - `dir` ([`dir`]): a folder of JPEG/PNG files replayed at a set rate, optionally looping.
-//! - `mjpeg` ([`mjpeg`]): concatenated JPEGs on stdin, a FIFO or a file; the path for Pi CSI
-//!   cameras (`rpicam-vid --codec mjpeg -o -`), Jetson cameras and RTSP via ffmpeg.
+//! - `mjpeg` ([`mjpeg`]): concatenated JPEGs on stdin, a FIFO (which outlives its writers)
+//!   or a file, for producers started by hand.
 //! - `v4l2` ([`v4l2`], cargo feature `v4l2`): a USB webcam, reopened with backoff when it is
 //!   unplugged ([`reopen`]).
 //!
@@ -24,7 +28,7 @@
 //!
 //! Layout: [`frame`] (the `Frame` type), [`config`] (`[source]`), [`streams`] (`[[cameras]]`
 //! and `[[microphones]]`), [`latest`] (the slot), [`stop`] (interruptible sleeps), [`stats`]
-//! (counters and state for MQTT), [`pace`] (drift-free pacing), [`convert`] (YUYV and MJPEG
+//! (counters and state for MQTT), [`pace`] (drift-free pacing, and the fps cap's demand), [`convert`] (YUYV and MJPEG
 //! frame conversion), then one module per kind, [`microphone`] included.
 
 use std::sync::mpsc::SendError;

@@ -1,7 +1,7 @@
 //! IP cameras over RTSP: `kind = "rtsp"`.
 //!
 //! RTSP and RTP come from `retina` (pure Rust, on tokio), H.264 decoding from openh264
-//! ([`h264`]); no ffmpeg, no GStreamer on the board. The source is a blocking [`Source`] like
+//! ([`h264`]); no ffmpeg, no GStreamer on the board. The source is a blocking [`crate::source::Source`] like
 //! every other: it owns a single-threaded tokio runtime on its capture thread, so a camera
 //! that hangs stalls only its own thread.
 //!
@@ -13,7 +13,8 @@
 //! exception: no retry decodes it, so it fails at once with what to do instead.
 //!
 //! Decode policy: every access unit is decoded (P-frames depend on the frames before them),
-//! but only the pictures the camera's `fps` cap will take are converted to RGB ([`Demand`]);
+//! but only the pictures the camera's `fps` cap will take are converted to RGB
+//! ([`crate::source::pace::Demand`]);
 //! `decode = "keyframes"` decodes the key frames alone, for boards that cannot keep up.
 
 pub mod address;
