@@ -36,7 +36,9 @@
 //! - [`source`]: where frames come from: IP cameras over RTSP (`source::rtsp`: retina and
 //!   openh264 in the binary, reconnecting with backoff), camera programs adaptd supervises
 //!   (`source::command`), V4L2 cameras (reopened with backoff when unplugged), directory
-//!   replay, MJPEG streams on a pipe or FIFO; the latest-frame slot that lets a slow model
+//!   replay, MJPEG streams on a pipe or FIFO; microphones on a sound card (`source::alsa`:
+//!   libasound loaded at run time, reopened with backoff) or a pipe; `source::devices`, what
+//!   `adaptd devices` lists; the latest-frame slot that lets a slow model
 //!   skip stale frames, and the fps cap's demand that lets a source skip converting frames
 //!   nobody will take.
 //! - [`mqtt`]: the MQTT control plane: configuration, topics, command parsing and replies,

@@ -89,6 +89,12 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// List the cameras (V4L2) and microphones (ALSA) of this machine, what each can give,
+    /// and a config entry for each.
+    Devices {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// List a model's tensors (to find the embedding tensor for your own manifest).
     Inspect {
         #[arg(long)]
@@ -209,7 +215,16 @@ pub fn main() -> anyhow::Result<ExitCode> {
             crate::model::load_manifest(&config.model.name, &dirs)
                 .with_context(|| format!("{}: [model].name", file.display()))?;
             check_backend(&file, &config)?;
+            check_alsa(&file, &config)?;
             println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Devices { format } => {
+            let inventory = crate::source::devices::inventory();
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&inventory)?),
+                Format::Text => print!("{}", crate::source::devices::render_text(&inventory)),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { model, all } => vision_cmds::inspect(&ctx, model.as_deref(), all),
@@ -227,11 +242,18 @@ pub fn main() -> anyhow::Result<ExitCode> {
         } => adapt_cmds::classify(&ctx, &target, &images, format),
         Command::Heads { target, cmd } => adapt_cmds::heads(&ctx, &target, &cmd),
         Command::Run => {
+            // A configuration the daemon refuses is a usage error (exit 2): systemd's
+            // RestartPreventExitStatus=2 then leaves the unit failed with the reason in
+            // `systemctl status`, instead of restarting it into the same error forever.
             let outcome = crate::daemon::run_blocking(
                 ctx.config.clone(),
                 ctx.dirs.clone(),
                 config_path.as_deref(),
-            )?;
+            )
+            .map_err(|e| match e {
+                crate::daemon::DaemonError::Config(why) => anyhow::Error::new(UsageError(why)),
+                other => anyhow::Error::new(other),
+            })?;
             Ok(match outcome {
                 crate::daemon::Outcome::Stopped => ExitCode::SUCCESS,
                 crate::daemon::Outcome::SourcesFailed => ExitCode::FAILURE,
@@ -256,6 +278,22 @@ pub fn main() -> anyhow::Result<ExitCode> {
             },
         ),
     }
+}
+
+/// `check-config`'s microphone check: an enabled `kind = "alsa"` microphone needs ALSA's
+/// library, which the daemon loads at run time. The device itself is not required (a USB
+/// microphone may be plugged in after start; the daemon waits for it).
+fn check_alsa(file: &Path, config: &Config) -> anyhow::Result<()> {
+    let resolved = config.resolved_streams();
+    let alsa = resolved
+        .streams
+        .iter()
+        .find(|s| s.enabled && matches!(s.source, crate::source::SourceConfig::Alsa { .. }));
+    if let Some(s) = alsa {
+        crate::source::alsa::Library::get()
+            .with_context(|| format!("{}: microphone {:?}", file.display(), s.name))?;
+    }
+    Ok(())
 }
 
 /// `check-config`'s backend check: with `onnxruntime`, the library must load (the daemon

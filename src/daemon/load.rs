@@ -146,6 +146,9 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
         let backend = vm.backbone().backend();
         Ok((vm, backend))
     };
+    for spec in &enabled {
+        refuse_null_stdin(spec, stdin_is_null())?;
+    }
     for spec in enabled {
         let manifest = resolve(&spec.model, models, &spec.name)?.manifest;
         let is_audio_model = manifest.kind == ModelKind::Audio;
@@ -289,6 +292,39 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
     })
 }
 
+/// Whether standard input is /dev/null, as it is for a systemd service.
+fn stdin_is_null() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata("/dev/stdin"),
+        std::fs::metadata("/dev/null"),
+    ) {
+        (Ok(stdin), Ok(null)) => stdin.rdev() == null.rdev() && stdin.dev() == null.dev(),
+        _ => false,
+    }
+}
+
+/// A source reading standard input when standard input is /dev/null (every systemd service)
+/// would end at once and the service would restart into the same end: refused at start with
+/// what to use instead.
+fn refuse_null_stdin(spec: &StreamSpec, stdin_is_null: bool) -> Result<(), DaemonError> {
+    let reads_stdin = match &spec.source {
+        crate::source::SourceConfig::Mjpeg { path, .. }
+        | crate::source::SourceConfig::Audio { path, .. } => path.as_os_str() == "-",
+        _ => false,
+    };
+    if reads_stdin && stdin_is_null {
+        return Err(DaemonError::Config(format!(
+            "{} {:?}: its source reads standard input (path = \"-\"), which is /dev/null here \
+             (as under systemd); give the camera program as kind = \"command\" (argv = [...]) \
+             or have it write to a FIFO and set path to it",
+            spec.kind.as_str(),
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
 /// The detector classes a camera sub-labels: its own list, else `[detect].sublabel_classes`
 /// (empty: every class). A class the detector does not have is a configuration error that
 /// lists the ones it has: a misspelt `persn` would otherwise sub-label nothing, silently.
@@ -370,6 +406,26 @@ mod tests {
             score_threshold: None,
             sublabel_classes: classes,
         }
+    }
+
+    #[test]
+    fn a_stdin_source_is_refused_when_stdin_is_dev_null() {
+        let mut spec = camera(None);
+        spec.source = SourceConfig::Mjpeg {
+            path: "-".into(),
+            fps_limit: None,
+        };
+        let e = refuse_null_stdin(&spec, true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("camera \"yard\"") && e.contains("/dev/null") && e.contains("command"),
+            "{e}"
+        );
+        assert!(refuse_null_stdin(&spec, false).is_ok(), "a pipe is fine");
+        spec.source = SourceConfig::default();
+        assert!(refuse_null_stdin(&spec, true).is_ok(), "not a stdin source");
     }
 
     #[test]

@@ -46,7 +46,7 @@ use crate::config::Config;
 use crate::model::ModelDirs;
 use crate::mqtt::discovery::{DeviceKind, DiscoveredStream};
 use crate::mqtt::{LinkEvent, MqttLink, Reply};
-use crate::source::microphone::{self as audio_stream, MicrophoneError, StreamConfig};
+use crate::source::microphone::{self as audio_stream, AudioInput, MicrophoneError, StreamConfig};
 use crate::source::{
     latest_slot, Doorbell, SourceConfig, SourceState, SourceStats, StopSignal, StreamKind,
 };
@@ -508,20 +508,25 @@ fn failed_source<T>(error: &str) -> (Arc<SourceStats>, crate::source::LatestRece
 
 /// The audio capture configuration of a microphone's source.
 fn audio_source(source: &SourceConfig) -> Result<StreamConfig, MicrophoneError> {
-    let SourceConfig::Audio {
-        path,
-        sample_rate,
-        channels,
-    } = source
-    else {
-        return Err(MicrophoneError::NotAudio(source.kind()));
+    let (input, sample_rate, channels) = match source {
+        SourceConfig::Audio {
+            path,
+            sample_rate,
+            channels,
+        } => (AudioInput::Pipe(path.clone()), sample_rate, channels),
+        SourceConfig::Alsa {
+            device,
+            sample_rate,
+            channels,
+        } => (AudioInput::Alsa(device.clone()), sample_rate, channels),
+        other => return Err(MicrophoneError::NotAudio(other.kind())),
     };
     let problems = source.validate();
     if !problems.is_empty() {
         return Err(MicrophoneError::Invalid(problems));
     }
     let cfg = StreamConfig {
-        path: path.clone(),
+        input,
         format: PcmFormat {
             sample_rate: *sample_rate,
             channels: *channels,

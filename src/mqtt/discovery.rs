@@ -297,8 +297,9 @@ mod tests {
     fn every_component_has_platform_unique_id_and_name() {
         let d = msg();
         let cmps = d.payload["cmps"].as_object().expect("cmps object");
-        // 3 device-level + 4 per camera x 2 + 3 for the microphone.
-        assert_eq!(cmps.len(), 3 + 8 + 3);
+        // 3 device-level + 5 per camera x 2 (label, head version, source, rate, snapshot)
+        // + 4 for the microphone (no snapshot).
+        assert_eq!(cmps.len(), 3 + 10 + 4);
         let mut ids = std::collections::HashSet::new();
         for (key, c) in cmps {
             let p = c["p"].as_str().expect("p");

@@ -20,6 +20,14 @@
 //! channels = 1
 //! ```
 //!
+//! A microphone on a sound card (ALSA):
+//!
+//! ```toml
+//! [source]
+//! kind = "alsa"
+//! device = "plughw:CARD=Device,DEV=0"   # `adaptd devices` lists them; default "default"
+//! ```
+//!
 //! One enum tagged by `kind`, so each kind accepts exactly its own keys: `fps_limit` under
 //! `kind = "v4l2"` is an error, not silently ignored (`deny_unknown_fields`).
 
@@ -101,6 +109,22 @@ pub enum SourceConfig {
         #[serde(default = "default_audio_channels")]
         channels: u16,
     },
+    /// A microphone on a sound card, through ALSA (its library is loaded at run time):
+    /// reopened with backoff while it is missing or after it is unplugged. For audio models
+    /// only.
+    Alsa {
+        /// An ALSA PCM name: `default`, `hw:1,0`, `plughw:CARD=Device,DEV=0`, or one an
+        /// asoundrc defines; `adaptd devices` lists them.
+        #[serde(default = "default_alsa_device")]
+        device: String,
+        /// Rate asked of the device, Hz; a device that cannot give it gives its nearest, and
+        /// adaptd resamples to the model's rate either way.
+        #[serde(default = "default_audio_rate")]
+        sample_rate: u32,
+        /// Channels asked of the device (mixed down to mono).
+        #[serde(default = "default_audio_channels")]
+        channels: u16,
+    },
 }
 
 /// How RTP packets travel from an RTSP camera.
@@ -151,6 +175,28 @@ impl PixelFormat {
 
 fn default_audio_rate() -> u32 {
     16_000
+}
+fn default_alsa_device() -> String {
+    "default".into()
+}
+
+/// The rate and channel rules every audio source shares.
+fn audio_format(sample_rate: u32, channels: u16, p: &mut Vec<String>) {
+    let (lo, hi) = (
+        crate::audio::resample::MIN_RATE,
+        crate::audio::resample::MAX_RATE,
+    );
+    if !(lo..=hi).contains(&sample_rate) {
+        p.push(format!(
+            "[source].sample_rate = {sample_rate} is out of range; allowed: {lo} to {hi} Hz"
+        ));
+    }
+    let max = crate::audio::pcm::MAX_CHANNELS;
+    if !(1..=max).contains(&channels) {
+        p.push(format!(
+            "[source].channels = {channels} is out of range; allowed: 1 to {max}"
+        ));
+    }
 }
 fn default_audio_channels() -> u16 {
     1
@@ -203,12 +249,13 @@ impl SourceConfig {
             SourceConfig::Rtsp { .. } => "rtsp",
             SourceConfig::Command { .. } => "command",
             SourceConfig::Audio { .. } => "audio",
+            SourceConfig::Alsa { .. } => "alsa",
         }
     }
 
     /// True for sources of sound rather than pictures.
     pub fn is_audio(&self) -> bool {
-        matches!(self, SourceConfig::Audio { .. })
+        matches!(self, SourceConfig::Audio { .. } | SourceConfig::Alsa { .. })
     }
 
     /// Range and cross-field rules; each message names the key and what is allowed. Empty when
@@ -286,21 +333,21 @@ impl SourceConfig {
                             .into(),
                     );
                 }
-                let (lo, hi) = (
-                    crate::audio::resample::MIN_RATE,
-                    crate::audio::resample::MAX_RATE,
-                );
-                if !(lo..=hi).contains(sample_rate) {
+                audio_format(*sample_rate, *channels, &mut p);
+            }
+            SourceConfig::Alsa {
+                device,
+                sample_rate,
+                channels,
+            } => {
+                if device.trim().is_empty() || device.contains('\0') {
                     p.push(format!(
-                        "[source].sample_rate = {sample_rate} is out of range; allowed: {lo} to {hi} Hz"
+                        "[source].device = {device:?} is not an ALSA device name; allowed: \
+                         \"default\", \"hw:1,0\", \"plughw:CARD=Device,DEV=0\" (`adaptd devices` \
+                         lists them)"
                     ));
                 }
-                let max = crate::audio::pcm::MAX_CHANNELS;
-                if !(1..=max).contains(channels) {
-                    p.push(format!(
-                        "[source].channels = {channels} is out of range; allowed: 1 to {max}"
-                    ));
-                }
+                audio_format(*sample_rate, *channels, &mut p);
             }
             SourceConfig::V4l2 {
                 device,
@@ -492,6 +539,36 @@ mod tests {
             assert!(v4l2_ok.is_empty(), "{v4l2_ok:?}");
         } else {
             assert!(v4l2_ok[0].contains("built without V4L2 support"));
+        }
+    }
+
+    #[test]
+    fn an_alsa_microphone_defaults_to_the_default_device_at_16k_mono() {
+        let cfg = parse("[source]\nkind = \"alsa\"").expect("parses");
+        assert_eq!(
+            cfg,
+            SourceConfig::Alsa {
+                device: "default".into(),
+                sample_rate: 16_000,
+                channels: 1
+            }
+        );
+        assert!(cfg.is_audio() && cfg.validate().is_empty());
+        let e = parse("[source]\nkind = \"alsa\"\npath = \"-\"").unwrap_err();
+        assert!(e.contains("path") && e.contains("device"), "{e}");
+        let p = SourceConfig::Alsa {
+            device: " ".into(),
+            sample_rate: 1,
+            channels: 0,
+        }
+        .validate()
+        .join("\n");
+        for want in [
+            "[source].device = \" \" is not an ALSA device name",
+            "[source].sample_rate = 1 is out of range",
+            "[source].channels = 0 is out of range",
+        ] {
+            assert!(p.contains(want), "missing {want:?} in {p}");
         }
     }
 }

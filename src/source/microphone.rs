@@ -1,5 +1,5 @@
-//! Microphones: live audio for `adaptd run`: PCM from standard input, a FIFO or a file, cut into
-//! utterances on a capture thread of its own.
+//! Microphones: live audio for `adaptd run`: PCM from a sound card ([`crate::source::alsa`]),
+//! standard input, a FIFO or a file, cut into utterances on a capture thread of its own.
 //!
 //! The chain is the one the module docs of [`crate::audio`] draw for a microphone:
 //! [`PcmReader`] (raw S16_LE, or a WAV header first) -> [`StreamResampler`] to 16 kHz ->
@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::audio::pcm::{Header, PcmError, PcmFormat, PcmReader};
 use crate::audio::resample::{ResampleError, StreamResampler, TARGET_RATE};
 use crate::audio::vad::{Utterance, Vad, VadConfig, VadError};
+use crate::source::alsa::{AlsaError, AlsaReader};
 use crate::source::latest::{bounded_slot, LatestReceiver, LatestSender};
 use crate::source::stats::{SourceState, SourceStats};
 use crate::source::StopSignal;
@@ -58,46 +59,58 @@ impl UtteranceMsg {
     }
 }
 
+/// Where a microphone's audio comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInput {
+    /// `-` for standard input, else a FIFO or a file of S16_LE PCM (or WAV).
+    Pipe(PathBuf),
+    /// An ALSA capture device by name.
+    Alsa(String),
+}
+
 /// Where the audio comes from and what raw PCM in it means.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
-    /// `-` for standard input, else a FIFO or a file.
-    pub path: PathBuf,
-    /// Format of raw PCM (a WAV header in the stream replaces it).
+    pub input: AudioInput,
+    /// Format of raw PCM (a WAV header in the stream replaces it); for ALSA, what is asked
+    /// of the device.
     pub format: PcmFormat,
 }
 
 impl StreamConfig {
     /// What `state` shows as the source.
     pub fn describe(&self) -> String {
-        if self.path == Path::new("-") {
-            format!(
-                "audio stdin ({} Hz, {} ch)",
-                self.format.sample_rate, self.format.channels
-            )
-        } else {
-            format!(
-                "audio {} ({} Hz, {} ch)",
-                self.path.display(),
-                self.format.sample_rate,
-                self.format.channels
-            )
+        let (rate, ch) = (self.format.sample_rate, self.format.channels);
+        match &self.input {
+            AudioInput::Pipe(path) if path == Path::new("-") => {
+                format!("audio stdin ({rate} Hz, {ch} ch)")
+            }
+            AudioInput::Pipe(path) => format!("audio {} ({rate} Hz, {ch} ch)", path.display()),
+            AudioInput::Alsa(device) => AlsaReader::describe(device, rate, ch),
         }
     }
 
-    /// Refuses a path that cannot be an audio stream now (missing, a folder), with what to
-    /// do; a FIFO is only opened by the capture thread (opening blocks until a writer comes).
+    /// Refuses a source that cannot work now, with what to do: a path that is missing or a
+    /// folder (a FIFO is only opened by the capture thread: opening blocks until a writer
+    /// comes), or ALSA without its library. A missing ALSA device is not refused: a USB
+    /// microphone may be plugged in later, and the capture thread waits for it.
     pub fn check(&self) -> Result<(), MicrophoneError> {
-        if self.path == Path::new("-") {
+        let path = match &self.input {
+            AudioInput::Alsa(_) => {
+                return crate::source::alsa::Library::get()
+                    .map(|_| ())
+                    .map_err(MicrophoneError::Alsa)
+            }
+            AudioInput::Pipe(path) => path,
+        };
+        if path == Path::new("-") {
             return Ok(());
         }
-        match std::fs::metadata(&self.path) {
-            Ok(m) if m.is_dir() => Err(MicrophoneError::IsFolder {
-                path: self.path.clone(),
-            }),
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Err(MicrophoneError::IsFolder { path: path.clone() }),
             Ok(_) => Ok(()),
             Err(source) => Err(MicrophoneError::Missing {
-                path: self.path.clone(),
+                path: path.clone(),
                 source,
             }),
         }
@@ -108,8 +121,14 @@ impl StreamConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum MicrophoneError {
     /// The source gives pictures, not sound.
-    #[error("source kind = {0:?} gives pictures; a microphone needs kind = \"audio\"")]
+    #[error(
+        "source kind = {0:?} gives pictures; a microphone needs kind = \"alsa\" (a sound \
+         card) or kind = \"audio\" (a pipe)"
+    )]
     NotAudio(&'static str),
+    /// ALSA's library is missing.
+    #[error(transparent)]
+    Alsa(crate::source::alsa::LoadError),
     /// The source's own settings are wrong (each problem as config validation words it).
     #[error("invalid source: {}", .0.join("; "))]
     Invalid(Vec<String>),
@@ -150,6 +169,9 @@ enum CaptureError {
         name: String,
         problem: StreamProblem,
     },
+    /// The ALSA device cannot be used, and waiting will not change that.
+    #[error(transparent)]
+    Alsa(#[from] AlsaError),
 }
 
 /// What went wrong inside the stream (each stage has its own error type).
@@ -195,28 +217,74 @@ pub fn spawn(
 /// The capture loop; returns the number of utterances delivered.
 fn capture(
     cfg: &StreamConfig,
+    stats: &Arc<SourceStats>,
+    stop: &StopSignal,
+    tx: &LatestSender<UtteranceMsg>,
+) -> Result<u64, CaptureError> {
+    match &cfg.input {
+        AudioInput::Pipe(path) => capture_pipe(cfg, path, stats, stop, tx),
+        AudioInput::Alsa(device) => capture_alsa(cfg, device, stats, stop, tx),
+    }
+}
+
+/// A sound card: runs until stopped; the reader waits through every absence of the device.
+fn capture_alsa(
+    cfg: &StreamConfig,
+    device: &str,
+    stats: &Arc<SourceStats>,
+    stop: &StopSignal,
+    tx: &LatestSender<UtteranceMsg>,
+) -> Result<u64, CaptureError> {
+    let err = |problem: StreamProblem| CaptureError::Stream {
+        name: cfg.describe(),
+        problem,
+    };
+    let mut reader = AlsaReader::new(
+        device,
+        cfg.format.sample_rate,
+        cfg.format.channels,
+        stats.clone(),
+        stop.clone(),
+    );
+    let mut segmenter: Option<Segmenter<'_>> = None;
+    while let Some(chunk) = reader.next_chunk()? {
+        let seg = match &mut segmenter {
+            Some(seg) => seg,
+            None => segmenter.insert(Segmenter::new(chunk.rate, stats, tx).map_err(err)?),
+        };
+        if !seg.set_rate(chunk.rate).map_err(err)? || !seg.push(&chunk.samples).map_err(err)? {
+            break;
+        }
+    }
+    Ok(segmenter.map_or(0, |s| s.delivered))
+}
+
+/// A pipe, FIFO or file: runs to the end of the stream.
+fn capture_pipe(
+    cfg: &StreamConfig,
+    path: &Path,
     stats: &SourceStats,
     stop: &StopSignal,
     tx: &LatestSender<UtteranceMsg>,
 ) -> Result<u64, CaptureError> {
-    let (reader, real_time): (Box<dyn Read + Send>, bool) = if cfg.path == Path::new("-") {
+    let err = |problem: StreamProblem| CaptureError::Stream {
+        name: cfg.describe(),
+        problem,
+    };
+    let stdin = path == Path::new("-");
+    let (reader, real_time): (Box<dyn Read + Send>, bool) = if stdin {
         let regular = std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
         (Box::new(std::io::stdin()), regular)
     } else {
-        let file = File::open(&cfg.path).map_err(|source| CaptureError::Open {
-            path: cfg.path.clone(),
+        let file = File::open(path).map_err(|source| CaptureError::Open {
+            path: path.to_owned(),
             source,
         })?;
         let regular = file.metadata().is_ok_and(|m| m.is_file());
         (Box::new(file), regular)
     };
-    let mut pcm =
-        PcmReader::new(reader, cfg.format, CHUNK_FRAMES, Header::Detect).map_err(|e| {
-            CaptureError::Stream {
-                name: cfg.describe(),
-                problem: e.into(),
-            }
-        })?;
+    let mut pcm = PcmReader::new(reader, cfg.format, CHUNK_FRAMES, Header::Detect)
+        .map_err(|e| err(e.into()))?;
     let format = pcm.format();
     if pcm.had_wav_header() {
         info!(
@@ -225,85 +293,42 @@ fn capture(
             "the stream starts with a WAV header; using its format"
         );
     }
-    let mut resampler = StreamResampler::new(format.sample_rate, TARGET_RATE).map_err(|e| {
-        CaptureError::Stream {
-            name: cfg.describe(),
-            problem: e.into(),
-        }
-    })?;
-    let mut vad = Vad::new(VadConfig::default()).map_err(|e| CaptureError::Stream {
-        name: cfg.describe(),
-        problem: e.into(),
-    })?;
+    let mut seg = Segmenter::new(format.sample_rate, stats, tx).map_err(err)?;
     let started = Instant::now();
     let mut read_frames: u64 = 0;
-    let mut delivered: u64 = 0;
-    let mut deliver = |utterances: Vec<Utterance>| -> bool {
-        for u in utterances {
-            delivered += 1;
-            let msg = UtteranceMsg {
-                seq: delivered,
-                unix_ms: unix_ms(),
-                start_s: u.start_secs(TARGET_RATE),
-                samples: u.samples,
-                level_dbfs: u.level_dbfs,
-                snr_db: u.snr_db,
-            };
-            stats.frame_delivered();
-            if tx.send(msg).is_err() {
-                return false;
-            }
-        }
-        true
-    };
     loop {
         if stop.is_stopped() || tx.is_closed() {
-            return Ok(delivered);
+            return Ok(seg.delivered);
         }
         let chunk = match pcm.read_chunk() {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(e) => {
-                return Err(CaptureError::Stream {
-                    name: cfg.describe(),
-                    problem: e.into(),
-                })
-            }
+            Err(e) => return Err(err(e.into())),
         };
         if read_frames == 0 {
             stats.set_state(SourceState::Streaming);
         }
         read_frames += chunk.len() as u64;
-        let resampled = resampler.push(&chunk).map_err(|e| CaptureError::Stream {
-            name: cfg.describe(),
-            problem: e.into(),
-        })?;
-        if !deliver(vad.push(&resampled)) {
-            return Ok(delivered);
+        if !seg.push(&chunk).map_err(err)? {
+            return Ok(seg.delivered);
         }
         if real_time {
             // A recording on disk: hold it to the pace of the microphone it stands for.
             let due = Duration::from_secs_f64(read_frames as f64 / f64::from(format.sample_rate));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 if !stop.sleep(wait) {
-                    return Ok(delivered);
+                    return Ok(seg.delivered);
                 }
             }
         }
     }
-    if read_frames == 0 && cfg.path == Path::new("-") && !stop.is_stopped() {
+    if read_frames == 0 && stdin && !stop.is_stopped() {
         warn!(
-            "stdin closed before any audio arrived; under systemd stdin is /dev/null: pipe the \
-             recorder into adaptd, or use a FIFO path for [source].path"
+            "stdin closed before any audio arrived; under systemd stdin is /dev/null: use a \
+             microphone with kind = \"alsa\", or a FIFO path"
         );
     }
-    let tail = resampler.flush().map_err(|e| CaptureError::Stream {
-        name: cfg.describe(),
-        problem: e.into(),
-    })?;
-    let mut last = vad.push(&tail);
-    last.extend(vad.flush());
-    deliver(last);
+    let delivered = seg.finish().map_err(err)?;
     let dropped = pcm.dropped_bytes();
     if dropped > 0 {
         info!(
@@ -312,6 +337,82 @@ fn capture(
         );
     }
     Ok(delivered)
+}
+
+/// Mono samples at the source's rate -> the model's rate -> the voice gate -> utterances on
+/// the slot. Shared by every kind of input.
+struct Segmenter<'a> {
+    rate: u32,
+    resampler: StreamResampler,
+    vad: Vad,
+    delivered: u64,
+    stats: &'a SourceStats,
+    tx: &'a LatestSender<UtteranceMsg>,
+}
+
+impl<'a> Segmenter<'a> {
+    fn new(
+        rate: u32,
+        stats: &'a SourceStats,
+        tx: &'a LatestSender<UtteranceMsg>,
+    ) -> Result<Segmenter<'a>, StreamProblem> {
+        Ok(Segmenter {
+            rate,
+            resampler: StreamResampler::new(rate, TARGET_RATE)?,
+            vad: Vad::new(VadConfig::default())?,
+            delivered: 0,
+            stats,
+            tx,
+        })
+    }
+
+    /// A reopened device may give another rate: the resampler's tail goes through at the
+    /// old rate, then a new one takes over. `false`: the receiver is gone.
+    fn set_rate(&mut self, rate: u32) -> Result<bool, StreamProblem> {
+        if rate == self.rate {
+            return Ok(true);
+        }
+        let tail = self.resampler.flush()?;
+        self.resampler = StreamResampler::new(rate, TARGET_RATE)?;
+        self.rate = rate;
+        let utterances = self.vad.push(&tail);
+        Ok(self.deliver(utterances))
+    }
+
+    /// `false`: the receiver is gone (the daemon is stopping).
+    fn push(&mut self, chunk: &[f32]) -> Result<bool, StreamProblem> {
+        let resampled = self.resampler.push(chunk)?;
+        let utterances = self.vad.push(&resampled);
+        Ok(self.deliver(utterances))
+    }
+
+    /// End of the stream: the last utterance, even if the stream ended inside it.
+    fn finish(mut self) -> Result<u64, StreamProblem> {
+        let tail = self.resampler.flush()?;
+        let mut last = self.vad.push(&tail);
+        last.extend(self.vad.flush());
+        self.deliver(last);
+        Ok(self.delivered)
+    }
+
+    fn deliver(&mut self, utterances: Vec<Utterance>) -> bool {
+        for u in utterances {
+            self.delivered += 1;
+            let msg = UtteranceMsg {
+                seq: self.delivered,
+                unix_ms: unix_ms(),
+                start_s: u.start_secs(TARGET_RATE),
+                samples: u.samples,
+                level_dbfs: u.level_dbfs,
+                snr_db: u.snr_db,
+            };
+            self.stats.frame_delivered();
+            if self.tx.send(msg).is_err() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 fn unix_ms() -> i64 {
@@ -360,7 +461,7 @@ mod tests {
         drop(f);
         let stats = SourceStats::new();
         let cfg = StreamConfig {
-            path,
+            input: AudioInput::Pipe(path),
             format: PcmFormat {
                 sample_rate: 8000,
                 channels: 1,
@@ -399,7 +500,7 @@ mod tests {
             channels: 1,
         };
         let e = StreamConfig {
-            path: dir.path().join("nope.fifo"),
+            input: AudioInput::Pipe(dir.path().join("nope.fifo")),
             format: fmt,
         }
         .check()
@@ -407,7 +508,7 @@ mod tests {
         .to_string();
         assert!(e.contains("mkfifo"), "{e}");
         let e = StreamConfig {
-            path: dir.path().into(),
+            input: AudioInput::Pipe(dir.path().into()),
             format: fmt,
         }
         .check()
@@ -433,7 +534,7 @@ mod tests {
         std::fs::write(&path, b).expect("write");
         let stats = SourceStats::new();
         let cfg = StreamConfig {
-            path,
+            input: AudioInput::Pipe(path),
             format: PcmFormat {
                 sample_rate: 16000,
                 channels: 1,

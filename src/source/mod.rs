@@ -22,11 +22,12 @@
 //! undecodable files and frames are skipped, a broken MJPEG stream resynchronises, a lost
 //! camera is reopened.
 //!
-//! Microphones are sources too: [`microphone`] reads PCM from a pipe, FIFO or file on its own
-//! capture thread and hands whole utterances (cut by [`crate::audio::vad`]) to inference
+//! Microphones are sources too: [`microphone`] reads PCM from a sound card ([`alsa`]) or a
+//! pipe, FIFO or file on its own capture thread and hands whole utterances (cut by [`crate::audio::vad`]) to inference
 //! through a small bounded slot, the audio counterpart of the frame slot.
 //!
-//! Layout: [`frame`] (the `Frame` type), [`config`] (`[source]`), [`streams`] (`[[cameras]]`
+//! Layout: [`frame`] (the `Frame` type), [`config`] (`[source]`), [`devices`] (what
+//! `adaptd devices` lists), [`streams`] (`[[cameras]]`
 //! and `[[microphones]]`), [`latest`] (the slot), [`stop`] (interruptible sleeps), [`stats`]
 //! (counters and state for MQTT), [`pace`] (drift-free pacing, and the fps cap's demand), [`convert`] (YUYV and MJPEG
 //! frame conversion), then one module per kind, [`microphone`] included.
@@ -39,9 +40,11 @@ use tracing::{info, warn};
 
 use crate::vision::image_io::DecodeLimits;
 
+pub mod alsa;
 pub mod command;
 pub mod config;
 pub mod convert;
+pub mod devices;
 pub mod dir;
 pub mod frame;
 pub mod latest;
@@ -271,11 +274,13 @@ pub fn open(
         return Err(SourceError::Config(problems));
     }
     match cfg {
-        SourceConfig::Audio { .. } => Err(SourceError::Config(vec![
-            "[source].kind = \"audio\" is read by the audio pipeline, not as frames; use it \
-             with an audio model ([model].name = \"resemblyzer-ge2e\")"
-                .into(),
-        ])),
+        SourceConfig::Audio { .. } | SourceConfig::Alsa { .. } => {
+            Err(SourceError::Config(vec![format!(
+                "[source].kind = \"{}\" is read by the audio pipeline, not as frames; use it \
+                 with an audio model ([model].name = \"resemblyzer-ge2e\")",
+                cfg.kind()
+            )]))
+        }
         SourceConfig::Dir { path, fps, repeat } => Ok(Box::new(dir::DirSource::open(
             path,
             *fps,

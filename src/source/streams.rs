@@ -11,7 +11,7 @@
 //!
 //! [[microphones]]
 //! name = "kitchen"
-//! source = { kind = "audio", path = "-" }
+//! source = { kind = "alsa", device = "plughw:CARD=Device,DEV=0" }
 //! model = "resemblyzer-ge2e"
 //! ```
 //!
@@ -72,7 +72,7 @@ pub struct MicrophoneConfig {
     pub name: String,
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// `kind = "audio"`.
+    /// `kind = "alsa"` (a sound card) or `kind = "audio"` (a pipe).
     pub source: SourceConfig,
     /// The speaker encoder; default `[model].name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,10 +173,12 @@ impl Streams<'_> {
             seen.push(name);
             match (kind, source.is_audio()) {
                 (StreamKind::Camera, true) => p.push(format!(
-                    "{at}: source kind = \"audio\" is a microphone; put it under [[microphones]]"
+                    "{at}: source kind = {:?} is a microphone; put it under [[microphones]]",
+                    source.kind()
                 )),
                 (StreamKind::Microphone, false) => p.push(format!(
-                    "{at}: source kind = {:?} gives pictures; a microphone needs kind = \"audio\"",
+                    "{at}: source kind = {:?} gives pictures; a microphone needs kind = \"alsa\" \
+                     (a sound card) or kind = \"audio\" (a pipe)",
                     source.kind()
                 )),
                 _ => {}

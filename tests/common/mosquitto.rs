@@ -227,7 +227,12 @@ impl Bus {
     fn until_live(&mut self, probe: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            publish_raw(self.port, probe, &["-m", "probe"]);
+            // A refused publish (the broker still binding, a loaded machine) is tried again
+            // in the next round, like a probe that got no echo.
+            if !try_publish_raw(self.port, probe, &["-m", "probe"]) {
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
             let round = Instant::now() + Duration::from_millis(300);
             while let Some(left) = round.checked_duration_since(Instant::now()) {
                 match self.rx.recv_timeout(left) {
@@ -334,10 +339,17 @@ pub fn retained_raw(port: u16, topic: &str) -> String {
 }
 
 fn publish_raw(port: u16, topic: &str, args: &[&str]) {
-    let ok = Command::new("mosquitto_pub")
+    assert!(
+        try_publish_raw(port, topic, args),
+        "mosquitto_pub to {topic}"
+    );
+}
+
+fn try_publish_raw(port: u16, topic: &str, args: &[&str]) -> bool {
+    Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
         .args(args)
         .status()
-        .expect("run mosquitto_pub (apt-get install mosquitto-clients)");
-    assert!(ok.success(), "mosquitto_pub to {topic}");
+        .expect("run mosquitto_pub (apt-get install mosquitto-clients)")
+        .success()
 }
