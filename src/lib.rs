@@ -41,6 +41,9 @@
 //!   `adaptd devices` lists; the latest-frame slot that lets a slow model
 //!   skip stale frames, and the fps cap's demand that lets a source skip converting frames
 //!   nobody will take.
+//! - [`track`]: a camera's detections associated across frames into objects with stable ids
+//!   (ByteTrack's two rounds, constant-velocity prediction, optimal assignment), and the
+//!   IDF1 / identity-switch scores that measure it.
 //! - [`mqtt`]: the MQTT control plane: configuration, topics, command parsing and replies,
 //!   the connection with last will, reconnect backoff and clean shutdown, Home Assistant
 //!   discovery.
@@ -60,7 +63,7 @@
 //!   with anyhow at the edge); `main.rs` only maps its errors to exit codes.
 //!
 //! Layers, one way: runtime (tract / onnxruntime and [`runtime::backbone`]) <- vision, audio
-//! <- source <- daemon (its pipeline inside) <- cli. [`wire`], [`label`], [`model`],
+//! <- source <- daemon (its pipeline inside) <- cli; [`track`] sits on vision. [`wire`], [`label`], [`model`],
 //! [`durable`], [`bounded`], [`rng`] and [`backoff`] are leaves anyone may use; the daemon never imports the CLI and
 //! takes a parsed `Config`. Beside that chain: [`store`] <- [`adapt`] (training reads samples),
 //! [`mqtt`] (the connection, on [`wire`]), [`consensus`]; [`config`] gathers every room's
@@ -101,6 +104,7 @@ pub mod rng;
 pub mod runtime;
 pub mod source;
 pub mod store;
+pub mod track;
 pub mod vision;
 pub mod watch;
 pub mod wire;

@@ -30,6 +30,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("runtime", &["model"]),
     ("vision", &["runtime", "model", "bounded"]),
     ("audio", &["runtime", "model", "bounded", "rng"]),
+    // Detections into tracked objects.
+    ("track", &["vision", "rng"]),
     // Frames and PCM.
     (
         "source",
@@ -53,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "runtime",
             "source",
             "store",
+            "track",
             "vision",
             "audio",
             "label",
@@ -76,6 +79,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "runtime",
             "source",
             "store",
+            "track",
             "vision",
             "wire",
         ],
@@ -101,6 +105,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "runtime",
             "source",
             "store",
+            "track",
             "vision",
             "watch",
             "wire",

@@ -8,6 +8,7 @@ mod adapt_cmds;
 mod bench_cmds;
 #[cfg(feature = "rtsp")]
 mod bench_h264;
+mod bench_track;
 mod vision_cmds;
 
 pub use adapt_cmds::default_state_dir;
@@ -112,6 +113,9 @@ enum Command {
     /// (for benches/h264_decode.py).
     #[cfg(feature = "rtsp")]
     BenchH264(bench_h264::H264BenchArgs),
+    /// Identity tracking on a generated scene with ground truth, through the real detector:
+    /// IDF1 and identity switches of the tracker and of the IoU tracker on the same boxes.
+    BenchTrack(bench_track::TrackBenchArgs),
     /// Labeled samples: add, import, list, rm, export.
     Samples {
         #[command(flatten)]
@@ -232,6 +236,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::BenchHead(args) => bench_cmds::run_head(&args),
         #[cfg(feature = "rtsp")]
         Command::BenchH264(args) => bench_h264::run(&args),
+        Command::BenchTrack(args) => bench_track::run(&ctx, &args),
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
         Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
         Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),
