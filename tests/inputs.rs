@@ -464,12 +464,15 @@ fn an_alsa_microphone_waits_for_its_device_then_hears_the_sentence() {
     let part = tmp.path().join("mic.raw.part");
     std::fs::write(&part, spoken_pcm(tmp.path())).expect("write pcm");
     std::fs::rename(&part, &infile).expect("rename");
-    bus.wait_for("kitchen/state", "`streaming` once it exists", |p| {
-        source_state(p)["state"] == "streaming"
-    });
+    // The utterance comes within milliseconds of the open (the file plugin is not clocked),
+    // before the next state message: wait for it first (the bus does not keep per-frame
+    // messages that arrive while it waits for another topic).
     let d = json(&bus.wait_for("kitchen/detections", "the sentence", |p| {
         json(p)["frame_id"] == 1
     }));
+    bus.wait_for("kitchen/state", "`streaming` once it exists", |p| {
+        source_state(p)["state"] == "streaming"
+    });
     let secs = d["utterance"]["duration_s"].as_f64().unwrap_or(0.0);
     assert!(
         (1.5..4.5).contains(&secs),

@@ -319,13 +319,13 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
         let t1 = Instant::now();
         let update = tracker.update(t, &obs);
         trk_us.push(t1.elapsed().as_secs_f64() * 1e6);
-        let base_ids = baseline.update(
-            &obs.iter()
-                .copied()
-                .filter(|o| o.score >= cfg.high_score)
-                .collect::<Vec<_>>(),
-        );
-        let high: Vec<&Observation> = obs.iter().filter(|o| o.score >= cfg.high_score).collect();
+        // The IoU tracker has no low-score round: it sees the confident boxes only.
+        let high: Vec<Observation> = obs
+            .iter()
+            .copied()
+            .filter(|o| o.score >= cfg.high_score)
+            .collect();
+        let base_ids = baseline.update(&high);
         let tracked: Vec<(u64, BBox)> = update
             .ids
             .iter()

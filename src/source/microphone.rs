@@ -227,6 +227,14 @@ fn capture(
     }
 }
 
+/// Wraps a stage's error with the stream's name, for the microphone's `failed` state.
+fn stream_error(cfg: &StreamConfig) -> impl Fn(StreamProblem) -> CaptureError + Copy + '_ {
+    move |problem| CaptureError::Stream {
+        name: cfg.describe(),
+        problem,
+    }
+}
+
 /// A sound card: runs until stopped; the reader waits through every absence of the device.
 fn capture_alsa(
     cfg: &StreamConfig,
@@ -235,10 +243,7 @@ fn capture_alsa(
     stop: &StopSignal,
     tx: &LatestSender<UtteranceMsg>,
 ) -> Result<u64, CaptureError> {
-    let err = |problem: StreamProblem| CaptureError::Stream {
-        name: cfg.describe(),
-        problem,
-    };
+    let err = stream_error(cfg);
     let mut reader = AlsaReader::new(
         device,
         cfg.format.sample_rate,
@@ -267,10 +272,7 @@ fn capture_pipe(
     stop: &StopSignal,
     tx: &LatestSender<UtteranceMsg>,
 ) -> Result<u64, CaptureError> {
-    let err = |problem: StreamProblem| CaptureError::Stream {
-        name: cfg.describe(),
-        problem,
-    };
+    let err = stream_error(cfg);
     let stdin = path == Path::new("-");
     let (reader, real_time): (Box<dyn Read + Send>, bool) = if stdin {
         let regular = std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
