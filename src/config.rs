@@ -82,6 +82,61 @@ pub struct Config {
     pub consensus: crate::consensus::ConsensusConfig,
     /// When the backbone may skip a frame (the daemon, image sources).
     pub motion: crate::vision::motion::MotionConfig,
+    /// `[track]`: detections into objects, and when an object's crop is named.
+    pub track: crate::track::TrackerConfig,
+    /// `[events]`: the stored history of tracked objects.
+    pub events: crate::events::EventsConfig,
+    /// `[frames]`: the recent frames a `label` command can point at.
+    pub frames: FramesConfig,
+}
+
+/// `[frames]`: how many recent frames (and tracked objects' best crops) the daemon keeps so a
+/// `label` command names the picture the person saw, not whatever frame is current when the
+/// command arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FramesConfig {
+    /// Seconds of frames kept per camera.
+    pub keep_s: f64,
+    /// Memory for them per camera, MB (the oldest go first when it is reached).
+    pub max_mb: u32,
+    /// Ended objects whose best crop is kept for `label {"id": ...}`, per camera.
+    pub keep_ended_objects: u32,
+}
+
+impl Default for FramesConfig {
+    fn default() -> Self {
+        FramesConfig {
+            keep_s: 30.0,
+            max_mb: 48,
+            keep_ended_objects: 50,
+        }
+    }
+}
+
+impl FramesConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(self.keep_s.is_finite() && self.keep_s >= 0.0 && self.keep_s <= 3600.0) {
+            p.push(format!(
+                "[frames].keep_s = {} is out of range; allowed: 0 to 3600",
+                self.keep_s
+            ));
+        }
+        if self.max_mb > 4096 {
+            p.push(format!(
+                "[frames].max_mb = {} is out of range; allowed: 0 to 4096",
+                self.max_mb
+            ));
+        }
+        if self.keep_ended_objects > 10_000 {
+            p.push(format!(
+                "[frames].keep_ended_objects = {} is out of range; allowed: 0 to 10000",
+                self.keep_ended_objects
+            ));
+        }
+        p
+    }
 }
 
 /// `[model]`: which backbone to run and how.
@@ -197,8 +252,10 @@ pub struct DetectConfig {
     pub score_threshold: Option<f32>,
     pub iou_threshold: Option<f32>,
     pub max_detections: Option<usize>,
-    /// Classes whose boxes are embedded for a sub-label (empty: every class). A person's
-    /// name belongs on `person` boxes, not on the cars and dogs beside them.
+    /// The detector classes the sub-label model applies to (`applies_to`, formerly
+    /// `sublabel_classes`); empty: `["person"]`. A person's name belongs on `person` boxes,
+    /// not on the cup beside them.
+    #[serde(rename = "applies_to", alias = "sublabel_classes")]
     pub sublabel_classes: Vec<String>,
 }
 
@@ -454,6 +511,9 @@ impl Config {
     /// Cross-field and range rules; each message names the key and the allowed values.
     pub fn validate(&self) -> Vec<String> {
         let mut p = self.motion.validate();
+        p.extend(self.track.validate());
+        p.extend(self.events.validate());
+        p.extend(self.frames.validate());
         if self.model.name.trim().is_empty() {
             p.push("[model].name is empty; give a built-in model name (e.g. mobilenetv2) or a manifest path".into());
         }

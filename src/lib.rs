@@ -44,6 +44,8 @@
 //! - [`track`]: a camera's detections associated across frames into objects with stable ids
 //!   (ByteTrack's two rounds, constant-velocity prediction, optimal assignment), and the
 //!   IDF1 / identity-switch scores that measure it.
+//! - [`events`]: the event store: each tracked object's last state in an SQLite file of its
+//!   own, with retention, for `adaptd events` and `cmd/events`.
 //! - [`mqtt`]: the MQTT control plane: configuration, topics, command parsing and replies,
 //!   the connection with last will, reconnect backoff and clean shutdown, Home Assistant
 //!   discovery.
@@ -96,6 +98,7 @@ pub mod config;
 pub mod consensus;
 pub mod daemon;
 pub mod durable;
+pub mod events;
 pub mod label;
 pub mod model;
 pub mod mqtt;

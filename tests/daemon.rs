@@ -53,6 +53,7 @@ fn bus(port: u16) -> Bus {
             "default/state",
             "default/detections",
             "default/events",
+            "default/objects",
         ],
     )
 }
@@ -350,7 +351,7 @@ fn detector_daemon(model_keys: &str) {
     let (tmp, frames, samples) = workdirs();
     // The person nanodet-m finds in each photo, cropped as a sub-label sample would be.
     write_crops("astronaut.png", 2, &frames, "f");
-    let eileen = write_box_crops("astronaut.png", [15, 14, 364, 508], 6, &samples, "e");
+    let eileen = write_box_crops("astronaut.png", [15, 14, 364, 508], 4, &samples, "e");
     let other = write_box_crops("camera.png", [4, 68, 320, 512], 6, &samples, "o");
 
     let broker = TestBroker::start();
@@ -416,7 +417,63 @@ fn detector_daemon(model_keys: &str) {
     );
     assert_eq!(r["ok"], false, "{r}");
 
-    // 12 more samples make 13 new ones: [train].min_new_samples starts a run by itself.
+    // Tracked objects: the person's box carries its object id, `objects` says `new`, and
+    // labels can name the object or a box of a frame seen earlier.
+    let d = json(
+        &bus.wait_for("default/detections", "a person with an object id", |p| {
+            json(p)["items"][0]["id"].is_string()
+        }),
+    );
+    let first = d["items"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let frame_id = d["frame_id"].as_u64().unwrap_or_default();
+    let (w, h) = (
+        d["width"].as_u64().unwrap_or(0),
+        d["height"].as_u64().unwrap_or(0),
+    );
+    let o = json(&bus.wait_for("default/objects", "the person's `new`", |p| {
+        json(p)["after"]["label"] == "person"
+    }));
+    assert_eq!(o["type"], "new", "{o}");
+    assert_eq!(o["after"]["id"], first.as_str(), "{o}");
+    assert!(
+        o["before"].is_null() && o["after"]["sub_label"].is_null(),
+        "{o}"
+    );
+    let r = bus.ask(
+        "cmd/label",
+        &format!(r#"{{"id": "l3", "label": "eileen", "object": "{first}"}}"#),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let r = bus.ask(
+        "cmd/label",
+        &format!(
+            r#"{{"id": "l4", "label": "eileen", "frame_id": {frame_id}, "box": [5, 5, {}, {}]}}"#,
+            w - 5,
+            h - 5
+        ),
+    );
+    assert_eq!(r["ok"], true, "a box of a frame seen earlier: {r}");
+    let r = bus.ask(
+        "cmd/label",
+        r#"{"id": "l5", "label": "eileen", "frame_id": 99999999, "detection": 0}"#,
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no processed frame has that frame_id"),
+        "{r}"
+    );
+    let r = bus.ask(
+        "cmd/label",
+        r#"{"id": "l6", "label": "eileen", "object": "1.000-nobody"}"#,
+    );
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("no object"),
+        "{r}"
+    );
+
+    // 10 more samples make 13 new ones: [train].min_new_samples starts a run by itself.
     for (label, files) in [("eileen", &eileen), ("someone", &other)] {
         for f in files.iter() {
             bus.publish_file(&format!("samples/{label}"), f);
@@ -454,23 +511,61 @@ fn detector_daemon(model_keys: &str) {
     let r = bus.ask("cmd/snapshot", r#"{"id": "s1"}"#);
     assert!(r["result"]["bytes"].as_u64().unwrap_or(0) > 1000, "{r}");
 
-    // Live settings: an unknown threshold of 1 rejects every sub-label; fps caps processing.
+    // The name is the object's until it ends; `objects` said so once, and `events` has it.
+    let o = json(&bus.wait_for("default/objects", "the person named", |p| {
+        json(p)["after"]["sub_label"][0] == "eileen"
+    }));
+    assert_eq!(o["type"], "update", "{o}");
+    let named = o["after"]["id"].as_str().unwrap_or_default().to_owned();
+    let r = bus.ask("cmd/events", r#"{"id": "e1", "label": "person"}"#);
+    assert!(
+        r["result"]["events"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["id"] == named.as_str())),
+        "{r}"
+    );
+
+    // Live settings: an unknown threshold of 1 rejects every sub-label, so the next object
+    // (the camera paused for longer than max_lost_s ends this one) gets no name; fps caps
+    // processing.
     let r = bus.ask("cmd/set", r#"{"id": "u1", "unknown_threshold": 1.0}"#);
     assert_eq!(
         r["result"]["applied"],
         serde_json::json!(["unknown_threshold"]),
         "{r}"
     );
-    bus.wait_for("default/detections", "an unknown sub-label", |p| {
-        json(p)["items"][0]["head"]["unknown"] == true
-    });
+    let new_object = |bus: &mut Bus, after: &str| {
+        let r = bus.ask("cmd/pause", r#"{"id": "p1"}"#);
+        assert_eq!(r["ok"], true, "{r}");
+        std::thread::sleep(Duration::from_millis(2600));
+        let r = bus.ask("cmd/resume", r#"{"id": "p2"}"#);
+        assert_eq!(r["ok"], true, "{r}");
+        let end = json(&bus.wait_for("default/objects", "the object's end", |p| {
+            json(p)["type"] == "end" && json(p)["after"]["id"] == after
+        }));
+        assert!(end["after"]["end_time"].is_number(), "{end}");
+        let o = json(&bus.wait_for("default/objects", "a new person", |p| {
+            json(p)["type"] == "new" && json(p)["after"]["label"] == "person"
+        }));
+        o["after"]["id"].as_str().unwrap_or_default().to_owned()
+    };
+    let stranger = new_object(&mut bus, &named);
+    for _ in 0..12 {
+        let d = json(
+            &bus.wait_for("default/detections", "the unnamed person", |p| {
+                json(p)["items"][0]["label"] == "person"
+            }),
+        );
+        assert!(d["items"][0]["head"].is_null(), "no name above 1.0: {d}");
+    }
     let r = bus.ask(
         "cmd/set",
-        r#"{"id": "u2", "unknown_threshold": 0, "fps": 1}"#,
+        r#"{"id": "u2", "unknown_threshold": 0, "fps": 2}"#,
     );
     assert_eq!(r["ok"], true, "{r}");
+    new_object(&mut bus, &stranger);
     bus.wait_for("default/detections", "a known sub-label again", |p| {
-        json(p)["items"][0]["head"]["unknown"] == false
+        json(p)["items"][0]["head"]["label"] == "eileen"
     });
     bus.wait_for("stats", "throttled frames", |p| {
         cam_stats(p)["throttled_frames"].as_u64().unwrap_or(0) > 0
@@ -521,6 +616,41 @@ fn detector_daemon(model_keys: &str) {
         stored,
         serde_json::json!({"eileen": 7}),
         "store after the run"
+    );
+    // The objects outlive the daemon: `adaptd events` reads them from the state dir.
+    let out = adaptd()
+        .args(["events", "--state-dir"])
+        .arg(&state_dir)
+        .args(["list", "--label", "person", "--format", "json"])
+        .output()
+        .expect("adaptd events");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("events json");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(ids.len() >= 3 && ids.contains(&named.as_str()), "{listed}");
+    let ended = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == named.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ended["sub_label"][0], "eileen", "{ended}");
+    assert!(
+        ended["end_time"].as_f64() > ended["start_time"].as_f64(),
+        "{ended}"
+    );
+    let out = adaptd()
+        .args(["events", "--state-dir"])
+        .arg(&state_dir)
+        .args(["show", &stranger])
+        .output()
+        .expect("adaptd events show");
+    assert!(
+        stdout(&out).contains("\"sub_label\": null"),
+        "{}",
+        stdout(&out)
     );
 }
 

@@ -39,6 +39,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     // Samples, heads, the broker link.
     ("store", &["label", "durable"]),
+    // Tracked objects' history.
+    ("events", &["wire"]),
     (
         "adapt",
         &["store", "label", "durable", "model", "rng", "npy"],
@@ -59,6 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "vision",
             "audio",
             "label",
+            "events",
         ],
     ),
     // The service and the terminal view.
@@ -82,6 +85,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "track",
             "vision",
             "wire",
+            "events",
         ],
     ),
     ("watch", &["mqtt", "wire", "backoff", "label", "rng"]),
@@ -109,6 +113,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "vision",
             "watch",
             "wire",
+            "events",
         ],
     ),
 ];

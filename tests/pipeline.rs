@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use adaptd::adapt::{train, Dataset, TrainConfig};
 use adaptd::consensus::{Consensus, ConsensusConfig, EventKind};
-use adaptd::daemon::pipeline::{crop, HeadSlot, Pipeline, ServingHead};
+use adaptd::daemon::frames::FrameRing;
+use adaptd::daemon::objects::CameraObjects;
+use adaptd::daemon::pipeline::{crop, HeadSlot, Pin, Pipeline, ServingHead};
 use adaptd::model::{ModelDirs, ResolvedModel};
+use adaptd::track::TrackerConfig;
 use adaptd::vision::image_io::{decode_file, DecodeLimits};
 use adaptd::vision::{AnalyzeOptions, VisionModel};
 use arc_swap::ArcSwapOption;
@@ -118,11 +121,14 @@ fn classifier_scene_with_consensus_and_a_head_swapped_in_while_running() {
     );
 }
 
+/// A detector's boxes become tracked objects, and only objects of the classes the sub-label
+/// model applies to go through it: a few good crops, then the agreed name is the object's.
 #[test]
-fn detector_boxes_get_sub_labels_from_the_head() {
+fn detector_objects_get_sub_labels_from_the_head_only_for_their_classes() {
     let slot: HeadSlot = Arc::new(ArcSwapOption::empty());
     let detector = model("nanodet-m");
     let detect = detector.model.manifest.detect.clone();
+    let labels = detector.model.labels.clone();
     let mut crop_model = model("mobilenetv2");
     slot.store(Some(Arc::new(ServingHead {
         version: 1,
@@ -140,26 +146,69 @@ fn detector_boxes_get_sub_labels_from_the_head() {
             min_score: 0.3,
         }),
         opts,
-        vec![],
-    );
-    let r = p.process(&mut engines, 1, 0, &photo("coffee.png")).unwrap();
+        vec!["cup".into()],
+    )
+    .with_objects(CameraObjects::new(
+        "kitchen",
+        labels,
+        &["cup".into()],
+        TrackerConfig::default(),
+        10,
+    ))
+    .with_frames(FrameRing::new(10.0, 64));
+    let coffee = Arc::new(photo("coffee.png"));
+    let mut objects = Vec::new();
+    let mut last = None;
+    for i in 1..=8u64 {
+        let r = p
+            .process(&mut engines, i, 1_795_987_200_000 + i as i64 * 250, &coffee)
+            .unwrap();
+        for item in r.items.iter().filter(|it| it.label != "cup") {
+            assert!(item.head.is_none(), "{item:?} went through the head");
+        }
+        objects.extend(r.objects.clone());
+        p.keep(coffee.clone(), &r);
+        last = Some(r);
+    }
+    let r = last.expect("frames");
     let cup = r
         .items
         .iter()
         .find(|i| i.label == "cup")
         .expect("a cup box");
-    let sub = cup
-        .head
-        .as_ref()
-        .expect("the cup crop went through the head");
+    let id = cup.id.clone().expect("the cup is an object");
+    let sub = cup.head.as_ref().expect("the cup object was named");
     assert_eq!(sub.label, "coffee", "{sub:?}");
-    assert_eq!(r.embeddings.len(), r.items.len());
+    let named = objects
+        .iter()
+        .find(|e| e.after.sub_label.is_some())
+        .expect("an update with the name");
+    assert_eq!(named.after.id, id);
     assert_eq!(
-        r.events[0].after.as_deref(),
-        Some("coffee"),
-        "{:?}",
-        r.events
+        named.after.sub_label.as_ref().map(|s| s.0.as_str()),
+        Some("coffee")
     );
+    // A label names the object's best crop, or a box of an earlier frame.
+    let pinned = p
+        .pinned(&mut engines, &Pin::Object(id.clone()))
+        .expect("the object's crop");
+    assert_eq!(pinned.class.as_deref(), Some("cup"));
+    assert_eq!(pinned.embedding.len(), 1280);
+    let idx = r.items.iter().position(|i| i.label == "cup").unwrap_or(0) as u32;
+    let early = p
+        .pinned(
+            &mut engines,
+            &Pin::Detection {
+                frame_id: Some(8),
+                index: idx,
+            },
+        )
+        .expect("frame 8's cup");
+    assert_eq!(early.object.as_deref(), Some(id.as_str()));
+    let e = p
+        .pinned(&mut engines, &Pin::Frame { frame_id: None })
+        .unwrap_err();
+    assert!(e.contains("this is a detector"), "{e}");
     // The crop is the box's pixels.
     let b = cup.bbox.unwrap();
     assert_eq!(

@@ -9,6 +9,7 @@ mod bench_cmds;
 #[cfg(feature = "rtsp")]
 mod bench_h264;
 mod bench_track;
+mod events_cmds;
 mod vision_cmds;
 
 pub use adapt_cmds::default_state_dir;
@@ -116,6 +117,8 @@ enum Command {
     /// Identity tracking on a generated scene with ground truth, through the real detector:
     /// IDF1 and identity switches of the tracker and of the IoU tracker on the same boxes.
     BenchTrack(bench_track::TrackBenchArgs),
+    /// Tracked objects the daemon stored: list, show.
+    Events(events_cmds::EventsArgs),
     /// Labeled samples: add, import, list, rm, export.
     Samples {
         #[command(flatten)]
@@ -237,6 +240,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         #[cfg(feature = "rtsp")]
         Command::BenchH264(args) => bench_h264::run(&args),
         Command::BenchTrack(args) => bench_track::run(&ctx, &args),
+        Command::Events(args) => events_cmds::run(&ctx, &args),
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
         Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
         Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),

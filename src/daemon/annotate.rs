@@ -166,6 +166,7 @@ mod tests {
             items,
             inference_ms: 1.0,
             events: Vec::new(),
+            objects: Vec::new(),
             embeddings: Vec::new(),
         }
     }
@@ -175,6 +176,7 @@ mod tests {
             label: "person".into(),
             score: 0.7,
             bbox,
+            id: None,
             head: head.map(|(l, unknown)| HeadLabel {
                 label: l.into(),
                 score: 0.9,

@@ -32,7 +32,7 @@ use super::annotate::annotate;
 use super::infer::{EmbedInput, Job, JobSender, LaneSettings};
 use super::learner::{Learner, RollbackError};
 use super::notice::{Notice, Notices};
-use super::pipeline::crop;
+use super::pipeline::Pin;
 use super::report;
 use super::streams::StreamHandle;
 use super::telemetry::Telemetry;
@@ -45,6 +45,7 @@ use crate::mqtt::{Incoming, Publisher, Reply};
 use crate::store::SampleSource;
 use crate::vision::image_io::{decode_bytes, thumbnail_jpeg, DecodeLimits};
 use crate::wire;
+use crate::wire::LabelTarget;
 
 /// How long a sample waits for the inference worker to embed it.
 const EMBED_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,6 +119,8 @@ pub struct Control {
     pub wav_limits: WavLimits,
     /// Loaded models and the cameras sharing each (for `state`).
     pub engines: Vec<wire::EngineState>,
+    /// The event store (`None`: `[events] enabled = false`).
+    pub events_path: Option<std::path::PathBuf>,
 }
 
 impl Control {
@@ -240,10 +243,11 @@ impl Control {
     pub async fn execute(self: &Arc<Self>, req: Request) -> Result<Value, ControlError> {
         let camera = req.camera.as_deref();
         match req.command {
-            Command::Label { label, detection } => {
+            Command::Label { label, target } => {
                 let stream = self.one(camera)?.clone();
-                self.label_latest(&stream, label, detection).await
+                self.label(&stream, label, target).await
             }
+            Command::Events(filter) => self.events(camera, filter).await,
             Command::Train { force } => {
                 let learners = self.learners_of(camera)?;
                 let mut started = Vec::new();
@@ -332,84 +336,78 @@ impl Control {
         }
     }
 
-    /// `label`: the latest frame of a stream (or one of its detections) becomes a sample,
-    /// reusing the embedding the pipeline already computed.
-    async fn label_latest(
+    /// `label`: what the command points at (a tracked object's best crop, a detection or a
+    /// box of a kept frame, a whole frame, the latest utterance) becomes a sample.
+    async fn label(
         &self,
         stream: &Arc<StreamHandle>,
         label: Label,
-        detection: Option<u32>,
+        target: LabelTarget,
     ) -> Result<Value, ControlError> {
-        if !stream.is_audio() {
-            fresh_frame(stream).await;
-        }
-        let Some(latest) = stream.latest() else {
-            return Err(ControlError::NothingYet {
-                what: if stream.is_audio() {
-                    "utterance"
-                } else {
-                    "frame"
-                },
-                camera: stream.name.clone(),
-            });
-        };
-        let r = &latest.result;
-        let (embedding, bbox, class) = match detection {
-            None if stream.is_detector => {
-                return Err(ControlError::Detection(
-                    "this is a detector: give `detection`, the index of the box to label in the latest `detections` items".into(),
-                ))
-            }
-            None => {
-                let e = r
-                    .embeddings
-                    .first()
-                    .cloned()
-                    .flatten()
-                    .ok_or(ControlError::Detection("the frame has no embedding".into()))?;
-                (e, None, None)
-            }
-            Some(_) if !stream.is_detector => {
-                return Err(ControlError::Detection(
-                    "`detection` is for detectors; this model classifies whole frames: omit it"
-                        .into(),
-                ))
-            }
-            Some(i) => {
-                let i = i as usize;
-                let Some(item) = r.items.get(i) else {
-                    return Err(ControlError::Detection(format!(
-                        "detection {i} does not exist: the latest frame has {} detection(s)",
-                        r.items.len()
-                    )));
-                };
-                let Some(Some(e)) = r.embeddings.get(i) else {
-                    return Err(ControlError::Detection(format!(
-                        "detection {i} is a {:?} box, which this camera does not sub-label \
-                         (sublabel_classes); label a box of a sub-labelled class",
-                        item.label
-                    )));
-                };
-                (e.clone(), item.bbox, Some(item.label.clone()))
-            }
-        };
-        let image = latest.image.clone();
-        let audio = stream.is_audio();
         let learner = stream.learner.clone();
-        let stored = blocking(move || {
-            // An utterance has no picture: its sample is the voice print alone.
-            let thumb = image.and_then(|image| {
-                let img = match bbox {
-                    Some(b) => crop(&image, b),
-                    None => (*image).clone(),
-                };
-                thumbnail_jpeg(&img).ok()
-            });
-            let source = match class {
+        let (embedding, picture, source) = if stream.is_audio() {
+            if target != LabelTarget::Latest {
+                return Err(ControlError::Detection(
+                    "a microphone labels its latest utterance: give only `label`".into(),
+                ));
+            }
+            let Some(latest) = stream.latest() else {
+                return Err(ControlError::NothingYet {
+                    what: "utterance",
+                    camera: stream.name.clone(),
+                });
+            };
+            let e = latest.result.embeddings.first().cloned().flatten().ok_or(
+                ControlError::Detection("the utterance has no voice print".into()),
+            )?;
+            (e, None, SampleSource::Microphone)
+        } else {
+            let pin = match target {
+                LabelTarget::Latest => Pin::Frame { frame_id: None },
+                LabelTarget::Frame { frame_id } => Pin::Frame {
+                    frame_id: Some(frame_id),
+                },
+                LabelTarget::Object(id) => Pin::Object(id),
+                LabelTarget::Detection { frame_id, index } => Pin::Detection { frame_id, index },
+                LabelTarget::Box { frame_id, bbox } => Pin::Box { frame_id, bbox },
+            };
+            // Without a frame_id the command means the frame being shown now: let the
+            // camera's current frame be analysed first (a paused or motion-gated camera's
+            // latest may be old).
+            if matches!(
+                pin,
+                Pin::Frame { frame_id: None } | Pin::Detection { frame_id: None, .. }
+            ) {
+                fresh_frame(stream).await;
+                if stream.latest().is_none() {
+                    return Err(ControlError::NothingYet {
+                        what: "frame",
+                        camera: stream.name.clone(),
+                    });
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            let jobs = self.jobs_for(false).ok_or(ControlError::WorkerStopped)?;
+            if !jobs.send(Job::Pinned {
+                stream: stream.index,
+                pin,
+                reply: tx,
+            }) {
+                return Err(ControlError::WorkerStopped);
+            }
+            let pinned = tokio::time::timeout(EMBED_TIMEOUT, rx)
+                .await
+                .map_err(|_| ControlError::EmbedTimeout(EMBED_TIMEOUT))?
+                .map_err(|_| ControlError::WorkerStopped)?
+                .map_err(|e| ControlError::Detection(e.to_string()))?;
+            let source = match pinned.class {
                 Some(class) => SampleSource::DetectionCrop { class },
-                None if audio => SampleSource::Microphone,
                 None => SampleSource::CameraFrame,
             };
+            (pinned.embedding, Some(pinned.picture), source)
+        };
+        let stored = blocking(move || {
+            let thumb = picture.and_then(|p| thumbnail_jpeg(&p).ok());
             learner
                 .store_sample(label.as_str(), embedding, thumb, source)
                 .map(|out| report::sample_stored(label.as_str(), &out))
@@ -417,6 +415,36 @@ impl Control {
         .await??;
         self.notices.send(Notice::DeviceChanged);
         serde_json::to_value(stored).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// `events`: stored tracked objects, newest first.
+    async fn events(
+        &self,
+        camera: Option<&str>,
+        filter: wire::EventFilter,
+    ) -> Result<Value, ControlError> {
+        let Some(path) = self.events_path.clone() else {
+            return Err(ControlError::NotApplicable(
+                "objects are not stored here ([events] enabled = false)".into(),
+            ));
+        };
+        let query = crate::events::Query {
+            camera: camera.map(str::to_owned),
+            label: filter.label,
+            sub_label: filter.sub_label,
+            after: filter.after,
+            before: filter.before,
+            limit: filter.limit as usize,
+        };
+        let events = blocking(move || match crate::events::EventStore::open_read(&path) {
+            Ok(store) => store.list(&query),
+            // Nothing recorded yet: an empty history, not an error.
+            Err(crate::events::EventStoreError::Missing { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        })
+        .await?
+        .map_err(|e| ControlError::NotApplicable(e.to_string()))?;
+        result(&wire::EventList { events })
     }
 
     /// `samples/<label>` or `<camera>/samples/<label>`: decode (an image, or a WAV clip for a

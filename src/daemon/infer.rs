@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::notice::{Notice, Notices};
-use super::pipeline::FrameResult;
+use super::pipeline::{FrameResult, Pin, Pinned};
 use super::streams::{Latest, StreamHandle};
 use super::telemetry::Telemetry;
 use crate::consensus::{Consensus, ConsensusConfig};
@@ -50,6 +50,9 @@ pub enum InferError {
     NoEngine(usize),
     #[error("the model produced no embedding")]
     NoEmbedding,
+    /// A `label` command pointed at something that is not there (the text says what).
+    #[error("{0}")]
+    Pin(String),
 }
 
 /// What a worker runs, per medium.
@@ -76,6 +79,18 @@ pub trait Medium {
     ) -> Result<Vec<f32>, InferError>;
     /// Applies live settings to a lane.
     fn apply(lane: &mut Self::Lane, settings: &LaneSettings);
+    /// Keeps an analysed input's picture for later `label` commands.
+    fn keep(_lane: &mut Self::Lane, _image: Option<Arc<RgbImage>>, _result: &FrameResult) {}
+    /// What a `label` command points at.
+    fn pinned(
+        _engines: &mut [Self::Engine],
+        _lane: &Self::Lane,
+        _pin: &Pin,
+    ) -> Result<Pinned, InferError> {
+        Err(InferError::Pin(
+            "a microphone labels its latest utterance: give only `label`".into(),
+        ))
+    }
     /// Whether `input` is worth analysing (the motion gate); `forced` when a command needs
     /// the current input analysed whatever the gate thinks.
     fn admit(_lane: &mut Self::Lane, _input: &Self::Input, _now: Instant, _forced: bool) -> bool {
@@ -145,6 +160,12 @@ pub enum Job {
     Settings {
         stream: Option<usize>,
         settings: LaneSettings,
+    },
+    /// What a `label` command on stream `stream` points at, embedded.
+    Pinned {
+        stream: usize,
+        pin: Pin,
+        reply: oneshot::Sender<Result<Pinned, InferError>>,
     },
 }
 
@@ -237,6 +258,8 @@ pub struct WorkerContext {
     pub telemetry: Arc<Telemetry>,
     pub shutdown: CancellationToken,
     pub heartbeat: Arc<Heartbeat>,
+    /// Where object changes are stored (`None`: `[events] enabled = false`).
+    pub recorder: Option<super::recorder::Recorder>,
 }
 
 /// How long the worker sleeps when no lane has a frame and no job came.
@@ -333,10 +356,9 @@ fn step<M: Medium>(engines: &mut [M::Engine], lane: &mut Lane<M>, ctx: &WorkerCo
         lane.last_label = label;
         ctx.notices.send(Notice::StreamChanged(stream.index));
     }
-    stream.set_latest(Latest {
-        image: input.into_image(),
-        result,
-    });
+    let image = input.into_image();
+    M::keep(&mut lane.state, image.clone(), &result);
+    stream.set_latest(Latest { image, result });
     true
 }
 
@@ -362,12 +384,22 @@ fn serve_job<M: Medium>(engines: &mut [M::Engine], lanes: &mut [Lane<M>], job: J
                 M::apply(&mut lane.state, &settings);
             }
         }
+        Job::Pinned { stream, pin, reply } => {
+            let found = match lanes.iter().find(|l| l.stream.index == stream) {
+                Some(lane) => M::pinned(engines, &lane.state, &pin),
+                None => Err(InferError::Pin(format!(
+                    "internal error: stream {stream} is not served by this worker"
+                ))),
+            };
+            let _ = reply.send(found);
+        }
     }
 }
 
-/// `<camera>/detections` for the frame, then one `<camera>/events` message per consensus
-/// change. Dropped (and counted by the link) when MQTT is down: stale detections are worth
-/// nothing.
+/// `<camera>/detections` for the frame, one `<camera>/events` message per consensus change and
+/// one `<camera>/objects` message per object change. Dropped (and counted by the link) when
+/// MQTT is down: stale detections are worth nothing (objects are also recorded in the event
+/// store, which does not depend on the link).
 fn publish(stream: &StreamHandle, result: &FrameResult, ctx: &WorkerContext) {
     let topics = ctx.publisher.topics();
     match serde_json::to_vec(&result.detections(&stream.name)) {
@@ -389,6 +421,20 @@ fn publish(stream: &StreamHandle, result: &FrameResult, ctx: &WorkerContext) {
             if let Err(e) = ctx.publisher.try_publish(&topic, json, false) {
                 debug!("event not published: {e}");
             }
+        }
+    }
+    for change in &result.objects {
+        if change.kind == crate::wire::EventKind::New {
+            ctx.telemetry.event(&stream.name, &change.after.label);
+        }
+        if let Ok(json) = serde_json::to_vec(change) {
+            let topic = topics.camera_objects(&stream.name);
+            if let Err(e) = ctx.publisher.try_publish(&topic, json, false) {
+                debug!("object event not published: {e}");
+            }
+        }
+        if let Some(recorder) = &ctx.recorder {
+            recorder.record(change);
         }
     }
 }
@@ -448,6 +494,20 @@ impl Medium for Vision {
         if let (Some(t), Some(d)) = (s.score_threshold, lane.options_mut().detect.as_mut()) {
             d.score_threshold = t;
         }
+    }
+
+    fn keep(lane: &mut Self::Lane, image: Option<Arc<RgbImage>>, result: &FrameResult) {
+        if let Some(image) = image {
+            lane.keep(image, result);
+        }
+    }
+
+    fn pinned(
+        engines: &mut [Self::Engine],
+        lane: &Self::Lane,
+        pin: &Pin,
+    ) -> Result<Pinned, InferError> {
+        lane.pinned(engines, pin).map_err(InferError::Pin)
     }
 
     fn admit(lane: &mut Self::Lane, frame: &Frame, now: Instant, forced: bool) -> bool {

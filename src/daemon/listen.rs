@@ -89,10 +89,12 @@ impl Medium for Audio {
                 label: SPEECH_LABEL.into(),
                 score: 1.0,
                 bbox: None,
+                id: None,
                 head: verdict,
             }],
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
             events,
+            objects: Vec::new(),
             embeddings: vec![Some(embedding)],
         })
     }

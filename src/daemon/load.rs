@@ -245,6 +245,7 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
             } else {
                 Vec::new()
             };
+            let sublabel_classes_for_objects = sublabel_classes.clone();
             let pipeline = Pipeline::new(
                 main,
                 crops,
@@ -253,7 +254,22 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
                 AnalyzeOptions { top_k: 1, detect },
                 sublabel_classes,
             )
-            .with_motion(config.motion);
+            .with_motion(config.motion)
+            .with_frames(super::frames::FrameRing::new(
+                config.frames.keep_s,
+                config.frames.max_mb,
+            ));
+            let pipeline = if is_detector {
+                pipeline.with_objects(super::objects::CameraObjects::new(
+                    &spec.name,
+                    vision.engines[main].resolved.labels.clone(),
+                    &sublabel_classes_for_objects,
+                    config.track,
+                    config.frames.keep_ended_objects as usize,
+                ))
+            } else {
+                pipeline
+            };
             StreamPlan {
                 lane: LanePlan::Vision(Box::new(pipeline)),
                 model: vision.engines[main].name.clone(),
@@ -334,26 +350,41 @@ fn sublabel_classes(
     labels: &[String],
 ) -> Result<Vec<String>, DaemonError> {
     let (classes, key) = match &spec.sublabel_classes {
-        Some(c) => (
-            c.clone(),
-            format!("camera {:?}: sublabel_classes", spec.name),
-        ),
+        Some(c) => (c.clone(), format!("camera {:?}: applies_to", spec.name)),
         None => (
             config.detect.sublabel_classes.clone(),
-            "[detect].sublabel_classes".to_owned(),
+            "[detect].applies_to".to_owned(),
         ),
     };
-    if let Some(bad) = classes.iter().find(|c| !labels.contains(c)) {
+    let shown = || {
         let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
-        return Err(DaemonError::Config(format!(
-            "{key}: {bad:?} is not a class of model {:?}; its classes include {}{}",
-            spec.model,
+        format!(
+            "{}{}",
             shown.join(", "),
             if labels.len() > shown.len() {
                 ", ..."
             } else {
                 ""
             }
+        )
+    };
+    if classes.is_empty() {
+        // The sub-label model names people unless told otherwise.
+        if labels.iter().any(|l| l == "person") {
+            return Ok(vec!["person".to_owned()]);
+        }
+        return Err(DaemonError::Config(format!(
+            "{key}: model {:?} has no `person` class, so say which of its classes the \
+             sub-label model names (applies_to = [\"...\"]); its classes include {}",
+            spec.model,
+            shown()
+        )));
+    }
+    if let Some(bad) = classes.iter().find(|c| !labels.contains(c)) {
+        return Err(DaemonError::Config(format!(
+            "{key}: {bad:?} is not a class of model {:?}; its classes include {}",
+            spec.model,
+            shown()
         )));
     }
     Ok(classes)
@@ -433,7 +464,16 @@ mod tests {
         let labels: Vec<String> = ["person", "car", "dog"].map(String::from).to_vec();
         let mut config = Config::default();
         let all = sublabel_classes(&camera(None), &config, &labels).expect("default");
-        assert!(all.is_empty(), "empty means every class: {all:?}");
+        assert_eq!(all, ["person"], "people by default");
+        let no_person: Vec<String> = ["car", "dog"].map(String::from).to_vec();
+        let e = sublabel_classes(&camera(None), &config, &no_person)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("has no `person` class") && e.contains("car, dog"),
+            "{e}"
+        );
         config.detect.sublabel_classes = vec!["person".into()];
         let from_detect = sublabel_classes(&camera(None), &config, &labels).expect("[detect]");
         assert_eq!(from_detect, ["person"]);
@@ -445,7 +485,7 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            e.contains("camera \"yard\": sublabel_classes")
+            e.contains("camera \"yard\": applies_to")
                 && e.contains("\"persn\" is not a class")
                 && e.contains("person, car, dog"),
             "{e}"

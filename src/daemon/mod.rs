@@ -6,7 +6,10 @@
 //!   latest frame and label, the control plane writes pause and force-frame.
 //! - [`infer`]: one worker thread per medium owns that medium's loaded models and a lane per
 //!   stream, served round-robin; [`pipeline`] (vision) and [`listen`] (audio) are the
-//!   per-stream analysis.
+//!   per-stream analysis; [`objects`] a camera's tracked objects (ids, sub-label attempts,
+//!   `objects` messages) and [`frames`] its recent frames, for `label` commands that name
+//!   what the person saw.
+//! - [`recorder`]: the thread that writes object changes to the event store.
 //! - [`learner`]: one per embedding model: its sample store, head registry and head in
 //!   service.
 //! - [`trainer`]: the training actor (a request channel, snapshots, its own cancel flag).
@@ -25,13 +28,16 @@
 
 pub mod annotate;
 pub mod control;
+pub mod frames;
 pub mod infer;
 pub mod learner;
 pub mod listen;
 pub mod load;
 pub mod notice;
 pub mod notify;
+pub mod objects;
 pub mod pipeline;
+pub mod recorder;
 pub mod report;
 pub mod run;
 pub mod stats;

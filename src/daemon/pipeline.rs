@@ -1,9 +1,12 @@
 //! Per-frame work on the inference thread.
 //!
 //! One backbone run per frame serves everything: the classifier's embedding goes through the
-//! head in service (the user's own classes), a detector's boxes are each cropped and sent
-//! through the classification backbone and head for a sub-label (person -> `alice`), and the
-//! results go through consensus so labels do not flap. The head lives behind an `ArcSwap`:
+//! head in service (the user's own classes); a detector's boxes are tracked into objects
+//! ([`super::objects`]), and an object of a class the sub-label model applies to has its good
+//! crops sent through the classification backbone and head a few times for a sub-label
+//! (person -> `alice`, agreed over the attempts), not every box of every frame; the results go
+//! through consensus so labels do not flap. The frame is kept in a ring ([`super::frames`]) so
+//! a `label` command can name it later ([`Pipeline::pinned`]). The head lives behind an `ArcSwap`:
 //! the training thread swaps a new one in and the next frame uses it, without a lock on the
 //! frame path.
 
@@ -14,6 +17,9 @@ use std::time::Instant;
 use arc_swap::ArcSwapOption;
 use image::RgbImage;
 
+pub use super::frames::crop;
+use super::frames::{FrameRing, KeptFrame};
+use super::objects::CameraObjects;
 use crate::adapt::Head;
 use crate::consensus::{Consensus, Event};
 use crate::model::manifest::Task;
@@ -30,7 +36,7 @@ pub struct ServingHead {
 /// Shared slot for the head in service: written by training/rollback, read per frame.
 pub type HeadSlot = Arc<ArcSwapOption<ServingHead>>;
 
-pub use crate::wire::{HeadLabel, Item, UtteranceInfo};
+pub use crate::wire::{HeadLabel, Item, ObjectEvent, UtteranceInfo};
 
 /// Everything one frame produced: the `detections` message and what stays in the daemon.
 #[derive(Debug, Clone)]
@@ -46,9 +52,11 @@ pub struct FrameResult {
     pub items: Vec<Item>,
     pub inference_ms: f64,
     pub events: Vec<Event>,
-    /// Embeddings of the frame (classifier: one) or of each item's crop (detector: one per
-    /// item, in item order; `None` for a box whose class is not sub-labelled), kept so a
-    /// `label` command can store the sample without re-running the backbone.
+    /// The `<camera>/objects` messages of the frame (detectors).
+    pub objects: Vec<ObjectEvent>,
+    /// A classifier's embedding of the frame (a detector's boxes are embedded when a `label`
+    /// command asks, from the frames ring), kept so a `label` command can store the sample
+    /// without re-running the backbone.
     pub embeddings: Vec<Option<Vec<f32>>>,
 }
 
@@ -88,6 +96,35 @@ pub struct Pipeline {
     sublabel_classes: Vec<String>,
     /// Skips the backbone on still frames; off unless [`Pipeline::with_motion`] turns it on.
     motion: MotionGate,
+    /// Detectors: the tracked objects ([`Pipeline::with_objects`]).
+    objects: Option<CameraObjects>,
+    /// The recent frames a `label` command may name.
+    frames: FrameRing,
+}
+
+/// What a `label` command points at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pin {
+    /// A tracked object: its best crop.
+    Object(String),
+    /// Detection `index` of frame `frame_id` (the newest frame when `None`).
+    Detection { frame_id: Option<u64>, index: u32 },
+    /// A box drawn on frame `frame_id`, in its pixels.
+    Box { frame_id: u64, bbox: [f32; 4] },
+    /// A whole frame (classifiers).
+    Frame { frame_id: Option<u64> },
+}
+
+/// A sample a `label` command pointed at: its embedding, and the picture to keep with it.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    pub embedding: Vec<f32>,
+    pub picture: Arc<RgbImage>,
+    /// The detector class of the crop; `None` for a whole frame.
+    pub class: Option<String>,
+    pub frame_id: u64,
+    /// The object it belongs to, when there is one.
+    pub object: Option<String>,
 }
 
 impl Pipeline {
@@ -110,7 +147,32 @@ impl Pipeline {
                 enabled: false,
                 ..MotionConfig::default()
             }),
+            objects: None,
+            frames: FrameRing::new(0.0, 0),
         }
+    }
+
+    /// Tracks a detector's boxes into objects.
+    pub fn with_objects(mut self, objects: CameraObjects) -> Pipeline {
+        self.objects = Some(objects);
+        self
+    }
+
+    /// Keeps recent frames for `label` commands (`[frames]`).
+    pub fn with_frames(mut self, frames: FrameRing) -> Pipeline {
+        self.frames = frames;
+        self
+    }
+
+    /// Keeps an analysed frame (the same picture the latest-frame slot holds).
+    pub fn keep(&mut self, image: Arc<RgbImage>, result: &FrameResult) {
+        self.frames.push(KeptFrame {
+            frame_id: result.frame_id,
+            time_unix_ms: result.time_unix_ms,
+            image,
+            items: result.items.clone(),
+            embedding: result.embeddings.first().cloned().flatten(),
+        });
     }
 
     /// Gates the backbone on motion (`[motion]`).
@@ -154,8 +216,15 @@ impl Pipeline {
             .get_mut(self.main)
             .ok_or_else(|| missing(self.main))?;
         let is_detector = main.model.manifest.task == Task::Detect;
+        // Tracking wants the boxes down to its low score (a half-hidden person scores low);
+        // only those of an object are published below the user's threshold.
+        let mut opts = self.opts.clone();
+        let publish_threshold = opts.detect.as_ref().map_or(0.0, |d| d.score_threshold);
+        if let (Some(d), Some(o)) = (opts.detect.as_mut(), self.objects.as_ref()) {
+            d.score_threshold = d.score_threshold.min(o.low_score());
+        }
         let analysis = main
-            .analyze(&[img], &self.opts)?
+            .analyze(&[img], &opts)?
             .into_iter()
             .next()
             .ok_or_else(|| VisionError::Output {
@@ -166,38 +235,44 @@ impl Pipeline {
         let mut items = Vec::new();
         let mut embeddings = Vec::new();
         let mut observations = BTreeMap::new();
+        let mut objects = Vec::new();
         if is_detector {
-            for d in analysis.detections.unwrap_or_default() {
-                let wanted =
-                    self.sublabel_classes.is_empty() || self.sublabel_classes.contains(&d.label);
-                let mut sub = None;
-                let crops = match self.crops {
-                    Some(i) => Some(engines.get_mut(i).ok_or_else(|| missing(i))?),
-                    None => None,
-                };
-                if let (true, Some(crops)) = (wanted, crops) {
-                    let crop = crop(img, d.bbox);
-                    let e = crops
-                        .analyze(
-                            &[&crop],
-                            &AnalyzeOptions {
-                                top_k: 0,
-                                detect: None,
-                            },
-                        )?
-                        .into_iter()
-                        .next()
-                        .and_then(|a| a.embedding);
-                    if let Some(e) = &e {
-                        sub = head.as_deref().and_then(|h| head_label(h, e));
+            let dets = analysis.detections.unwrap_or_default();
+            let t = time_unix_ms as f64 / 1000.0;
+            let version = head.as_ref().map(|h| h.version);
+            let ids = match self.objects.as_mut() {
+                Some(o) => {
+                    let raw: Vec<_> = dets.iter().map(|d| (d.class, d.score, d.bbox)).collect();
+                    let update = o.track(t, &raw, publish_threshold);
+                    for (d, tid) in dets.iter().zip(&update.ids) {
+                        let Some(tid) = *tid else { continue };
+                        let at = super::objects::At { frame_id, t };
+                        let Some(q) = o.offer(tid, d.class, at, img, d.bbox, version) else {
+                            continue;
+                        };
+                        let (Some(ci), Some(h)) = (self.crops, head.as_deref()) else {
+                            continue;
+                        };
+                        let e = embed(engines, ci, &crop(img, d.bbox))?;
+                        o.record(tid, head_label(h, &e).as_ref(), q, t, e);
                     }
-                    embeddings.push(e);
-                } else {
-                    embeddings.push(None);
+                    objects = o.events(frame_id, &update);
+                    update.ids
                 }
+                None => vec![None; dets.len()],
+            };
+            for (d, tid) in dets.into_iter().zip(ids) {
+                // Boxes under the camera's threshold were asked for only to keep objects
+                // alive (`objects` has them); `detections` keeps its meaning.
+                if d.score < publish_threshold {
+                    continue;
+                }
+                let o = self.objects.as_ref();
+                let sub = tid.and_then(|t| o.and_then(|o| o.sub_label(t)));
+                let id = tid.and_then(|t| o.and_then(|o| o.object_id(t)).map(str::to_owned));
                 let (label, score) = match &sub {
-                    Some(h) if !h.unknown => (h.label.clone(), h.score),
-                    _ => (d.label.clone(), d.score),
+                    Some(h) => (h.label.clone(), h.score),
+                    None => (d.label.clone(), d.score),
                 };
                 // One observation per detector class: the best-scoring item of that class.
                 let e = observations
@@ -210,6 +285,7 @@ impl Pipeline {
                     label: d.label,
                     score: d.score,
                     bbox: Some(d.bbox),
+                    id,
                     head: sub,
                 });
             }
@@ -238,6 +314,7 @@ impl Pipeline {
                     label: t.label,
                     score: t.score,
                     bbox: None,
+                    id: None,
                     head: sub,
                 });
             }
@@ -252,9 +329,170 @@ impl Pipeline {
             items,
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
             events,
+            objects,
             embeddings,
         })
     }
+
+    /// What a `label` command points at, embedded with the head's model.
+    pub fn pinned(&self, engines: &mut [VisionModel], pin: &Pin) -> Result<Pinned, String> {
+        let engine = self.embedding_engine();
+        let detector = self.objects.is_some() || self.crops.is_some();
+        let frame = |id: Option<u64>| match id {
+            Some(id) => self.frames.get(id).map_err(|m| m.to_string()),
+            None => self.frames.latest().ok_or_else(|| {
+                "no frame has been processed yet; wait for its `detections`".to_owned()
+            }),
+        };
+        let embed_crop = |engines: &mut [VisionModel], crop: &RgbImage| {
+            embed(engines, engine, crop).map_err(|e| e.to_string())
+        };
+        match pin {
+            Pin::Object(id) => {
+                let o = self.objects.as_ref().ok_or_else(|| {
+                    "`object` names a tracked object, and this camera's model classifies whole \
+                     frames: give `frame_id` (or nothing, for the latest frame)"
+                        .to_owned()
+                })?;
+                let best = o.best_crop(id).ok_or_else(|| {
+                    format!(
+                        "no object {id:?} on this camera now or among its recently ended ones \
+                         ([frames].keep_ended_objects); use an `id` from `detections` or `objects`"
+                    )
+                })?;
+                let embedding = match &best.embedding {
+                    Some(e) => e.clone(),
+                    None => embed_crop(engines, &best.crop)?,
+                };
+                Ok(Pinned {
+                    embedding,
+                    picture: best.crop.clone(),
+                    class: Some(best.class.clone()),
+                    frame_id: best.frame_id,
+                    object: Some(id.clone()),
+                })
+            }
+            Pin::Frame { .. } if detector => Err(
+                "this is a detector: give `object` (a tracked object's id), `detection` (an index \
+                 into a frame's `detections` items, with its `frame_id`) or `box` with `frame_id`"
+                    .into(),
+            ),
+            Pin::Frame { frame_id } => {
+                let f = frame(*frame_id)?;
+                let embedding = f
+                    .embedding
+                    .clone()
+                    .ok_or_else(|| "the frame has no embedding".to_owned())?;
+                Ok(Pinned {
+                    embedding,
+                    picture: f.image.clone(),
+                    class: None,
+                    frame_id: f.frame_id,
+                    object: None,
+                })
+            }
+            Pin::Detection { .. } | Pin::Box { .. } if !detector => Err(
+                "`detection` and `box` are for detectors; this model classifies whole frames: \
+                 give only `frame_id` (or nothing, for the latest frame)"
+                    .into(),
+            ),
+            Pin::Detection { frame_id, index } => {
+                let f = frame(*frame_id)?;
+                let item = f.items.get(*index as usize).ok_or_else(|| {
+                    format!(
+                        "detection {index} does not exist: frame {} has {} detection(s)",
+                        f.frame_id,
+                        f.items.len()
+                    )
+                })?;
+                if !self.sublabel_classes.contains(&item.label) {
+                    return Err(format!(
+                        "detection {index} is a {:?} box, and the sub-label model applies to {} \
+                         only (applies_to); label a box of one of those classes",
+                        item.label,
+                        self.sublabel_classes.join(", ")
+                    ));
+                }
+                let b = item.bbox.unwrap_or([0.0; 4]);
+                let picture = crop(&f.image, b);
+                Ok(Pinned {
+                    embedding: embed_crop(engines, &picture)?,
+                    picture: Arc::new(picture),
+                    class: Some(item.label.clone()),
+                    frame_id: f.frame_id,
+                    object: item.id.clone(),
+                })
+            }
+            Pin::Box { frame_id, bbox } => {
+                let f = frame(Some(*frame_id))?;
+                let (w, h) = (f.image.width() as f32, f.image.height() as f32);
+                let [x1, y1, x2, y2] = *bbox;
+                if !(bbox.iter().all(|v| v.is_finite())
+                    && x1 >= 0.0
+                    && y1 >= 0.0
+                    && x2 <= w
+                    && y2 <= h
+                    && x2 - x1 >= 8.0
+                    && y2 - y1 >= 8.0)
+                {
+                    return Err(format!(
+                        "box {bbox:?} is not inside frame {frame_id} ({w}x{h} pixels) or is \
+                         smaller than 8x8: give [x1, y1, x2, y2] in the frame's pixels"
+                    ));
+                }
+                // The class of the detection it covers, if any: a box drawn around something
+                // the detector missed is a crop of no class.
+                let b = crate::vision::detect::BBox { x1, y1, x2, y2 };
+                let over = f
+                    .items
+                    .iter()
+                    .filter_map(|i| {
+                        let [a, c, d, e] = i.bbox?;
+                        let iou = b.iou(&crate::vision::detect::BBox {
+                            x1: a,
+                            y1: c,
+                            x2: d,
+                            y2: e,
+                        });
+                        (iou >= 0.3).then_some((iou, i))
+                    })
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, i)| i);
+                let picture = crop(&f.image, *bbox);
+                Ok(Pinned {
+                    embedding: embed_crop(engines, &picture)?,
+                    picture: Arc::new(picture),
+                    class: Some(over.map_or("box".to_owned(), |i| i.label.clone())),
+                    frame_id: f.frame_id,
+                    object: over.and_then(|i| i.id.clone()),
+                })
+            }
+        }
+    }
+}
+
+/// The embedding of one image by engine `i`.
+fn embed(engines: &mut [VisionModel], i: usize, img: &RgbImage) -> Result<Vec<f32>, VisionError> {
+    let engine = engines.get_mut(i).ok_or_else(|| VisionError::Output {
+        model: format!("engine {i}"),
+        problem: "no such engine in this worker (internal error)".into(),
+    })?;
+    let name = engine.model.manifest.name.clone();
+    engine
+        .analyze(
+            &[img],
+            &AnalyzeOptions {
+                top_k: 0,
+                detect: None,
+            },
+        )?
+        .into_iter()
+        .next()
+        .and_then(|a| a.embedding)
+        .ok_or(VisionError::Output {
+            model: name,
+            problem: "no embedding for the crop".into(),
+        })
 }
 
 pub(crate) fn head_label(h: &ServingHead, embedding: &[f32]) -> Option<HeadLabel> {
@@ -265,31 +503,4 @@ pub(crate) fn head_label(h: &ServingHead, embedding: &[f32]) -> Option<HeadLabel
         unknown: p.unknown,
         head_version: h.version,
     })
-}
-
-/// The box's pixels (at least 1x1, clipped to the frame).
-pub fn crop(img: &RgbImage, bbox: [f32; 4]) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let x1 = (bbox[0].max(0.0) as u32).min(w.saturating_sub(1));
-    let y1 = (bbox[1].max(0.0) as u32).min(h.saturating_sub(1));
-    let x2 = (bbox[2].ceil().max(0.0) as u32).clamp(x1 + 1, w.max(x1 + 1));
-    let y2 = (bbox[3].ceil().max(0.0) as u32).clamp(y1 + 1, h.max(y1 + 1));
-    image::imageops::crop_imm(img, x1, y1, (x2 - x1).min(w - x1), (y2 - y1).min(h - y1)).to_image()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crops_are_clipped_and_never_empty() {
-        let img = RgbImage::new(100, 50);
-        assert_eq!(crop(&img, [10.0, 10.0, 20.5, 30.0]).dimensions(), (11, 20));
-        assert_eq!(
-            crop(&img, [-5.0, -5.0, 500.0, 500.0]).dimensions(),
-            (100, 50)
-        );
-        assert_eq!(crop(&img, [99.9, 49.9, 99.9, 49.9]).dimensions(), (1, 1));
-        assert_eq!(crop(&img, [f32::NAN, 0.0, 10.0, 10.0]).dimensions().1, 10);
-    }
 }

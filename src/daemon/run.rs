@@ -165,8 +165,23 @@ pub async fn serve(
         vision,
         audio,
         engines,
+        state_dir,
         ..
     } = loaded;
+    // The event store: a daemon that cannot open it still runs (objects are published on
+    // MQTT), and says why.
+    let (recorder, recorder_thread) = if config.events.enabled {
+        let path = crate::events::EventStore::path_in(&state_dir);
+        match super::recorder::Recorder::start(path.clone(), config.events) {
+            Ok((r, h)) => (Some(r), Some(h)),
+            Err(e) => {
+                error!("tracked objects will not be stored: {e}");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
 
     // Streams: open each source; one that cannot be opened is a failed stream, the others go on.
     let mut handles = Vec::new();
@@ -279,6 +294,7 @@ pub async fn serve(
         telemetry: telemetry.clone(),
         shutdown: workers_stop.clone(),
         heartbeat: beat.clone(),
+        recorder: recorder.clone(),
     };
     let mut workers = Vec::new();
     let mut live_beats = Vec::new();
@@ -346,6 +362,10 @@ pub async fn serve(
         limits: config.image.limits(),
         wav_limits: WavLimits::default(),
         engines,
+        events_path: config
+            .events
+            .enabled
+            .then(|| crate::events::EventStore::path_in(&state_dir)),
     });
     let tracker = TaskTracker::new();
     let handlers_stop = CancellationToken::new();
@@ -448,6 +468,15 @@ pub async fn serve(
             tokio::time::timeout(STOP_GRACE, tokio::task::spawn_blocking(move || w.join())).await;
         if !matches!(joined, Ok(Ok(Ok(())))) {
             warn!("an inference worker did not stop cleanly within {STOP_GRACE:?}");
+        }
+    }
+    // The workers' senders are gone with them; the writer finishes the queue and ends.
+    drop(recorder);
+    if let Some(h) = recorder_thread {
+        let joined =
+            tokio::time::timeout(STOP_GRACE, tokio::task::spawn_blocking(move || h.join())).await;
+        if !matches!(joined, Ok(Ok(Ok(())))) {
+            warn!("the event writer did not stop cleanly within {STOP_GRACE:?}");
         }
     }
     // Queued commands are answered; then the handlers end.

@@ -93,6 +93,10 @@ impl Topics {
     pub fn camera_events(&self, camera: &str) -> String {
         self.camera(camera, "events")
     }
+    /// A camera's tracked objects: `new` / `update` / `end`.
+    pub fn camera_objects(&self, camera: &str) -> String {
+        self.camera(camera, "objects")
+    }
     /// A camera's retained JPEG of its latest frame.
     pub fn camera_snapshot(&self, camera: &str) -> String {
         self.camera(camera, "snapshot")

@@ -58,9 +58,14 @@ pub struct CameraConfig {
     /// Detectors: boxes below this score are ignored; default `[detect].score_threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_threshold: Option<f32>,
-    /// Detectors: the classes whose boxes get a sub-label; default
-    /// `[detect].sublabel_classes`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Detectors: the classes the sub-label model applies to (`applies_to`, formerly
+    /// `sublabel_classes`); default `[detect].applies_to`.
+    #[serde(
+        default,
+        rename = "applies_to",
+        alias = "sublabel_classes",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sublabel_classes: Option<Vec<String>>,
 }
 

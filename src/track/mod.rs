@@ -20,12 +20,14 @@
 //! Time is the frames' own (seconds), not a frame count: a camera capped at 2 fps and one at
 //! 15 fps behave the same, and a stall does not age tracks by frames that never came.
 //!
-//! Layout: [`motion`] (the box filter), [`assign`] (Hungarian matching), [`metrics`] (IDF1 and
+//! Layout: [`motion`] (the box filter), [`assign`] (Hungarian matching), [`sublabel`] (which
+//! crops of an object are worth naming, and the consensus over the attempts), [`metrics`] (IDF1 and
 //! identity switches against ground truth, for tests and `adaptd bench-track`).
 
 pub mod assign;
 pub mod metrics;
 pub mod motion;
+pub mod sublabel;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +56,10 @@ pub struct TrackerConfig {
     pub min_hits: u32,
     /// Seconds a track survives unseen (an occlusion, a missed detection) before it ends.
     pub max_lost_s: f64,
+    /// Speed, in box heights per second, under which an object counts as `stationary`.
+    pub stationary_speed: f32,
+    /// `[track.sublabel]`: when an object's crop is named.
+    pub sublabel: sublabel::SubLabelConfig,
 }
 
 impl Default for TrackerConfig {
@@ -69,6 +75,8 @@ impl Default for TrackerConfig {
             duplicate_iou: 0.7,
             min_hits: 2,
             max_lost_s: 2.0,
+            stationary_speed: 0.1,
+            sublabel: sublabel::SubLabelConfig::default(),
         }
     }
 }
@@ -76,7 +84,13 @@ impl Default for TrackerConfig {
 impl TrackerConfig {
     /// Range rules; each message names the key and what is allowed.
     pub fn validate(&self) -> Vec<String> {
-        let mut p = Vec::new();
+        let mut p = self.sublabel.validate();
+        if !(self.stationary_speed.is_finite() && self.stationary_speed >= 0.0) {
+            p.push(format!(
+                "[track].stationary_speed = {} is out of range; allowed: 0 or more",
+                self.stationary_speed
+            ));
+        }
         for (key, v) in [
             ("high_score", self.high_score),
             ("low_score", self.low_score),
@@ -192,6 +206,13 @@ impl Tracker {
         }
     }
 
+    /// Raises (or restores) the score a detection needs to start or first-match an object:
+    /// the daemon ties it to the camera's `score_threshold`, so a user who raises that sees
+    /// no new objects below it.
+    pub fn set_high_score(&mut self, high: f32) {
+        self.cfg.high_score = high.max(self.cfg.low_score);
+    }
+
     /// The live tracks, tentative ones included.
     pub fn tracks(&self) -> &[Track] {
         &self.tracks
@@ -223,8 +244,10 @@ impl Tracker {
                 !duplicate[i] && obs[i].score >= cfg.low_score && obs[i].score < cfg.high_score
             })
             .collect();
+        // An object unseen for longer than max_lost_s has ended: it matches nothing, even
+        // a detection on the same spot after a long gap (a stall, a paused camera).
         let confirmed: Vec<usize> = (0..self.tracks.len())
-            .filter(|&k| self.tracks[k].confirmed)
+            .filter(|&k| self.tracks[k].confirmed && t - self.tracks[k].last_seen <= cfg.max_lost_s)
             .collect();
         let tentative: Vec<usize> = (0..self.tracks.len())
             .filter(|&k| !self.tracks[k].confirmed)

@@ -42,7 +42,36 @@ use crate::label::Label;
 /// The verbs, for error messages.
 pub const VERBS: &[&str] = &[
     "label", "train", "rollback", "pause", "resume", "snapshot", "set", "forget", "status",
+    "events",
 ];
+
+/// What a `label` command labels.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelTarget {
+    /// The latest frame or utterance as a whole (classifiers, microphones).
+    Latest,
+    /// A whole frame by its `frame_id` (classifiers).
+    Frame { frame_id: u64 },
+    /// A tracked object (the `id` of a `detections` item or of `objects`): its best crop.
+    Object(String),
+    /// Detection `index` of frame `frame_id` (of the newest frame when `None`).
+    Detection { frame_id: Option<u64>, index: u32 },
+    /// A box drawn on frame `frame_id`, `[x1, y1, x2, y2]` in its pixels.
+    Box { frame_id: u64, bbox: [f32; 4] },
+}
+
+/// Which stored objects `events` returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub label: Option<String>,
+    pub sub_label: Option<String>,
+    /// Objects that started at or after this (unix seconds).
+    pub after: Option<f64>,
+    /// Objects that started before this (unix seconds).
+    pub before: Option<f64>,
+    /// At most this many (1..=1000, default 50).
+    pub limit: u32,
+}
 
 /// Which head to roll back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +99,16 @@ pub struct Settings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Store the current frame (or one detection of it) as a sample of `label`.
+    /// Store a frame, a detection of one, a box drawn on one or a tracked object's best crop
+    /// as a sample of `label`.
     Label {
         /// The label to store the sample under.
         label: Label,
-        /// Index into the current frame's detections; `None` labels the whole frame.
-        detection: Option<u32>,
+        /// What is labelled.
+        target: LabelTarget,
     },
+    /// List stored tracked objects, newest first.
+    Events(EventFilter),
     /// Train a new head now.
     Train {
         /// Train even when no sample changed since the last training.
@@ -117,6 +149,7 @@ impl Command {
             Command::Set(_) => "set",
             Command::Forget { .. } => "forget",
             Command::Status => "status",
+            Command::Events(_) => "events",
         }
     }
 }
@@ -215,22 +248,126 @@ impl Request {
     }
 }
 
+/// `object` | `frame_id` [+ `detection` | `box`] | `detection` | nothing. (An object is
+/// named by `object`, not `id`: every command's `id` is the request id its reply echoes.)
+fn label_target(map: &mut Map<String, Value>) -> Result<LabelTarget, CommandError> {
+    let conflict = |problem| CommandError::Conflict {
+        verb: "label",
+        problem,
+    };
+    let id = match map.remove("object") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s),
+        Some(other) => {
+            return Err(CommandError::WrongType {
+                field: "object".into(),
+                expected: "an object id from `detections` or `objects` (a string)",
+                found: describe(&other),
+            })
+        }
+    };
+    let frame_id = match map.remove("frame_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(other) => {
+            return Err(CommandError::WrongType {
+                field: "frame_id".into(),
+                expected: "a frame_id from `detections` (a whole number)",
+                found: describe(&other),
+            })
+        }
+    };
+    let detection = opt_int(map, "detection", 0, 999, "a whole number from 0 to 999")?;
+    let bbox = match map.remove("box") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a))
+            if a.len() == 4 && a.iter().all(|v| v.as_f64().is_some_and(f64::is_finite)) =>
+        {
+            let v: Vec<f32> = a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect();
+            if v[2] <= v[0] || v[3] <= v[1] {
+                return Err(CommandError::OutOfRange {
+                    field: "box".into(),
+                    value: format!("{v:?}"),
+                    allowed: "[x1, y1, x2, y2] with x2 > x1 and y2 > y1",
+                });
+            }
+            Some([v[0], v[1], v[2], v[3]])
+        }
+        Some(other) => {
+            return Err(CommandError::WrongType {
+                field: "box".into(),
+                expected: "[x1, y1, x2, y2] in the frame's pixels (4 numbers)",
+                found: describe(&other),
+            })
+        }
+    };
+    Ok(match (id, frame_id, detection, bbox) {
+        (Some(_), f, d, b) if f.is_some() || d.is_some() || b.is_some() => {
+            return Err(conflict(
+                "`object` names an object by itself: leave out `frame_id`, `detection` and `box`",
+            ))
+        }
+        (Some(id), ..) => LabelTarget::Object(id),
+        (None, _, Some(_), Some(_)) => return Err(conflict("give `detection` or `box`, not both")),
+        (None, None, None, Some(_)) => {
+            return Err(conflict(
+                "`box` needs the `frame_id` of the frame it was drawn on",
+            ))
+        }
+        (None, Some(frame_id), None, Some(bbox)) => LabelTarget::Box { frame_id, bbox },
+        (None, frame_id, Some(index), None) => LabelTarget::Detection { frame_id, index },
+        (None, Some(frame_id), None, None) => LabelTarget::Frame { frame_id },
+        (None, None, None, None) => LabelTarget::Latest,
+    })
+}
+
 fn parse_command(verb: &str, mut map: Map<String, Value>) -> Result<Command, CommandError> {
     let command = match verb {
         "label" => {
             if map.contains_key("image") {
                 return Err(CommandError::ImageNotAccepted);
             }
-            only(&map, "label", &["label", "detection"])?;
-            let label = required_label(&mut map, "label", r#"{"label": "cat"}"#)?;
-            let detection = opt_int(
-                &mut map,
-                "detection",
-                0,
-                999,
-                "a whole number from 0 to 999",
+            only(
+                &map,
+                "label",
+                &["label", "detection", "frame_id", "box", "object"],
             )?;
-            Command::Label { label, detection }
+            let label = required_label(&mut map, "label", r#"{"label": "cat"}"#)?;
+            let target = label_target(&mut map)?;
+            Command::Label { label, target }
+        }
+        "events" => {
+            only(
+                &map,
+                "events",
+                &["label", "sub_label", "after", "before", "limit"],
+            )?;
+            let text = |map: &mut Map<String, Value>, field: &str| match map.remove(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Ok(Some(s)),
+                Some(other) => Err(CommandError::WrongType {
+                    field: field.into(),
+                    expected: "a non-empty string of at most 64 characters",
+                    found: describe(&other),
+                }),
+            };
+            let time = |map: &mut Map<String, Value>, field: &str| match map.remove(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => Ok(n.as_f64()),
+                Some(other) => Err(CommandError::WrongType {
+                    field: field.into(),
+                    expected: "unix seconds (a number, 0 or more)",
+                    found: describe(&other),
+                }),
+            };
+            Command::Events(EventFilter {
+                label: text(&mut map, "label")?,
+                sub_label: text(&mut map, "sub_label")?,
+                after: time(&mut map, "after")?,
+                before: time(&mut map, "before")?,
+                limit: opt_int(&mut map, "limit", 1, 1000, "a whole number from 1 to 1000")?
+                    .unwrap_or(50),
+            })
         }
         "train" => {
             only(&map, "train", &["force"])?;

@@ -15,7 +15,7 @@ pub enum CommandError {
     )]
     NotAnObject(&'static str),
     /// `cmd/<verb>` with a verb adaptd does not know.
-    #[error("unknown command {0:?}; the commands are: label, train, rollback, pause, resume, snapshot, set, forget, status")]
+    #[error("unknown command {0:?}; the commands are: label, train, rollback, pause, resume, snapshot, set, forget, status, events")]
     UnknownVerb(String),
     /// A field of the wrong JSON type.
     #[error("`{field}` must be {expected}, not {found}")]
@@ -79,6 +79,12 @@ pub enum CommandError {
     /// `label` with image bytes in the JSON.
     #[error("`label` takes no `image`: it labels the current frame; to send an image, publish its raw bytes to <base>/samples/<label>")]
     ImageNotAccepted,
+    /// Fields of a command that cannot go together (or one that needs another).
+    #[error("`{verb}`: {problem}")]
+    Conflict {
+        verb: &'static str,
+        problem: &'static str,
+    },
 }
 
 impl From<crate::label::LabelError> for CommandError {

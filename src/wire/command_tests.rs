@@ -28,7 +28,7 @@ fn every_verb_parses() {
         ok("label", r#"{"label": "cat"}"#).command,
         Command::Label {
             label: label("cat"),
-            detection: None
+            target: LabelTarget::Latest
         }
     );
     assert_eq!(
@@ -38,9 +38,58 @@ fn every_verb_parses() {
             camera: None,
             command: Command::Label {
                 label: label("dog-2"),
-                detection: Some(3)
+                target: LabelTarget::Detection {
+                    frame_id: None,
+                    index: 3
+                }
             },
         }
+    );
+    let target = |json: &str| match ok("label", json).command {
+        Command::Label { target, .. } => target,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        target(r#"{"label": "alice", "object": "1795987200.456-kqxzab"}"#),
+        LabelTarget::Object("1795987200.456-kqxzab".into())
+    );
+    assert_eq!(
+        target(r#"{"label": "alice", "frame_id": 88, "detection": 1}"#),
+        LabelTarget::Detection {
+            frame_id: Some(88),
+            index: 1
+        }
+    );
+    assert_eq!(
+        target(r#"{"label": "alice", "frame_id": 88, "box": [1, 2.5, 30, 40]}"#),
+        LabelTarget::Box {
+            frame_id: 88,
+            bbox: [1.0, 2.5, 30.0, 40.0]
+        }
+    );
+    assert_eq!(
+        target(r#"{"label": "kitchen", "frame_id": 7}"#),
+        LabelTarget::Frame { frame_id: 7 }
+    );
+    assert_eq!(
+        ok(
+            "events",
+            r#"{"label": "person", "limit": 5, "after": 1795987200}"#
+        )
+        .command,
+        Command::Events(EventFilter {
+            label: Some("person".into()),
+            after: Some(1795987200.0),
+            limit: 5,
+            ..EventFilter::default()
+        })
+    );
+    assert_eq!(
+        ok("events", "").command,
+        Command::Events(EventFilter {
+            limit: 50,
+            ..EventFilter::default()
+        })
     );
     assert_eq!(ok("train", "").command, Command::Train { force: false });
     assert_eq!(ok("train", "{}").command, Command::Train { force: false });
@@ -214,6 +263,12 @@ fn out_of_range() {
             "detection",
         ),
         ("label", r#"{"label": "cat", "detection": -1}"#, "detection"),
+        (
+            "label",
+            r#"{"label": "cat", "frame_id": 1, "box": [5, 5, 1, 1]}"#,
+            "box",
+        ),
+        ("events", r#"{"limit": 0}"#, "limit"),
     ] {
         match err(verb, payload).error {
             CommandError::OutOfRange { field: f, .. } => assert_eq!(f, field, "{payload}"),
@@ -387,4 +442,32 @@ fn camera_names_are_checked() {
         .error
         .to_string()
         .contains("none besides `id` and `camera`"));
+}
+
+#[test]
+fn label_targets_that_cannot_be_are_refused_naming_the_field() {
+    for (payload, says) in [
+        (r#"{"label": "cat", "box": [1, 2, 3]}"#, "`box` must be"),
+        (r#"{"label": "cat", "frame_id": "x"}"#, "`frame_id` must be"),
+        (r#"{"label": "cat", "frame_id": -3}"#, "`frame_id` must be"),
+        (r#"{"label": "cat", "object": 3}"#, "`object` must be"),
+        (
+            r#"{"label": "cat", "box": [1, 2, 30, 40]}"#,
+            "`box` needs the `frame_id`",
+        ),
+        (
+            r#"{"label": "cat", "object": "a", "detection": 1}"#,
+            "`object` names an object by itself",
+        ),
+        (
+            r#"{"label": "cat", "frame_id": 2, "detection": 1, "box": [1, 2, 30, 40]}"#,
+            "not both",
+        ),
+        (r#"{"label": "cat", "track": 1}"#, "has no field `track`"),
+    ] {
+        let e = err("label", payload).error.to_string();
+        assert!(e.contains(says), "{payload}: {e}");
+    }
+    let e = err("events", r#"{"after": "yesterday"}"#).error.to_string();
+    assert!(e.contains("`after` must be unix seconds"), "{e}");
 }

@@ -40,6 +40,10 @@ pub struct Item {
         deserialize_with = "lenient"
     )]
     pub bbox: Option<[f32; 4]>,
+    /// The tracked object the box belongs to (`<camera>/objects`); absent for a box not (yet)
+    /// an object, and for whole-frame classification.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub id: Option<String>,
     /// The trained head's label, when a head is in service.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub head: Option<HeadLabel>,
@@ -109,6 +113,7 @@ mod tests {
                     label: "person".into(),
                     score: 0.73,
                     bbox: Some([15.2, 14.0, 364.8, 508.1]),
+                    id: None,
                     head: Some(HeadLabel {
                         label: "alice".into(),
                         score: 0.93,
@@ -120,6 +125,7 @@ mod tests {
                     label: "dog".into(),
                     score: 0.5,
                     bbox: Some([1.0, 2.0, 3.0, 4.0]),
+                    id: None,
                     head: None,
                 },
             ],
@@ -159,6 +165,7 @@ mod tests {
                 label: "speech".into(),
                 score: 1.0,
                 bbox: None,
+                id: None,
                 head: None,
             }],
             inference_ms: 214.0,

@@ -21,6 +21,7 @@ const DOCUMENTED: &[&str] = &[
     "CameraState",
     "Detections",
     "Event",
+    "ObjectEvent",
     "Stats",
     "Training",
     "Reply",
@@ -82,6 +83,7 @@ fn check_as(marker: &str, value: &Value) -> Result<(), String> {
         "CameraState" => check::<CameraState>(value),
         "Detections" => check::<Detections>(value),
         "Event" => check::<Event>(value),
+        "ObjectEvent" => check::<ObjectEvent>(value),
         "Stats" => check::<Stats>(value),
         "Training" => check::<Training>(value),
         "Reply" | "Reply<SampleStored>" => {
@@ -106,6 +108,7 @@ fn check_result(reply: &Value) -> Result<(), String> {
         "forget" => check::<Forgotten>(result),
         "set" => check::<SettingsApplied>(result),
         "status" => check::<DeviceState>(result),
+        "events" => check::<EventList>(result),
         // The registry's decision belongs to adapt::registry, checked by its own tests.
         "rollback" => Ok(()),
         other => Err(format!("a reply to `{other}`, which has no result type")),

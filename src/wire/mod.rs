@@ -23,7 +23,9 @@
 //! - [`state`]: `available`, `state`, `<camera>/state` ([`Availability`], [`DeviceState`],
 //!   [`CameraState`], [`LearnerState`], [`EngineState`], [`SourceState`]).
 //! - [`detections`]: `<camera>/detections` ([`Detections`], [`Item`], [`HeadLabel`],
-//!   [`UtteranceInfo`]); [`events`]: `<camera>/events` ([`Event`], [`EventKind`]).
+//!   [`UtteranceInfo`]); [`events`]: `<camera>/events` ([`Event`], [`EventKind`]);
+//!   [`objects`]: `<camera>/objects` and `cmd/events` ([`ObjectEvent`], [`TrackedObject`],
+//!   [`EventList`]).
 //! - [`stats`]: `stats` ([`Stats`], [`CameraStats`]); [`training`]: `training` ([`Training`]).
 //! - [`command`]: `cmd/<verb>` ([`Request`], [`Command`], ...), its errors in
 //!   [`command_error`] and its field readers in `command_fields`; [`reply`]: `reply`
@@ -38,6 +40,7 @@ pub mod detections;
 pub mod events;
 pub mod lenient;
 pub mod name;
+pub mod objects;
 pub mod reply;
 pub mod request_id;
 pub mod state;
@@ -49,12 +52,16 @@ mod docs_test;
 #[cfg(test)]
 mod test_support;
 
-pub use command::{Command, Rejected, Request, RequestId, RollbackTarget, Settings, VERBS};
+pub use command::{
+    Command, EventFilter, LabelTarget, Rejected, Request, RequestId, RollbackTarget, Settings,
+    VERBS,
+};
 pub use command_error::CommandError;
 pub use detections::{Detections, HeadLabel, Item, UtteranceInfo};
 pub use events::{Event, EventKind};
 pub use lenient::{decode, DecodeError};
 pub use name::{check_stream_name, MAX_STREAM_NAME, RESERVED_STREAM_NAMES};
+pub use objects::{EventList, ObjectEvent, TrackedObject};
 pub use reply::{
     Forgotten, Paused, Reply, SampleStored, SettingsApplied, SnapshotTaken, TrainStarted,
 };

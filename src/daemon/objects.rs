@@ -1,0 +1,541 @@
+//! One camera's tracked objects as the daemon reports them: the [`Tracker`] underneath, each
+//! object's sub-label attempts and agreed name, its best crop (what `label {"id": ...}`
+//! files), and the `new` / `update` / `end` messages of `<camera>/objects`.
+//!
+//! An `update` is sent when something a person acts on changed (the class the detections
+//! voted for, the agreed name, standing still or moving again) at once, and when only the box
+//! or the top score moved, at most once a second: an automation wants to know that `alice`
+//! arrived, not where her box was on every frame.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use image::RgbImage;
+
+use crate::rng::SplitMix64;
+use crate::track::sublabel::{crop_quality, SubLabelConfig, Votes};
+use crate::track::{Observation, Track, Tracker, TrackerConfig, Update};
+use crate::vision::detect::BBox;
+use crate::wire::{EventKind, HeadLabel, ObjectEvent, TrackedObject};
+
+/// Seconds between two updates that only move the box or the score.
+const MINOR_UPDATE_S: f64 = 1.0;
+/// Seconds an object must have lived before it can be called stationary.
+const STATIONARY_AFTER_S: f64 = 2.0;
+
+/// Which frame a detection was seen in, and when (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct At {
+    pub frame_id: u64,
+    pub t: f64,
+}
+
+/// The best crop seen of an object: what a `label {"id": ...}` command files.
+#[derive(Debug, Clone)]
+pub struct BestCrop {
+    pub quality: f32,
+    pub crop: Arc<RgbImage>,
+    /// The crop model's embedding of it, when a sub-label attempt ran on it.
+    pub embedding: Option<Vec<f32>>,
+    /// The detector class when it was taken.
+    pub class: String,
+    pub frame_id: u64,
+}
+
+#[derive(Debug)]
+struct Live {
+    id: String,
+    votes: Votes,
+    /// The head version the votes were cast with: a new head starts the count again.
+    votes_head: Option<u32>,
+    best: Option<BestCrop>,
+    published: Option<TrackedObject>,
+    published_at: f64,
+}
+
+/// The objects of one camera.
+pub struct CameraObjects {
+    camera: String,
+    classes: Vec<String>,
+    /// Class indices the sub-label model applies to.
+    applies_to: Vec<usize>,
+    cfg: TrackerConfig,
+    tracker: Tracker,
+    live: HashMap<u64, Live>,
+    /// Best crops of ended objects, newest last, for a late `label {"id": ...}`.
+    ended: VecDeque<(String, BestCrop)>,
+    keep_ended: usize,
+    rng: SplitMix64,
+}
+
+impl CameraObjects {
+    /// `classes`: the detector's labels; `applies_to`: the ones the sub-label model names.
+    pub fn new(
+        camera: &str,
+        classes: Vec<String>,
+        applies_to: &[String],
+        cfg: TrackerConfig,
+        keep_ended: usize,
+    ) -> CameraObjects {
+        let applies_to = applies_to
+            .iter()
+            .filter_map(|a| classes.iter().position(|c| c == a))
+            .collect();
+        CameraObjects {
+            camera: camera.to_owned(),
+            classes,
+            applies_to,
+            cfg,
+            tracker: Tracker::new(cfg),
+            live: HashMap::new(),
+            ended: VecDeque::new(),
+            keep_ended,
+            rng: SplitMix64::from_clock(),
+        }
+    }
+
+    /// The detections below this score are only worth asking for to extend objects.
+    pub fn low_score(&self) -> f32 {
+        self.cfg.low_score
+    }
+
+    /// Associates one frame's detections, taken at unix `t` seconds, with the camera's score
+    /// threshold `threshold` (new objects need it); per detection, its object's track id.
+    pub fn track(&mut self, t: f64, dets: &[(usize, f32, [f32; 4])], threshold: f32) -> Update {
+        self.tracker
+            .set_high_score(self.cfg.high_score.max(threshold));
+        let obs: Vec<Observation> = dets
+            .iter()
+            .map(|&(class, score, b)| Observation {
+                class,
+                score,
+                bbox: bbox(b),
+            })
+            .collect();
+        let update = self.tracker.update(t, &obs);
+        for tid in &update.started {
+            let first = self.tracker.get(*tid).map_or(t, |tr| tr.first_seen);
+            let id = self.new_id(first);
+            self.live.insert(
+                *tid,
+                Live {
+                    id,
+                    votes: Votes::default(),
+                    votes_head: None,
+                    best: None,
+                    published: None,
+                    published_at: f64::NEG_INFINITY,
+                },
+            );
+        }
+        update
+    }
+
+    /// The object id of a track (what `detections` items and `objects` messages carry).
+    pub fn object_id(&self, track: u64) -> Option<&str> {
+        self.live.get(&track).map(|l| l.id.as_str())
+    }
+
+    /// Whether `class` gets a sub-label.
+    pub fn applies(&self, class: usize) -> bool {
+        self.applies_to.contains(&class)
+    }
+
+    /// Judges a crop of `track`'s detection: offers it as the object's best crop, and says
+    /// whether a sub-label attempt should run on it (the quality is returned for
+    /// [`CameraObjects::record`]).
+    pub fn offer(
+        &mut self,
+        track: u64,
+        class: usize,
+        at: At,
+        img: &RgbImage,
+        b: [f32; 4],
+        head_version: Option<u32>,
+    ) -> Option<f32> {
+        let At { frame_id, t } = at;
+        let sub = self.cfg.sublabel;
+        let class_name = self.class_name(class);
+        let wants_name = self.applies(class);
+        let live = self.live.get_mut(&track)?;
+        let q = crop_quality(img, &bbox(b), &sub);
+        // An unfit crop is still a crop: the largest one stands in until a good one comes.
+        let quality = match q {
+            Ok(q) => q,
+            Err(_) => 1e-3 * ((b[2] - b[0]) * (b[3] - b[1])).max(0.0).sqrt(),
+        };
+        if live.best.as_ref().is_none_or(|best| quality > best.quality) {
+            live.best = Some(BestCrop {
+                quality,
+                crop: Arc::new(super::frames::crop(img, b)),
+                embedding: None,
+                class: class_name,
+                frame_id,
+            });
+        }
+        if live.votes_head != head_version {
+            live.votes = Votes::default();
+            live.votes_head = head_version;
+        }
+        let q = q.ok()?;
+        (wants_name && head_version.is_some() && live.votes.wants(q, t, &sub)).then_some(q)
+    }
+
+    /// Records a sub-label attempt on `track` (the head's verdict on a crop of quality `q`),
+    /// with the crop's embedding, which becomes the best crop's when it is that crop.
+    pub fn record(
+        &mut self,
+        track: u64,
+        verdict: Option<&HeadLabel>,
+        q: f32,
+        t: f64,
+        embedding: Vec<f32>,
+    ) {
+        let sub: SubLabelConfig = self.cfg.sublabel;
+        let Some(live) = self.live.get_mut(&track) else {
+            return;
+        };
+        let (label, score) = match verdict {
+            Some(h) if !h.unknown => (Some(h.label.clone()), h.score),
+            Some(h) => (None, h.score),
+            None => (None, 0.0),
+        };
+        live.votes.record(label, score, q, t, &sub);
+        if let Some(best) = live.best.as_mut() {
+            if (best.quality - q).abs() <= f32::EPSILON * q.abs().max(1.0) {
+                best.embedding = Some(embedding);
+            }
+        }
+    }
+
+    /// The agreed sub-label of a track, as a head verdict.
+    pub fn sub_label(&self, track: u64) -> Option<HeadLabel> {
+        let live = self.live.get(&track)?;
+        let (label, score) = live.votes.agreed()?;
+        Some(HeadLabel {
+            label: label.to_owned(),
+            score,
+            unknown: false,
+            head_version: live.votes_head.unwrap_or(0),
+        })
+    }
+
+    /// The `objects` messages of the frame just tracked.
+    pub fn events(&mut self, frame_id: u64, update: &Update) -> Vec<ObjectEvent> {
+        let mut out = Vec::new();
+        let tracks: Vec<Track> = self
+            .tracker
+            .tracks()
+            .iter()
+            .filter(|t| t.confirmed)
+            .cloned()
+            .collect();
+        for tr in &tracks {
+            let seen_now = update.ids.contains(&Some(tr.id));
+            let Some(now) = self.object(tr, None) else {
+                continue;
+            };
+            let Some(live) = self.live.get_mut(&tr.id) else {
+                continue;
+            };
+            let mut now = now;
+            if seen_now {
+                now.frame_id = frame_id;
+            } else if let Some(p) = &live.published {
+                now.frame_id = p.frame_id;
+            }
+            let kind = match &live.published {
+                None => Some(EventKind::New),
+                Some(p) if major_change(p, &now) => Some(EventKind::Update),
+                Some(p)
+                    if tr.last_seen - live.published_at >= MINOR_UPDATE_S
+                        && minor_change(p, &now) =>
+                {
+                    Some(EventKind::Update)
+                }
+                Some(_) => None,
+            };
+            if let Some(kind) = kind {
+                out.push(ObjectEvent {
+                    kind,
+                    before: live.published.clone(),
+                    after: now.clone(),
+                });
+                live.published = Some(now);
+                live.published_at = tr.last_seen;
+            }
+        }
+        for tr in &update.ended {
+            let Some(mut now) = self.object(tr, Some(tr.last_seen)) else {
+                continue;
+            };
+            let Some(live) = self.live.remove(&tr.id) else {
+                continue;
+            };
+            if let Some(p) = &live.published {
+                now.frame_id = p.frame_id;
+            }
+            out.push(ObjectEvent {
+                kind: EventKind::End,
+                before: live.published.clone(),
+                after: now,
+            });
+            if let Some(best) = live.best {
+                self.ended.push_back((live.id, best));
+                while self.ended.len() > self.keep_ended {
+                    self.ended.pop_front();
+                }
+            }
+        }
+        out
+    }
+
+    /// The best crop of a live or recently ended object.
+    pub fn best_crop(&self, id: &str) -> Option<&BestCrop> {
+        self.live
+            .values()
+            .find(|l| l.id == id)
+            .and_then(|l| l.best.as_ref())
+            .or_else(|| {
+                self.ended
+                    .iter()
+                    .rev()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, b)| b)
+            })
+    }
+
+    /// Objects live now.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    fn object(&self, tr: &Track, end: Option<f64>) -> Option<TrackedObject> {
+        let live = self.live.get(&tr.id)?;
+        let b = tr.bbox;
+        Some(TrackedObject {
+            id: live.id.clone(),
+            camera: self.camera.clone(),
+            label: self.class_name(tr.class),
+            score: tr.score,
+            top_score: tr.top_score,
+            sub_label: live
+                .votes
+                .agreed()
+                .map(|(l, s)| (l.to_owned(), (s * 1000.0).round() / 1000.0)),
+            bbox: [b.x1, b.y1, b.x2, b.y2].map(|v| (v * 10.0).round() / 10.0),
+            frame_id: 0,
+            current_zones: Vec::new(),
+            entered_zones: Vec::new(),
+            start_time: millis(tr.first_seen),
+            end_time: end.map(millis),
+            has_snapshot: false,
+            false_positive: false,
+            stationary: tr.last_seen - tr.first_seen >= STATIONARY_AFTER_S
+                && tr.speed() < self.cfg.stationary_speed,
+        })
+    }
+
+    fn class_name(&self, class: usize) -> String {
+        self.classes
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| format!("class_{class}"))
+    }
+
+    /// `<start seconds>.<ms>-<6 letters>`, Frigate's form: unique across restarts and
+    /// cameras without a counter to persist.
+    fn new_id(&mut self, t: f64) -> String {
+        let letters: String = (0..6)
+            .map(|_| (b'a' + self.rng.below(26) as u8) as char)
+            .collect();
+        format!("{:.3}-{letters}", t)
+    }
+}
+
+fn millis(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
+}
+
+fn bbox(b: [f32; 4]) -> BBox {
+    BBox {
+        x1: b[0],
+        y1: b[1],
+        x2: b[2],
+        y2: b[3],
+    }
+}
+
+/// A change a person acts on.
+fn major_change(a: &TrackedObject, b: &TrackedObject) -> bool {
+    a.label != b.label
+        || a.sub_label.as_ref().map(|s| &s.0) != b.sub_label.as_ref().map(|s| &s.0)
+        || a.stationary != b.stationary
+        || a.false_positive != b.false_positive
+        || a.current_zones != b.current_zones
+        || a.has_snapshot != b.has_snapshot
+}
+
+/// A change worth a rate-limited update: the box moved off where it was, or a better score.
+fn minor_change(a: &TrackedObject, b: &TrackedObject) -> bool {
+    b.top_score >= a.top_score + 0.05 || bbox(a.bbox).iou(&bbox(b.bbox)) < 0.5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn scene() -> RgbImage {
+        RgbImage::from_fn(320, 240, |x, y| {
+            if (x / 3 + y / 3) % 2 == 0 {
+                Rgb([230, 230, 230])
+            } else {
+                Rgb([30, 30, 30])
+            }
+        })
+    }
+
+    fn objects() -> CameraObjects {
+        CameraObjects::new(
+            "front",
+            vec!["person".into(), "cup".into()],
+            &["person".into()],
+            TrackerConfig::default(),
+            2,
+        )
+    }
+
+    fn head(label: &str) -> HeadLabel {
+        HeadLabel {
+            label: label.into(),
+            score: 0.9,
+            unknown: false,
+            head_version: 1,
+        }
+    }
+
+    #[test]
+    fn an_object_is_new_named_after_three_agreeing_crops_and_ends() {
+        let img = scene();
+        let mut o = objects();
+        let mut all = Vec::new();
+        let mut attempts = 0;
+        for f in 0..12u64 {
+            let t = 100.0 + f as f64 * 0.25;
+            let x = 40.0 + f as f32 * 4.0;
+            let dets = [
+                (0usize, 0.8f32, [x, 40.0, x + 60.0, 200.0]),
+                (1usize, 0.7f32, [250.0, 150.0, 290.0, 200.0]),
+            ];
+            let upd = o.track(t, &dets, 0.0);
+            for (i, d) in dets.iter().enumerate() {
+                let Some(tid) = upd.ids[i] else { continue };
+                if let Some(q) = o.offer(tid, d.0, At { frame_id: f, t }, &img, d.2, Some(1)) {
+                    assert_eq!(d.0, 0, "the cup is never sub-labelled");
+                    attempts += 1;
+                    o.record(tid, Some(&head("alice")), q, t, vec![1.0, 2.0]);
+                }
+            }
+            all.extend(o.events(f, &upd));
+        }
+        assert!(
+            (3..11).contains(&attempts),
+            "three attempts, then only clearly better crops: {attempts}"
+        );
+        let kinds: Vec<(EventKind, String)> = all
+            .iter()
+            .map(|e| (e.kind, e.after.label.clone()))
+            .collect();
+        assert_eq!(
+            &kinds[..2],
+            [
+                (EventKind::New, "person".to_string()),
+                (EventKind::New, "cup".to_string())
+            ]
+        );
+        let named = all
+            .iter()
+            .find(|e| e.after.sub_label.is_some())
+            .expect("named");
+        assert_eq!(named.kind, EventKind::Update);
+        assert_eq!(
+            named.after.sub_label.as_ref().map(|s| s.0.as_str()),
+            Some("alice")
+        );
+        assert!(named.before.as_ref().is_some_and(|b| b.sub_label.is_none()));
+        let person_id = named.after.id.clone();
+        assert!(person_id.starts_with("100.000-"), "{person_id}");
+        let best = o.best_crop(&person_id).expect("best crop");
+        assert_eq!(best.class, "person");
+        assert!(best.embedding.is_some(), "the best crop was tried");
+        // Nothing seen for longer than max_lost_s: both end.
+        let upd = o.track(110.0, &[], 0.0);
+        let ends: Vec<_> = o.events(99, &upd);
+        assert_eq!(ends.len(), 2);
+        assert!(ends
+            .iter()
+            .all(|e| e.kind == EventKind::End && e.after.end_time.is_some() && e.before.is_some()));
+        assert_eq!(o.live_count(), 0);
+        assert!(o.best_crop(&person_id).is_some(), "kept after the end");
+    }
+
+    #[test]
+    fn a_still_object_becomes_stationary_and_ended_crops_are_bounded() {
+        let img = scene();
+        let mut o = objects();
+        let mut events = Vec::new();
+        for f in 0..20u64 {
+            let t = f as f64 * 0.2;
+            let upd = o.track(t, &[(1, 0.9, [100.0, 100.0, 140.0, 150.0])], 0.0);
+            if let Some(tid) = upd.ids[0] {
+                assert_eq!(
+                    o.offer(
+                        tid,
+                        1,
+                        At { frame_id: f, t },
+                        &img,
+                        [100.0, 100.0, 140.0, 150.0],
+                        Some(1)
+                    ),
+                    None
+                );
+            }
+            events.extend(o.events(f, &upd));
+        }
+        let kinds: Vec<(EventKind, bool)> = events
+            .iter()
+            .map(|e| (e.kind, e.after.stationary))
+            .collect();
+        assert_eq!(kinds, [(EventKind::New, false), (EventKind::Update, true)]);
+        // Three objects end one after another; only the last two crops stay.
+        let mut ids = Vec::new();
+        for k in 0..3 {
+            let t = 100.0 + k as f64 * 10.0;
+            for f in 0..3 {
+                let upd = o.track(
+                    t + f as f64 * 0.1,
+                    &[(1, 0.9, [10.0, 10.0, 60.0, 60.0])],
+                    0.0,
+                );
+                if let Some(tid) = upd.ids[0] {
+                    o.offer(
+                        tid,
+                        1,
+                        At { frame_id: f, t },
+                        &img,
+                        [10.0, 10.0, 60.0, 60.0],
+                        None,
+                    );
+                    ids.push(o.object_id(tid).map(str::to_owned));
+                }
+                o.events(f, &upd);
+            }
+        }
+        let upd = o.track(1000.0, &[], 0.0);
+        o.events(0, &upd);
+        let ids: Vec<String> = ids.into_iter().flatten().collect();
+        assert!(o.best_crop(&ids[0]).is_none(), "the oldest ended crop went");
+        assert!(o.best_crop(ids.last().expect("ids")).is_some());
+    }
+}
