@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -27,6 +27,44 @@ use crate::vision::image_io::DecodeLimits;
 
 /// How long a program has to exit after SIGTERM before it gets SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How long an exit waits for the stderr reader to reach the end of the pipe, so the last
+/// words are in `state` even when the machine is busy. Bounded: a grandchild that inherited
+/// stderr can hold the pipe open forever.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(500);
+
+/// The last stderr line and whether the pipe has closed, shared with the reader thread.
+#[derive(Default)]
+struct StderrTail {
+    state: Mutex<(String, bool)>,
+    closed: Condvar,
+}
+
+impl StderrTail {
+    fn line(&self, line: String) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = line;
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = true;
+        }
+        self.closed.notify_all();
+    }
+
+    /// The last line, after waiting up to `wait` for the pipe to close.
+    fn last(&self, wait: Duration) -> String {
+        let Ok(guard) = self.state.lock() else {
+            return String::new();
+        };
+        match self.closed.wait_timeout_while(guard, wait, |s| !s.1) {
+            Ok((s, _)) => s.0.clone(),
+            Err(_) => String::new(),
+        }
+    }
+}
 
 /// A supervised camera program as a [`Source`].
 pub struct CommandSource {
@@ -48,7 +86,7 @@ struct Running {
     child: Arc<Mutex<Child>>,
     mjpeg: MjpegSource,
     /// The last line it wrote to stderr (for `state` when it exits).
-    last_err: Arc<Mutex<String>>,
+    last_err: Arc<StderrTail>,
     /// Set once the child is reaped, so the stop watcher never signals a reused pid.
     reaped: Arc<AtomicBool>,
 }
@@ -89,10 +127,10 @@ impl CommandSource {
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", self.program()))?;
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let last_err = Arc::new(Mutex::new(String::new()));
+        let last_err = Arc::new(StderrTail::default());
         if let Some(stderr) = child.stderr.take() {
             let (last, program) = (last_err.clone(), self.program().to_owned());
-            let _ = std::thread::Builder::new()
+            let reader = std::thread::Builder::new()
                 .name("command-stderr".into())
                 .spawn(move || {
                     let mut n = 0u64;
@@ -101,11 +139,15 @@ impl CommandSource {
                         if should_log(n) {
                             info!(program = %program, "{line}");
                         }
-                        if let Ok(mut l) = last.lock() {
-                            *l = line;
-                        }
+                        last.line(line);
                     }
+                    last.close();
                 });
+            if reader.is_err() {
+                last_err.close();
+            }
+        } else {
+            last_err.close();
         }
         info!(program = %self.program(), pid = child.id(), "camera command started");
         let child = Arc::new(Mutex::new(child));
@@ -139,7 +181,7 @@ impl CommandSource {
                 }
                 r.reaped.store(true, Ordering::SeqCst);
             }
-            let last = r.last_err.lock().map(|l| l.clone()).unwrap_or_default();
+            let last = r.last_err.last(LAST_WORDS_WAIT);
             if !last.is_empty() {
                 status = format!("{status}; its last words: {last}");
             }
@@ -253,5 +295,30 @@ impl Drop for CommandSource {
             }
             r.reaped.store(true, Ordering::SeqCst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_words_wait_for_a_reader_that_is_behind() {
+        let tail = Arc::new(StderrTail::default());
+        let reader = tail.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            reader.line("sensor went away".into());
+            reader.close();
+        });
+        assert_eq!(tail.last(Duration::from_secs(30)), "sensor went away");
+        t.join().expect("reader");
+    }
+
+    #[test]
+    fn a_pipe_held_open_gives_what_was_read_after_the_bound() {
+        let tail = StderrTail::default();
+        tail.line("still talking".into());
+        assert_eq!(tail.last(Duration::from_millis(10)), "still talking");
     }
 }
