@@ -426,6 +426,9 @@ const SECTIONS: &[&str] = &[
     "mqtt",
     "consensus",
     "motion",
+    "track",
+    "events",
+    "frames",
 ];
 
 impl Config {
@@ -478,6 +481,9 @@ impl Config {
                 "motion" => {
                     check_section::<crate::vision::motion::MotionConfig>(key, value, &mut problems)
                 }
+                "track" => check_section::<crate::track::TrackerConfig>(key, value, &mut problems),
+                "events" => check_section::<crate::events::EventsConfig>(key, value, &mut problems),
+                "frames" => check_section::<FramesConfig>(key, value, &mut problems),
                 // Tagged by `kind`: its keys only make sense together.
                 "source" => {
                     if let Err(e) = value.clone().try_into::<crate::source::SourceConfig>() {
@@ -737,6 +743,21 @@ mod tests {
             err.to_string().contains("[detect].score_threshold = 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_track_events_and_frames_sections_are_read() {
+        let c = parse(
+            "[track]\nmax_lost_s = 1.0\n[track.sublabel]\nmin_attempts = 4\n\
+             [events]\nretain_days = 3.0\n[frames]\nkeep_s = 5.0\n",
+        )
+        .unwrap();
+        assert_eq!(c.track.max_lost_s, 1.0);
+        assert_eq!(c.track.sublabel.min_attempts, 4);
+        assert_eq!(c.events.retain_days, 3.0);
+        assert_eq!(c.frames.keep_s, 5.0);
+        let err = parse("[track]\nmax_lost = 1.0\n").unwrap_err();
+        assert!(err.to_string().contains("max_lost"), "{err}");
     }
 
     #[test]

@@ -107,6 +107,18 @@ fn truncate(s: &str, max_chars: usize) -> String {
     }
 }
 
+/// A name from elsewhere (a detector class: COCO has `traffic light` and `cell phone`) made
+/// into a storable label: lowercase, every other character `_`, at most 64 characters.
+pub fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+            _ => '_',
+        })
+        .take(64)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

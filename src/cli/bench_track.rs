@@ -384,17 +384,23 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
             let upd = objects.track(t, &raw, threshold);
             for (d, tid) in raw.iter().zip(&upd.ids) {
                 let Some(tid) = *tid else { continue };
-                let Some(q) = objects.offer(
-                    tid,
-                    d.0,
-                    crate::daemon::objects::At {
-                        frame_id: n as u64,
-                        t,
-                    },
-                    &frame,
-                    d.2,
-                    Some(1),
-                ) else {
+                let Some(q) = objects
+                    .offer(
+                        tid,
+                        d.0,
+                        crate::daemon::objects::At {
+                            frame_id: n as u64,
+                            t,
+                        },
+                        &frame,
+                        d.2,
+                        crate::daemon::objects::Heads {
+                            name: Some(1),
+                            fp: None,
+                        },
+                    )
+                    .filter(|o| o.name)
+                else {
                     continue;
                 };
                 let c0 = Instant::now();
@@ -411,7 +417,7 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default();
                 crop_ms.push(c0.elapsed().as_secs_f64() * 1e3);
                 crop_runs += 1;
-                objects.record(tid, None, q, t, e);
+                objects.record(tid, None, q.quality, t, e);
             }
             objects.events(n as u64, &upd);
             sub_ms.push(s0.elapsed().as_secs_f64() * 1e3);

@@ -121,6 +121,8 @@ pub struct Control {
     pub engines: Vec<wire::EngineState>,
     /// The event store (`None`: `[events] enabled = false`).
     pub events_path: Option<std::path::PathBuf>,
+    /// The false-positive filters, one set per crop embedder.
+    pub fp_filters: Vec<Arc<super::false_positives::FpFilters>>,
 }
 
 impl Control {
@@ -245,7 +247,19 @@ impl Control {
         match req.command {
             Command::Label { label, target } => {
                 let stream = self.one(camera)?.clone();
+                // `none` on a detector's object is the false-positive feedback.
+                let on_object = !matches!(target, LabelTarget::Latest | LabelTarget::Frame { .. });
+                if stream.is_detector
+                    && on_object
+                    && label.as_str() == super::false_positives::FALSE
+                {
+                    return self.false_positive(&stream, target).await;
+                }
                 self.label(&stream, label, target).await
+            }
+            Command::FalsePositive { target } => {
+                let stream = self.one(camera)?.clone();
+                self.false_positive(&stream, target).await
             }
             Command::Events(filter) => self.events(camera, filter).await,
             Command::Train { force } => {
@@ -362,15 +376,7 @@ impl Control {
             )?;
             (e, None, SampleSource::Microphone)
         } else {
-            let pin = match target {
-                LabelTarget::Latest => Pin::Frame { frame_id: None },
-                LabelTarget::Frame { frame_id } => Pin::Frame {
-                    frame_id: Some(frame_id),
-                },
-                LabelTarget::Object(id) => Pin::Object(id),
-                LabelTarget::Detection { frame_id, index } => Pin::Detection { frame_id, index },
-                LabelTarget::Box { frame_id, bbox } => Pin::Box { frame_id, bbox },
-            };
+            let pin = pin_of(target);
             // Without a frame_id the command means the frame being shown now: let the
             // camera's current frame be analysed first (a paused or motion-gated camera's
             // latest may be old).
@@ -406,8 +412,22 @@ impl Control {
             };
             (pinned.embedding, Some(pinned.picture), source)
         };
+        // An object labeled with its own detector class is a true example for that class's
+        // false-positive filter, not a name for the sub-label head.
+        let own_class = matches!(&source, SampleSource::DetectionCrop { class }
+            if super::false_positives::class_key(class) == label.as_str());
+        let filters = self
+            .fp_filters
+            .iter()
+            .find(|f| f.model() == stream.embedding_model)
+            .cloned()
+            .filter(|_| own_class);
         let stored = blocking(move || {
             let thumb = picture.and_then(|p| thumbnail_jpeg(&p).ok());
+            let learner = match filters {
+                Some(f) => f.learner(label.as_str())?,
+                None => learner,
+            };
             learner
                 .store_sample(label.as_str(), embedding, thumb, source)
                 .map(|out| report::sample_stored(label.as_str(), &out))
@@ -415,6 +435,96 @@ impl Control {
         .await??;
         self.notices.send(Notice::DeviceChanged);
         serde_json::to_value(stored).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// `false_positive`: marks the object, files its crop as `none` under its class's filter
+    /// (with recent true objects of the class for the other side) and trains the filter.
+    async fn false_positive(
+        &self,
+        stream: &Arc<StreamHandle>,
+        target: LabelTarget,
+    ) -> Result<Value, ControlError> {
+        if !stream.is_detector {
+            return Err(ControlError::NotApplicable(format!(
+                "{:?} classifies whole frames; false positives are a detector's objects (label \
+                 the frame `none` instead)",
+                stream.name
+            )));
+        }
+        let filters = self
+            .fp_filters
+            .iter()
+            .find(|f| f.model() == stream.embedding_model)
+            .cloned()
+            .ok_or_else(|| ControlError::Internal("no false-positive filters".into()))?;
+        let pin = pin_of(target);
+        let (tx, rx) = oneshot::channel();
+        let jobs = self.jobs_for(false).ok_or(ControlError::WorkerStopped)?;
+        if !jobs.send(Job::FalsePositive {
+            stream: stream.index,
+            pin,
+            reply: tx,
+        }) {
+            return Err(ControlError::WorkerStopped);
+        }
+        let fp = tokio::time::timeout(EMBED_TIMEOUT, rx)
+            .await
+            .map_err(|_| ControlError::EmbedTimeout(EMBED_TIMEOUT))?
+            .map_err(|_| ControlError::WorkerStopped)?
+            .map_err(|e| ControlError::Detection(e.to_string()))?;
+        let (class, object) = (fp.class.clone(), fp.object.clone());
+        let f = filters.clone();
+        let (learner, sample, true_examples, counts) = blocking(move || {
+            let learner = f.learner(&fp.class)?;
+            let file = |p: super::pipeline::Pinned, label: &str| {
+                let thumb = thumbnail_jpeg(&p.picture).ok();
+                let source = SampleSource::DetectionCrop {
+                    class: fp.class.clone(),
+                };
+                learner.store_sample(label, p.embedding, thumb, source)
+            };
+            let out = file(fp.negative, super::false_positives::FALSE)?;
+            let true_label = super::false_positives::class_key(&fp.class);
+            let mut n = 0;
+            for p in fp.positives {
+                if p.object.as_deref().is_some_and(|id| f.first_filing(id)) {
+                    file(p, &true_label)?;
+                    n += 1;
+                }
+            }
+            let counts = learner.counts();
+            Ok::<_, WorkspaceError>((learner, out, n, counts))
+        })
+        .await??;
+        let trues = counts
+            .get(&super::false_positives::class_key(&class))
+            .copied()
+            .unwrap_or(0);
+        let training = if trues == 0 {
+            format!(
+                "waiting for true examples: the filter of {class:?} trains once this camera has \
+                 seen a {class} nobody marked false (or label one `{class}`)"
+            )
+        } else {
+            match self.trainer.request(TrainRequest {
+                learner,
+                force: false,
+                why: "false positive".into(),
+            }) {
+                Ok(()) => "started".to_owned(),
+                Err(e) => e.to_string(),
+            }
+        };
+        info!(camera = %stream.name, object = %object, class = %class, "false positive filed");
+        self.notices.send(Notice::DeviceChanged);
+        result(&wire::FalsePositiveFiled {
+            object,
+            class,
+            sample: report::sample_stored(super::false_positives::FALSE, &sample),
+            true_examples,
+            counts: counts.into_iter().collect(),
+            training,
+        })
     }
 
     /// `events`: stored tracked objects, newest first.
@@ -618,6 +728,19 @@ impl Control {
 }
 
 /// Runs store or image work off the tokio workers.
+/// What a command's target names, for the inference worker.
+fn pin_of(target: LabelTarget) -> Pin {
+    match target {
+        LabelTarget::Latest => Pin::Frame { frame_id: None },
+        LabelTarget::Frame { frame_id } => Pin::Frame {
+            frame_id: Some(frame_id),
+        },
+        LabelTarget::Object(id) => Pin::Object(id),
+        LabelTarget::Detection { frame_id, index } => Pin::Detection { frame_id, index },
+        LabelTarget::Box { frame_id, bbox } => Pin::Box { frame_id, bbox },
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ControlError> {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::notice::{Notice, Notices};
-use super::pipeline::{FrameResult, Pin, Pinned};
+use super::pipeline::{FalsePositive, FrameResult, Pin, Pinned};
 use super::streams::{Latest, StreamHandle};
 use super::telemetry::Telemetry;
 use crate::consensus::{Consensus, ConsensusConfig};
@@ -89,6 +89,16 @@ pub trait Medium {
     ) -> Result<Pinned, InferError> {
         Err(InferError::Pin(
             "a microphone labels its latest utterance: give only `label`".into(),
+        ))
+    }
+    /// Marks what a `false_positive` command points at, with the samples of its filter.
+    fn false_positive(
+        _engines: &mut [Self::Engine],
+        _lane: &mut Self::Lane,
+        _pin: &Pin,
+    ) -> Result<FalsePositive, InferError> {
+        Err(InferError::Pin(
+            "false positives are objects of a detector; a microphone has none".into(),
         ))
     }
     /// Whether `input` is worth analysing (the motion gate); `forced` when a command needs
@@ -166,6 +176,12 @@ pub enum Job {
         stream: usize,
         pin: Pin,
         reply: oneshot::Sender<Result<Pinned, InferError>>,
+    },
+    /// A person says what `pin` points at is a false positive.
+    FalsePositive {
+        stream: usize,
+        pin: Pin,
+        reply: oneshot::Sender<Result<FalsePositive, InferError>>,
     },
 }
 
@@ -393,6 +409,15 @@ fn serve_job<M: Medium>(engines: &mut [M::Engine], lanes: &mut [Lane<M>], job: J
             };
             let _ = reply.send(found);
         }
+        Job::FalsePositive { stream, pin, reply } => {
+            let found = match lanes.iter_mut().find(|l| l.stream.index == stream) {
+                Some(lane) => M::false_positive(engines, &mut lane.state, &pin),
+                None => Err(InferError::Pin(format!(
+                    "internal error: stream {stream} is not served by this worker"
+                ))),
+            };
+            let _ = reply.send(found);
+        }
     }
 }
 
@@ -508,6 +533,14 @@ impl Medium for Vision {
         pin: &Pin,
     ) -> Result<Pinned, InferError> {
         lane.pinned(engines, pin).map_err(InferError::Pin)
+    }
+
+    fn false_positive(
+        engines: &mut [Self::Engine],
+        lane: &mut Self::Lane,
+        pin: &Pin,
+    ) -> Result<FalsePositive, InferError> {
+        lane.false_positive(engines, pin).map_err(InferError::Pin)
     }
 
     fn admit(lane: &mut Self::Lane, frame: &Frame, now: Instant, forced: bool) -> bool {

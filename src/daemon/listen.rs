@@ -91,6 +91,7 @@ impl Medium for Audio {
                 bbox: None,
                 id: None,
                 head: verdict,
+                suppressed: false,
             }],
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
             events,

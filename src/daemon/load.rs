@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::false_positives::FpFilters;
 use super::learner::Learner;
 use super::listen::AudioPipeline;
 use super::pipeline::Pipeline;
@@ -63,6 +64,8 @@ pub struct Loaded {
     pub audio: Vec<AudioModel>,
     pub engines: Vec<wire::EngineState>,
     pub state_dir: PathBuf,
+    /// The false-positive filters, one set per crop embedder of a detector camera.
+    pub fp_filters: Vec<Arc<FpFilters>>,
 }
 
 /// Loaded models of one medium, each once.
@@ -140,6 +143,7 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
     let mut vision: Pool<VisionModel> = Pool::new();
     let mut audio: Pool<AudioModel> = Pool::new();
     let mut learners: Vec<Arc<Learner>> = Vec::new();
+    let mut fp_filters: Vec<Arc<FpFilters>> = Vec::new();
     let mut plans = Vec::new();
     let load_vision = |rm: ResolvedModel, o: &BackendOptions| {
         let vm = VisionModel::load_with(rm, 1, o)?;
@@ -260,13 +264,30 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
                 config.frames.max_mb,
             ));
             let pipeline = if is_detector {
-                pipeline.with_objects(super::objects::CameraObjects::new(
-                    &spec.name,
-                    vision.engines[main].resolved.labels.clone(),
-                    &sublabel_classes_for_objects,
-                    config.track,
-                    config.frames.keep_ended_objects as usize,
-                ))
+                let name = &emb_resolved.manifest.name;
+                let fp = match fp_filters.iter().find(|f| f.model() == name) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = Arc::new(FpFilters::open(
+                            &state_dir,
+                            emb_resolved.clone(),
+                            emb_backend,
+                            emb,
+                            config.samples.store_options(),
+                        ));
+                        fp_filters.push(f.clone());
+                        f
+                    }
+                };
+                pipeline
+                    .with_false_positive_filters(fp.slots())
+                    .with_objects(super::objects::CameraObjects::new(
+                        &spec.name,
+                        vision.engines[main].resolved.labels.clone(),
+                        &sublabel_classes_for_objects,
+                        config.track,
+                        config.frames.keep_ended_objects as usize,
+                    ))
             } else {
                 pipeline
             };
@@ -305,6 +326,7 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
         audio: audio.engines.into_iter().map(|e| e.model).collect(),
         engines,
         state_dir,
+        fp_filters,
     })
 }
 

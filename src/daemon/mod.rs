@@ -10,6 +10,7 @@
 //!   `objects` messages) and [`frames`] its recent frames, for `label` commands that name
 //!   what the person saw.
 //! - [`recorder`]: the thread that writes object changes to the event store.
+//! - [`false_positives`]: per detector class, a head that learns true from false crops.
 //! - [`learner`]: one per embedding model: its sample store, head registry and head in
 //!   service.
 //! - [`trainer`]: the training actor (a request channel, snapshots, its own cancel flag).
@@ -20,6 +21,7 @@
 //!   [`run`]: the main loop, signals and shutdown.
 //! - [`notice`]: what threads tell the main loop; [`notify`]: the systemd notify protocol;
 //!   [`annotate`]: detections drawn on snapshots; [`stats`]: rate and latency meters.
+//! - [`snapshots`]: each tracked object's best frame (captioned) and clean crop on disk.
 //!
 //! Within the daemon imports go one way: stats, telemetry, notice, pipeline, listen,
 //! annotate <- streams, learner <- infer, trainer <- control, report <- load, run. The daemon
@@ -28,6 +30,7 @@
 
 pub mod annotate;
 pub mod control;
+pub mod false_positives;
 pub mod frames;
 pub mod infer;
 pub mod learner;
@@ -40,6 +43,7 @@ pub mod pipeline;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod snapshots;
 pub mod stats;
 pub mod streams;
 pub mod telemetry;

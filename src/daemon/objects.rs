@@ -22,6 +22,11 @@ use crate::wire::{EventKind, HeadLabel, ObjectEvent, TrackedObject};
 const MINOR_UPDATE_S: f64 = 1.0;
 /// Seconds an object must have lived before it can be called stationary.
 const STATIONARY_AFTER_S: f64 = 2.0;
+/// Seconds a new object of a class with a false-positive filter waits for the filter's first
+/// verdict before it is announced anyway (no crop fit to judge came in that time).
+const FP_WAIT_S: f64 = 1.0;
+/// Verdicts of a false-positive filter asked per object: enough to outvote one odd crop.
+const FP_ATTEMPTS: u32 = 3;
 
 /// Which frame a detection was seen in, and when (unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,9 +47,76 @@ pub struct BestCrop {
     pub frame_id: u64,
 }
 
+/// What is known about an object being a false positive.
+#[derive(Debug, Clone, Copy)]
+struct FpState {
+    /// A person said so (`label none`, `false_positive`).
+    marked: bool,
+    /// The class's filter verdicts on this object's crops.
+    said_false: u32,
+    said_true: u32,
+    /// The filter version in service when the object was last offered (`None`: no filter).
+    head: Option<u32>,
+    last_try: f64,
+}
+
+impl Default for FpState {
+    fn default() -> FpState {
+        FpState {
+            marked: false,
+            said_false: 0,
+            said_true: 0,
+            head: None,
+            last_try: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl FpState {
+    fn suppressed(&self) -> bool {
+        self.marked || self.said_false > self.said_true
+    }
+
+    fn verdicts(&self) -> u32 {
+        self.said_false + self.said_true
+    }
+}
+
+/// The heads in service an object's crop may be put through: their versions (a new version
+/// starts the object's count of attempts again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heads {
+    /// The sub-label head.
+    pub name: Option<u32>,
+    /// The false-positive filter of the object's class.
+    pub fp: Option<u32>,
+}
+
+/// What [`CameraObjects::offer`] asks the caller to run on a fit crop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Offer {
+    /// The crop's quality (for [`CameraObjects::record`]).
+    pub quality: f32,
+    /// A sub-label attempt is due.
+    pub name: bool,
+    /// The class's false-positive filter should judge it.
+    pub fp: bool,
+}
+
+/// A recently ended object, kept for late `label` commands.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub id: String,
+    pub best: BestCrop,
+    pub false_positive: bool,
+    /// What its `end` said (none when it was never announced).
+    pub last: Option<TrackedObject>,
+}
+
 #[derive(Debug)]
 struct Live {
     id: String,
+    fp: FpState,
     votes: Votes,
     /// The head version the votes were cast with: a new head starts the count again.
     votes_head: Option<u32>,
@@ -63,8 +135,10 @@ pub struct CameraObjects {
     tracker: Tracker,
     live: HashMap<u64, Live>,
     /// Best crops of ended objects, newest last, for a late `label {"id": ...}`.
-    ended: VecDeque<(String, BestCrop)>,
+    ended: VecDeque<Ended>,
     keep_ended: usize,
+    /// Changes made between frames (an ended object marked false), sent with the next frame.
+    pending: Vec<ObjectEvent>,
     rng: SplitMix64,
 }
 
@@ -90,6 +164,7 @@ impl CameraObjects {
             live: HashMap::new(),
             ended: VecDeque::new(),
             keep_ended,
+            pending: Vec::new(),
             rng: SplitMix64::from_clock(),
         }
     }
@@ -120,6 +195,7 @@ impl CameraObjects {
                 *tid,
                 Live {
                     id,
+                    fp: FpState::default(),
                     votes: Votes::default(),
                     votes_head: None,
                     best: None,
@@ -141,9 +217,9 @@ impl CameraObjects {
         self.applies_to.contains(&class)
     }
 
-    /// Judges a crop of `track`'s detection: offers it as the object's best crop, and says
-    /// whether a sub-label attempt should run on it (the quality is returned for
-    /// [`CameraObjects::record`]).
+    /// Judges a crop of `track`'s detection: offers it as the object's best crop, and, when
+    /// it is fit, says whether a sub-label attempt or a false-positive verdict should run on
+    /// it (with the `heads` in service).
     pub fn offer(
         &mut self,
         track: u64,
@@ -151,8 +227,12 @@ impl CameraObjects {
         at: At,
         img: &RgbImage,
         b: [f32; 4],
-        head_version: Option<u32>,
-    ) -> Option<f32> {
+        heads: Heads,
+    ) -> Option<Offer> {
+        let Heads {
+            name: head_version,
+            fp: fp_version,
+        } = heads;
         let At { frame_id, t } = at;
         let sub = self.cfg.sublabel;
         let class_name = self.class_name(class);
@@ -177,8 +257,102 @@ impl CameraObjects {
             live.votes = Votes::default();
             live.votes_head = head_version;
         }
+        if live.fp.head != fp_version {
+            // A new filter judges afresh; a person's word stands.
+            live.fp = FpState {
+                marked: live.fp.marked,
+                head: fp_version,
+                ..FpState::default()
+            };
+        }
         let q = q.ok()?;
-        (wants_name && head_version.is_some() && live.votes.wants(q, t, &sub)).then_some(q)
+        let fp = fp_version.is_some()
+            && !live.fp.marked
+            && live.fp.verdicts() < FP_ATTEMPTS
+            && t - live.fp.last_try >= sub.min_interval_s;
+        if fp {
+            live.fp.last_try = t;
+        }
+        Some(Offer {
+            quality: q,
+            name: wants_name && head_version.is_some() && live.votes.wants(q, t, &sub),
+            fp,
+        })
+    }
+
+    /// Records the false-positive filter's verdict on a crop of `track` (with the crop's
+    /// quality and embedding, which become the best crop's when it is that crop).
+    pub fn record_fp(&mut self, track: u64, is_false: bool, q: f32, embedding: &[f32]) {
+        let Some(live) = self.live.get_mut(&track) else {
+            return;
+        };
+        if is_false {
+            live.fp.said_false += 1;
+        } else {
+            live.fp.said_true += 1;
+        }
+        if let Some(best) = live.best.as_mut() {
+            if best.embedding.is_none()
+                && (best.quality - q).abs() <= f32::EPSILON * q.abs().max(1.0)
+            {
+                best.embedding = Some(embedding.to_vec());
+            }
+        }
+    }
+
+    /// Whether `track` is a false positive (a person said so, or its class's filter does):
+    /// it gets no events and its detections are marked `suppressed`.
+    pub fn suppressed(&self, track: u64) -> bool {
+        self.live.get(&track).is_some_and(|l| l.fp.suppressed())
+    }
+
+    /// A person says object `id` is a false positive: it is marked (a live one gets its
+    /// `update` with `false_positive` and no further events); its class and best crop are
+    /// returned for the filter's samples.
+    pub fn mark_false_positive(&mut self, id: &str) -> Option<(String, BestCrop)> {
+        if let Some(live) = self.live.values_mut().find(|l| l.id == id) {
+            live.fp.marked = true;
+            let best = live.best.clone()?;
+            return Some((best.class.clone(), best));
+        }
+        let e = self.ended.iter_mut().rev().find(|e| e.id == id)?;
+        if !e.false_positive {
+            if let Some(last) = &e.last {
+                let mut after = last.clone();
+                after.false_positive = true;
+                self.pending.push(ObjectEvent {
+                    kind: EventKind::Update,
+                    before: Some(last.clone()),
+                    after: after.clone(),
+                });
+                e.last = Some(after);
+            }
+        }
+        e.false_positive = true;
+        Some((e.best.class.clone(), e.best.clone()))
+    }
+
+    /// Recent objects of `class` nobody objected to, newest first, at most `n`, other than
+    /// `except`: the true side of a false-positive filter.
+    pub fn true_examples(&self, class: &str, except: &str, n: usize) -> Vec<(String, BestCrop)> {
+        // An unfit crop's stand-in quality is under 1 (see `offer`); a fit one is far above.
+        let fit = 1.0;
+        let live = self
+            .live
+            .values()
+            .filter(|l| l.id != except && !l.fp.suppressed())
+            .filter_map(|l| l.best.as_ref().map(|b| (&l.id, b)));
+        let ended = self
+            .ended
+            .iter()
+            .rev()
+            .filter(|e| e.id != except && !e.false_positive)
+            .map(|e| (&e.id, &e.best));
+        live.chain(ended)
+            .filter(|(_, b)| b.class == class && b.quality > fit)
+            .take(n)
+            .map(|(id, b)| (id.clone(), b.clone()))
+            .collect()
     }
 
     /// Records a sub-label attempt on `track` (the head's verdict on a crop of quality `q`),
@@ -222,7 +396,7 @@ impl CameraObjects {
 
     /// The `objects` messages of the frame just tracked.
     pub fn events(&mut self, frame_id: u64, update: &Update) -> Vec<ObjectEvent> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.pending);
         let tracks: Vec<Track> = self
             .tracker
             .tracks()
@@ -238,6 +412,20 @@ impl CameraObjects {
             let Some(live) = self.live.get_mut(&tr.id) else {
                 continue;
             };
+            let fp = live.fp;
+            // A false positive is silent; one announced before a person said so gets the
+            // update that says it, so whoever acted on it can take it back.
+            if fp.suppressed() && live.published.as_ref().is_none_or(|p| p.false_positive) {
+                continue;
+            }
+            // A class with a filter: the object is announced once the filter had its say.
+            if live.published.is_none()
+                && fp.head.is_some()
+                && fp.verdicts() == 0
+                && tr.last_seen - tr.first_seen < FP_WAIT_S
+            {
+                continue;
+            }
             let mut now = now;
             if seen_now {
                 now.frame_id = frame_id;
@@ -272,16 +460,23 @@ impl CameraObjects {
             let Some(live) = self.live.remove(&tr.id) else {
                 continue;
             };
+            let mut last = None;
             if let Some(p) = &live.published {
                 now.frame_id = p.frame_id;
+                out.push(ObjectEvent {
+                    kind: EventKind::End,
+                    before: live.published.clone(),
+                    after: now.clone(),
+                });
+                last = Some(now);
             }
-            out.push(ObjectEvent {
-                kind: EventKind::End,
-                before: live.published.clone(),
-                after: now,
-            });
             if let Some(best) = live.best {
-                self.ended.push_back((live.id, best));
+                self.ended.push_back(Ended {
+                    id: live.id,
+                    best,
+                    false_positive: live.fp.suppressed(),
+                    last,
+                });
                 while self.ended.len() > self.keep_ended {
                     self.ended.pop_front();
                 }
@@ -300,8 +495,8 @@ impl CameraObjects {
                 self.ended
                     .iter()
                     .rev()
-                    .find(|(i, _)| i == id)
-                    .map(|(_, b)| b)
+                    .find(|e| e.id == id)
+                    .map(|e| &e.best)
             })
     }
 
@@ -330,7 +525,7 @@ impl CameraObjects {
             start_time: millis(tr.first_seen),
             end_time: end.map(millis),
             has_snapshot: false,
-            false_positive: false,
+            false_positive: live.fp.suppressed(),
             stationary: tr.last_seen - tr.first_seen >= STATIONARY_AFTER_S
                 && tr.speed() < self.cfg.stationary_speed,
         })
@@ -406,6 +601,10 @@ mod tests {
         )
     }
 
+    fn heads(name: Option<u32>, fp: Option<u32>) -> Heads {
+        Heads { name, fp }
+    }
+
     fn head(label: &str) -> HeadLabel {
         HeadLabel {
             label: label.into(),
@@ -431,10 +630,15 @@ mod tests {
             let upd = o.track(t, &dets, 0.0);
             for (i, d) in dets.iter().enumerate() {
                 let Some(tid) = upd.ids[i] else { continue };
-                if let Some(q) = o.offer(tid, d.0, At { frame_id: f, t }, &img, d.2, Some(1)) {
+                let at = At { frame_id: f, t };
+                let Some(offer) = o.offer(tid, d.0, at, &img, d.2, heads(Some(1), None)) else {
+                    continue;
+                };
+                assert!(!offer.fp, "no filter, no verdicts asked");
+                if offer.name {
                     assert_eq!(d.0, 0, "the cup is never sub-labelled");
                     attempts += 1;
-                    o.record(tid, Some(&head("alice")), q, t, vec![1.0, 2.0]);
+                    o.record(tid, Some(&head("alice")), offer.quality, t, vec![1.0, 2.0]);
                 }
             }
             all.extend(o.events(f, &upd));
@@ -489,17 +693,15 @@ mod tests {
             let t = f as f64 * 0.2;
             let upd = o.track(t, &[(1, 0.9, [100.0, 100.0, 140.0, 150.0])], 0.0);
             if let Some(tid) = upd.ids[0] {
-                assert_eq!(
-                    o.offer(
-                        tid,
-                        1,
-                        At { frame_id: f, t },
-                        &img,
-                        [100.0, 100.0, 140.0, 150.0],
-                        Some(1)
-                    ),
-                    None
+                let offer = o.offer(
+                    tid,
+                    1,
+                    At { frame_id: f, t },
+                    &img,
+                    [100.0, 100.0, 140.0, 150.0],
+                    heads(Some(1), None),
                 );
+                assert!(offer.is_none_or(|x| !x.name && !x.fp), "a cup is not named");
             }
             events.extend(o.events(f, &upd));
         }
@@ -525,7 +727,7 @@ mod tests {
                         At { frame_id: f, t },
                         &img,
                         [10.0, 10.0, 60.0, 60.0],
-                        None,
+                        Heads::default(),
                     );
                     ids.push(o.object_id(tid).map(str::to_owned));
                 }
@@ -537,5 +739,114 @@ mod tests {
         let ids: Vec<String> = ids.into_iter().flatten().collect();
         assert!(o.best_crop(&ids[0]).is_none(), "the oldest ended crop went");
         assert!(o.best_crop(ids.last().expect("ids")).is_some());
+    }
+
+    /// Runs `frames` frames of one cup at `x`, starting at `t0`, asking the filter (version 1)
+    /// and answering `is_false`; the events.
+    fn cup_frames(
+        o: &mut CameraObjects,
+        img: &RgbImage,
+        t0: f64,
+        x: f32,
+        frames: u64,
+        is_false: Option<bool>,
+    ) -> Vec<ObjectEvent> {
+        let mut out = Vec::new();
+        for f in 0..frames {
+            let t = t0 + f as f64 * 0.25;
+            let b = [x, 60.0, x + 80.0, 200.0];
+            let upd = o.track(t, &[(1, 0.9, b)], 0.0);
+            if let Some(tid) = upd.ids[0] {
+                let at = At { frame_id: f, t };
+                let version = is_false.map(|_| 1);
+                if let Some(offer) = o.offer(tid, 1, at, img, b, heads(Some(1), version)) {
+                    if let (true, Some(v)) = (offer.fp, is_false) {
+                        o.record_fp(tid, v, offer.quality, &[0.5; 4]);
+                    }
+                }
+            }
+            out.extend(o.events(f, &upd));
+        }
+        out
+    }
+
+    #[test]
+    fn a_look_alike_the_filter_calls_false_is_silent_and_a_true_one_is_announced() {
+        let img = scene();
+        let mut o = objects();
+        let silent = cup_frames(&mut o, &img, 0.0, 20.0, 8, Some(true));
+        assert!(silent.is_empty(), "no new, no update: {silent:?}");
+        let upd = o.track(100.0, &[], 0.0);
+        assert!(o.events(0, &upd).is_empty(), "and no end either");
+        let announced = cup_frames(&mut o, &img, 200.0, 120.0, 8, Some(false));
+        assert_eq!(announced.first().map(|e| e.kind), Some(EventKind::New));
+        assert!(!announced[0].after.false_positive);
+        let id = announced[0].after.id.clone();
+        // The false one is kept as ended (for a late label) but is no true example.
+        assert_eq!(
+            o.true_examples("cup", "", 5)
+                .iter()
+                .map(|(i, _)| i.as_str())
+                .collect::<Vec<_>>(),
+            [id.as_str()]
+        );
+    }
+
+    #[test]
+    fn marking_an_announced_object_says_so_once_then_it_is_silent_until_it_ends() {
+        let img = scene();
+        let mut o = objects();
+        let first = cup_frames(&mut o, &img, 0.0, 20.0, 4, None);
+        let id = first[0].after.id.clone();
+        let (class, best) = o.mark_false_positive(&id).expect("marked");
+        assert_eq!((class.as_str(), best.class.as_str()), ("cup", "cup"));
+        let after = cup_frames(&mut o, &img, 1.0, 20.0, 6, None);
+        assert_eq!(after.len(), 1, "one update: {after:?}");
+        assert!(after[0].kind == EventKind::Update && after[0].after.false_positive);
+        let upd = o.track(100.0, &[], 0.0);
+        let end = o.events(0, &upd);
+        assert!(end.len() == 1 && end[0].kind == EventKind::End && end[0].after.false_positive);
+        assert!(o.true_examples("cup", "", 5).is_empty());
+        assert!(o.mark_false_positive("1.000-nobody").is_none());
+    }
+
+    #[test]
+    fn an_ended_object_marked_false_gets_its_update_with_the_next_frame() {
+        let img = scene();
+        let mut o = objects();
+        let first = cup_frames(&mut o, &img, 0.0, 20.0, 4, None);
+        let id = first[0].after.id.clone();
+        let upd = o.track(100.0, &[], 0.0);
+        assert_eq!(o.events(0, &upd).len(), 1, "the end");
+        assert!(o.mark_false_positive(&id).is_some());
+        assert!(
+            o.mark_false_positive(&id).is_some(),
+            "twice is no second update"
+        );
+        let upd = o.track(101.0, &[], 0.0);
+        let next = o.events(1, &upd);
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert!(next[0].after.false_positive && next[0].after.end_time.is_some());
+        assert_eq!(next[0].after.id, id);
+    }
+
+    #[test]
+    fn a_new_object_of_a_filtered_class_waits_for_a_verdict_only_so_long() {
+        let img = RgbImage::new(320, 240); // flat: no crop is fit, so no verdict ever comes
+        let mut o = objects();
+        let events = cup_frames(&mut o, &img, 0.0, 20.0, 8, Some(true));
+        let new = events
+            .iter()
+            .find(|e| e.kind == EventKind::New)
+            .expect("new");
+        // Frames come every 0.25 s from t = 0: held for FP_WAIT_S, then announced as true.
+        assert!(
+            new.after.frame_id as f64 * 0.25 >= FP_WAIT_S && !new.after.false_positive,
+            "{new:?}"
+        );
+        assert!(
+            o.true_examples("cup", "", 5).is_empty(),
+            "unfit crops are no examples"
+        );
     }
 }

@@ -36,6 +36,10 @@ pub struct ServingHead {
 /// Shared slot for the head in service: written by training/rollback, read per frame.
 pub type HeadSlot = Arc<ArcSwapOption<ServingHead>>;
 
+/// Detector class -> the head slot of its false-positive filter
+/// ([`super::false_positives::FpFilters`] adds a class when it gets its first feedback).
+pub type FpSlots = Arc<arc_swap::ArcSwap<BTreeMap<String, HeadSlot>>>;
+
 pub use crate::wire::{HeadLabel, Item, ObjectEvent, UtteranceInfo};
 
 /// Everything one frame produced: the `detections` message and what stays in the daemon.
@@ -100,6 +104,8 @@ pub struct Pipeline {
     objects: Option<CameraObjects>,
     /// The recent frames a `label` command may name.
     frames: FrameRing,
+    /// Detectors: the false-positive filters of the crop embedder's classes.
+    fp: Option<FpSlots>,
 }
 
 /// What a `label` command points at.
@@ -127,6 +133,20 @@ pub struct Pinned {
     pub object: Option<String>,
 }
 
+/// An object a person called a false positive: the crop to file as `none` under its class's
+/// filter, and recent true objects of the class for the other side.
+#[derive(Debug, Clone)]
+pub struct FalsePositive {
+    pub object: String,
+    pub class: String,
+    pub negative: Pinned,
+    pub positives: Vec<Pinned>,
+}
+
+/// True examples harvested per correction: enough for the filter to see what the class looks
+/// like here, few enough that one correction cannot flood the store.
+const TRUE_EXAMPLES_PER_CORRECTION: usize = 4;
+
 impl Pipeline {
     pub fn new(
         main: usize,
@@ -149,7 +169,14 @@ impl Pipeline {
             }),
             objects: None,
             frames: FrameRing::new(0.0, 0),
+            fp: None,
         }
+    }
+
+    /// Judges a detector's objects with the false-positive filters of its crop embedder.
+    pub fn with_false_positive_filters(mut self, fp: FpSlots) -> Pipeline {
+        self.fp = Some(fp);
+        self
     }
 
     /// Tracks a detector's boxes into objects.
@@ -247,14 +274,42 @@ impl Pipeline {
                     for (d, tid) in dets.iter().zip(&update.ids) {
                         let Some(tid) = *tid else { continue };
                         let at = super::objects::At { frame_id, t };
-                        let Some(q) = o.offer(tid, d.class, at, img, d.bbox, version) else {
+                        // The class's false-positive filter, when it has one in service.
+                        let fp = self
+                            .fp
+                            .as_ref()
+                            .map(|f| f.load())
+                            .filter(|f| !f.is_empty())
+                            .and_then(|f| {
+                                let key = crate::label::slug(&d.label);
+                                f.get(&key).and_then(|s| s.load_full())
+                            });
+                        let fp_version = fp.as_ref().map(|h| h.version);
+                        let heads = super::objects::Heads {
+                            name: version,
+                            fp: fp_version,
+                        };
+                        let Some(offer) = o.offer(tid, d.class, at, img, d.bbox, heads) else {
                             continue;
                         };
-                        let (Some(ci), Some(h)) = (self.crops, head.as_deref()) else {
+                        let name = head.as_deref().filter(|_| offer.name);
+                        let judge = fp.as_deref().filter(|_| offer.fp);
+                        let Some(ci) = self.crops.filter(|_| name.is_some() || judge.is_some())
+                        else {
                             continue;
                         };
+                        // One crop embedding serves both the filter and the sub-label head.
                         let e = embed(engines, ci, &crop(img, d.bbox))?;
-                        o.record(tid, head_label(h, &e).as_ref(), q, t, e);
+                        if let Some(f) = judge {
+                            let is_false = f
+                                .head
+                                .predict(&e)
+                                .is_ok_and(|p| p.label == crate::adapt::BACKGROUND_LABEL);
+                            o.record_fp(tid, is_false, offer.quality, &e);
+                        }
+                        if let Some(h) = name {
+                            o.record(tid, head_label(h, &e).as_ref(), offer.quality, t, e);
+                        }
                     }
                     objects = o.events(frame_id, &update);
                     update.ids
@@ -270,6 +325,18 @@ impl Pipeline {
                 let o = self.objects.as_ref();
                 let sub = tid.and_then(|t| o.and_then(|o| o.sub_label(t)));
                 let id = tid.and_then(|t| o.and_then(|o| o.object_id(t)).map(str::to_owned));
+                let suppressed = tid.is_some_and(|t| o.is_some_and(|o| o.suppressed(t)));
+                if suppressed {
+                    items.push(Item {
+                        label: d.label,
+                        score: d.score,
+                        bbox: Some(d.bbox),
+                        id,
+                        head: sub,
+                        suppressed,
+                    });
+                    continue;
+                }
                 let (label, score) = match &sub {
                     Some(h) => (h.label.clone(), h.score),
                     None => (d.label.clone(), d.score),
@@ -287,6 +354,7 @@ impl Pipeline {
                     bbox: Some(d.bbox),
                     id,
                     head: sub,
+                    suppressed: false,
                 });
             }
         } else {
@@ -316,6 +384,7 @@ impl Pipeline {
                     bbox: None,
                     id: None,
                     head: sub,
+                    suppressed: false,
                 });
             }
         }
@@ -468,6 +537,93 @@ impl Pipeline {
                 })
             }
         }
+    }
+}
+
+impl Pipeline {
+    /// `false_positive` / `label none`: marks the object `pin` points at (an object id, or a
+    /// detection or box of a kept frame that belongs to one) and returns its crop and recent
+    /// true objects of its class, embedded, for the class's filter.
+    pub fn false_positive(
+        &mut self,
+        engines: &mut [VisionModel],
+        pin: &Pin,
+    ) -> Result<FalsePositive, String> {
+        let id = match pin {
+            Pin::Object(id) => id.clone(),
+            Pin::Frame { .. } => {
+                return Err(
+                    "a false positive is a tracked object: give `object` (its id), or \
+                     `detection` or `box` with the `frame_id` it was seen in"
+                        .into(),
+                )
+            }
+            Pin::Detection { frame_id, index } => {
+                let f = match frame_id {
+                    Some(id) => self.frames.get(*id).map_err(|m| m.to_string())?,
+                    None => self.frames.latest().ok_or_else(|| {
+                        "no frame has been processed yet; wait for its `detections`".to_owned()
+                    })?,
+                };
+                let item = f.items.get(*index as usize).ok_or_else(|| {
+                    format!(
+                        "detection {index} does not exist: frame {} has {} detection(s)",
+                        f.frame_id,
+                        f.items.len()
+                    )
+                })?;
+                item.id.clone().ok_or_else(|| {
+                    format!(
+                        "detection {index} of frame {} is not a tracked object yet (seen too \
+                         briefly), so there is nothing to suppress; give the `id` of an object",
+                        f.frame_id
+                    )
+                })?
+            }
+            Pin::Box { .. } => self.pinned(engines, pin)?.object.ok_or_else(|| {
+                "that box is not a tracked object (too brief or under the camera's \
+                     score_threshold), so there is nothing to suppress; give the `id` of an \
+                     object from `detections` or `objects`"
+                    .to_owned()
+            })?,
+        };
+        let engine = self.embedding_engine();
+        let objects = self.objects.as_mut().ok_or_else(|| {
+            "this camera's model classifies whole frames; false positives are a detector's \
+             objects (label the frame `none` instead)"
+                .to_owned()
+        })?;
+        let (class, best) = objects.mark_false_positive(&id).ok_or_else(|| {
+            format!(
+                "no object {id:?} on this camera now or among its recently ended ones \
+                 ([frames].keep_ended_objects); use an `id` from `detections` or `objects`"
+            )
+        })?;
+        let examples = objects.true_examples(&class, &id, TRUE_EXAMPLES_PER_CORRECTION);
+        let mut pinned = |object: String, b: super::objects::BestCrop| {
+            let embedding = match b.embedding {
+                Some(e) => e,
+                None => embed(engines, engine, &b.crop).map_err(|e| e.to_string())?,
+            };
+            Ok::<_, String>(Pinned {
+                embedding,
+                picture: b.crop,
+                class: Some(b.class),
+                frame_id: b.frame_id,
+                object: Some(object),
+            })
+        };
+        let negative = pinned(id.clone(), best)?;
+        let positives = examples
+            .into_iter()
+            .map(|(i, b)| pinned(i, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FalsePositive {
+            object: id,
+            class,
+            negative,
+            positives,
+        })
     }
 }
 

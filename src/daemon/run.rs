@@ -166,7 +166,7 @@ pub async fn serve(
         audio,
         engines,
         state_dir,
-        ..
+        fp_filters,
     } = loaded;
     // The event store: a daemon that cannot open it still runs (objects are published on
     // MQTT), and says why.
@@ -366,6 +366,7 @@ pub async fn serve(
             .events
             .enabled
             .then(|| crate::events::EventStore::path_in(&state_dir)),
+        fp_filters,
     });
     let tracker = TaskTracker::new();
     let handlers_stop = CancellationToken::new();

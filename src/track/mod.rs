@@ -22,12 +22,14 @@
 //!
 //! Layout: [`motion`] (the box filter), [`assign`] (Hungarian matching), [`sublabel`] (which
 //! crops of an object are worth naming, and the consensus over the attempts), [`metrics`] (IDF1 and
-//! identity switches against ground truth, for tests and `adaptd bench-track`).
+//! identity switches against ground truth, for tests and `adaptd bench-track`), [`zones`] (per-camera
+//! zones and object masks, and who is in which zone).
 
 pub mod assign;
 pub mod metrics;
 pub mod motion;
 pub mod sublabel;
+pub mod zones;
 
 use serde::{Deserialize, Serialize};
 

@@ -41,8 +41,17 @@ use crate::label::Label;
 
 /// The verbs, for error messages.
 pub const VERBS: &[&str] = &[
-    "label", "train", "rollback", "pause", "resume", "snapshot", "set", "forget", "status",
+    "label",
+    "train",
+    "rollback",
+    "pause",
+    "resume",
+    "snapshot",
+    "set",
+    "forget",
+    "status",
     "events",
+    "false_positive",
 ];
 
 /// What a `label` command labels.
@@ -109,6 +118,10 @@ pub enum Command {
     },
     /// List stored tracked objects, newest first.
     Events(EventFilter),
+    /// A tracked object is not what the detector says: mark it, file its crop as a false
+    /// positive of its class and let the class's filter learn (`label none` on an object does
+    /// the same). The target is never [`LabelTarget::Latest`].
+    FalsePositive { target: LabelTarget },
     /// Train a new head now.
     Train {
         /// Train even when no sample changed since the last training.
@@ -150,6 +163,7 @@ impl Command {
             Command::Forget { .. } => "forget",
             Command::Status => "status",
             Command::Events(_) => "events",
+            Command::FalsePositive { .. } => "false_positive",
         }
     }
 }
@@ -250,11 +264,11 @@ impl Request {
 
 /// `object` | `frame_id` [+ `detection` | `box`] | `detection` | nothing. (An object is
 /// named by `object`, not `id`: every command's `id` is the request id its reply echoes.)
-fn label_target(map: &mut Map<String, Value>) -> Result<LabelTarget, CommandError> {
-    let conflict = |problem| CommandError::Conflict {
-        verb: "label",
-        problem,
-    };
+fn label_target(
+    map: &mut Map<String, Value>,
+    verb: &'static str,
+) -> Result<LabelTarget, CommandError> {
+    let conflict = |problem| CommandError::Conflict { verb, problem };
     let id = match map.remove("object") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s),
@@ -333,8 +347,25 @@ fn parse_command(verb: &str, mut map: Map<String, Value>) -> Result<Command, Com
                 &["label", "detection", "frame_id", "box", "object"],
             )?;
             let label = required_label(&mut map, "label", r#"{"label": "cat"}"#)?;
-            let target = label_target(&mut map)?;
+            let target = label_target(&mut map, "label")?;
             Command::Label { label, target }
+        }
+        "false_positive" => {
+            only(
+                &map,
+                "false_positive",
+                &["detection", "frame_id", "box", "object"],
+            )?;
+            match label_target(&mut map, "false_positive")? {
+                LabelTarget::Latest | LabelTarget::Frame { .. } => {
+                    return Err(CommandError::Conflict {
+                        verb: "false_positive",
+                        problem: "say which object: `object` (an id from `detections` or \
+                                  `objects`), or `detection` or `box` with `frame_id`",
+                    })
+                }
+                target => Command::FalsePositive { target },
+            }
         }
         "events" => {
             only(

@@ -133,9 +133,32 @@ fn every_verb_parses() {
             label: label("cat")
         }
     );
+    assert_eq!(
+        ok("false_positive", r#"{"object": "1.000-abcdef"}"#).command,
+        Command::FalsePositive {
+            target: LabelTarget::Object("1.000-abcdef".into())
+        }
+    );
+    assert_eq!(
+        ok("false_positive", r#"{"frame_id": 7, "detection": 1}"#).command,
+        Command::FalsePositive {
+            target: LabelTarget::Detection {
+                frame_id: Some(7),
+                index: 1
+            }
+        }
+    );
+    let whole_frame = Request::parse("false_positive", br#"{"frame_id": 7}"#).unwrap_err();
+    assert!(
+        whole_frame.error.to_string().contains("say which object"),
+        "{}",
+        whole_frame.error
+    );
+    let labelled = Request::parse("false_positive", br#"{"object": "x", "label": "none"}"#);
+    assert!(labelled.is_err(), "no `label`: the verb says it");
     // Verbs whose fields are all optional accept an empty payload.
     for verb in VERBS {
-        let needs_fields = ["label", "rollback", "set", "forget"].contains(verb);
+        let needs_fields = ["label", "rollback", "set", "forget", "false_positive"].contains(verb);
         assert_eq!(Request::parse(verb, b"").is_ok(), !needs_fields, "{verb}");
     }
 }

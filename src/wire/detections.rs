@@ -47,6 +47,14 @@ pub struct Item {
     /// The trained head's label, when a head is in service.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub head: Option<HeadLabel>,
+    /// A false positive: its object was marked so, or its class's false-positive filter
+    /// says so. Shown, so a person can see the filter at work, but no event, zone count or
+    /// Home Assistant state comes of it.
+    #[serde(
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "lenient"
+    )]
+    pub suppressed: bool,
 }
 
 /// The utterance of an audio `detections` message.
@@ -120,6 +128,7 @@ mod tests {
                         unknown: false,
                         head_version: 3,
                     }),
+                    suppressed: false,
                 },
                 Item {
                     label: "dog".into(),
@@ -127,6 +136,7 @@ mod tests {
                     bbox: Some([1.0, 2.0, 3.0, 4.0]),
                     id: None,
                     head: None,
+                    suppressed: true,
                 },
             ],
             inference_ms: 131.9,
@@ -142,7 +152,8 @@ mod tests {
                 "items": [{"label": "person", "score": 0.73, "box": [15.2, 14.0, 364.8, 508.1],
                            "head": {"label": "alice", "score": 0.93, "unknown": false,
                                     "head_version": 3}},
-                          {"label": "dog", "score": 0.5, "box": [1.0, 2.0, 3.0, 4.0]}],
+                          {"label": "dog", "score": 0.5, "box": [1.0, 2.0, 3.0, 4.0],
+                           "suppressed": true}],
                 "inference_ms": 131.9}),
         );
     }
@@ -167,6 +178,7 @@ mod tests {
                 bbox: None,
                 id: None,
                 head: None,
+                suppressed: false,
             }],
             inference_ms: 214.0,
         };

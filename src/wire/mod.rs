@@ -63,7 +63,8 @@ pub use lenient::{decode, DecodeError};
 pub use name::{check_stream_name, MAX_STREAM_NAME, RESERVED_STREAM_NAMES};
 pub use objects::{EventList, ObjectEvent, TrackedObject};
 pub use reply::{
-    Forgotten, Paused, Reply, SampleStored, SettingsApplied, SnapshotTaken, TrainStarted,
+    FalsePositiveFiled, Forgotten, Paused, Reply, SampleStored, SettingsApplied, SnapshotTaken,
+    TrainStarted,
 };
 pub use state::{
     Availability, AvailabilityError, CameraState, DeviceState, EngineState, LearnerState,

@@ -251,6 +251,30 @@ pub struct SnapshotTaken {
     pub cameras: std::collections::BTreeMap<String, u64>,
 }
 
+/// The `result` of `false_positive` (and of `label none` on a tracked object).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FalsePositiveFiled {
+    /// The object marked.
+    #[serde(deserialize_with = "lenient")]
+    pub object: String,
+    /// Its detector class: the filter its crop was filed under.
+    #[serde(deserialize_with = "lenient")]
+    pub class: String,
+    /// The crop, stored as `none` in that filter.
+    #[serde(deserialize_with = "lenient")]
+    pub sample: SampleStored,
+    /// Recent objects of the class nobody objected to, filed as true examples with it.
+    #[serde(deserialize_with = "lenient")]
+    pub true_examples: usize,
+    /// The filter's samples per label after this (`none` and the class).
+    #[serde(deserialize_with = "lenient")]
+    pub counts: std::collections::BTreeMap<String, usize>,
+    /// `started` (the outcome follows on `training`), or why the filter is not trained yet.
+    #[serde(deserialize_with = "lenient")]
+    pub training: String,
+}
+
 /// The `result` of `forget`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
