@@ -183,7 +183,12 @@ impl Frame {
             .iter()
             .take(MAX_ITEMS)
             .map(|i| ItemRow {
-                label: clean(&i.label, MAX_NAME),
+                // A false positive stays in view, so the owner sees the filter at work.
+                label: if i.suppressed {
+                    format!("{} (suppressed)", clean(&i.label, MAX_NAME))
+                } else {
+                    clean(&i.label, MAX_NAME)
+                },
                 score: i.score,
                 bbox: i.bbox,
                 head: i.head.as_ref().map(|h| HeadCell {
@@ -385,5 +390,31 @@ impl DeviceFigures {
             },
             samples: Samples::from_counts(&s.samples),
         }
+    }
+}
+
+#[cfg(test)]
+mod suppressed_tests {
+    use super::*;
+
+    #[test]
+    fn a_suppressed_box_says_so() {
+        let d = wire::Detections {
+            items: vec![
+                wire::Item {
+                    label: "person".into(),
+                    suppressed: true,
+                    ..wire::Item::default()
+                },
+                wire::Item {
+                    label: "cat".into(),
+                    ..wire::Item::default()
+                },
+            ],
+            ..wire::Detections::default()
+        };
+        let f = Frame::from_wire(&d);
+        assert_eq!(f.items[0].label, "person (suppressed)");
+        assert_eq!(f.items[1].label, "cat");
     }
 }
