@@ -403,16 +403,34 @@ impl Pipeline {
         })
     }
 
-    /// What a `label` command points at, embedded with the head's model.
-    pub fn pinned(&self, engines: &mut [VisionModel], pin: &Pin) -> Result<Pinned, String> {
-        let engine = self.embedding_engine();
-        let detector = self.objects.is_some() || self.crops.is_some();
-        let frame = |id: Option<u64>| match id {
+    /// Kept frame `frame_id` (the newest when `None`).
+    fn kept(&self, frame_id: Option<u64>) -> Result<&KeptFrame, String> {
+        match frame_id {
             Some(id) => self.frames.get(id).map_err(|m| m.to_string()),
             None => self.frames.latest().ok_or_else(|| {
                 "no frame has been processed yet; wait for its `detections`".to_owned()
             }),
-        };
+        }
+    }
+
+    /// Detection `index` of kept frame `frame_id`, with its frame.
+    fn detection(&self, frame_id: Option<u64>, index: u32) -> Result<(&KeptFrame, &Item), String> {
+        let f = self.kept(frame_id)?;
+        let item = f.items.get(index as usize).ok_or_else(|| {
+            format!(
+                "detection {index} does not exist: frame {} has {} detection(s)",
+                f.frame_id,
+                f.items.len()
+            )
+        })?;
+        Ok((f, item))
+    }
+
+    /// What a `label` command points at, embedded with the head's model.
+    pub fn pinned(&self, engines: &mut [VisionModel], pin: &Pin) -> Result<Pinned, String> {
+        let engine = self.embedding_engine();
+        let detector = self.objects.is_some() || self.crops.is_some();
+        let frame = |id: Option<u64>| self.kept(id);
         let embed_crop = |engines: &mut [VisionModel], crop: &RgbImage| {
             embed(engines, engine, crop).map_err(|e| e.to_string())
         };
@@ -466,14 +484,7 @@ impl Pipeline {
                     .into(),
             ),
             Pin::Detection { frame_id, index } => {
-                let f = frame(*frame_id)?;
-                let item = f.items.get(*index as usize).ok_or_else(|| {
-                    format!(
-                        "detection {index} does not exist: frame {} has {} detection(s)",
-                        f.frame_id,
-                        f.items.len()
-                    )
-                })?;
+                let (f, item) = self.detection(*frame_id, *index)?;
                 if !self.sublabel_classes.contains(&item.label) {
                     return Err(format!(
                         "detection {index} is a {:?} box, and the sub-label model applies to {} \
@@ -559,19 +570,7 @@ impl Pipeline {
                 )
             }
             Pin::Detection { frame_id, index } => {
-                let f = match frame_id {
-                    Some(id) => self.frames.get(*id).map_err(|m| m.to_string())?,
-                    None => self.frames.latest().ok_or_else(|| {
-                        "no frame has been processed yet; wait for its `detections`".to_owned()
-                    })?,
-                };
-                let item = f.items.get(*index as usize).ok_or_else(|| {
-                    format!(
-                        "detection {index} does not exist: frame {} has {} detection(s)",
-                        f.frame_id,
-                        f.items.len()
-                    )
-                })?;
+                let (f, item) = self.detection(*frame_id, *index)?;
                 item.id.clone().ok_or_else(|| {
                     format!(
                         "detection {index} of frame {} is not a tracked object yet (seen too \
