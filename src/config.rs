@@ -88,6 +88,8 @@ pub struct Config {
     pub events: crate::events::EventsConfig,
     /// `[frames]`: the recent frames a `label` command can point at.
     pub frames: FramesConfig,
+    /// `[snapshots]`: each tracked object's best frame and crop on disk.
+    pub snapshots: crate::daemon::snapshots::SnapshotsConfig,
 }
 
 /// `[frames]`: how many recent frames (and tracked objects' best crops) the daemon keeps so a
@@ -257,6 +259,10 @@ pub struct DetectConfig {
     /// not on the cup beside them.
     #[serde(rename = "applies_to", alias = "sublabel_classes")]
     pub sublabel_classes: Vec<String>,
+    /// The classes that become tracked objects (ids, events, zones, counts, snapshots), for
+    /// cameras without their own `objects`; empty: `["person"]` when the detector has it,
+    /// else every class. Other classes are still reported in `detections`.
+    pub objects: Vec<String>,
 }
 
 impl DetectConfig {
@@ -429,6 +435,7 @@ const SECTIONS: &[&str] = &[
     "track",
     "events",
     "frames",
+    "snapshots",
 ];
 
 impl Config {
@@ -484,6 +491,11 @@ impl Config {
                 "track" => check_section::<crate::track::TrackerConfig>(key, value, &mut problems),
                 "events" => check_section::<crate::events::EventsConfig>(key, value, &mut problems),
                 "frames" => check_section::<FramesConfig>(key, value, &mut problems),
+                "snapshots" => check_section::<crate::daemon::snapshots::SnapshotsConfig>(
+                    key,
+                    value,
+                    &mut problems,
+                ),
                 // Tagged by `kind`: its keys only make sense together.
                 "source" => {
                     if let Err(e) = value.clone().try_into::<crate::source::SourceConfig>() {
@@ -520,6 +532,7 @@ impl Config {
         p.extend(self.track.validate());
         p.extend(self.events.validate());
         p.extend(self.frames.validate());
+        p.extend(self.snapshots.validate());
         if self.model.name.trim().is_empty() {
             p.push("[model].name is empty; give a built-in model name (e.g. mobilenetv2) or a manifest path".into());
         }

@@ -308,6 +308,7 @@ mod tests {
             inference_ms: 1.0,
             events: Vec::new(),
             objects: Vec::new(),
+            counts: Vec::new(),
             embeddings: Vec::new(),
         }
     }

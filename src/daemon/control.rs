@@ -123,6 +123,8 @@ pub struct Control {
     pub events_path: Option<std::path::PathBuf>,
     /// The false-positive filters, one set per crop embedder.
     pub fp_filters: Vec<Arc<super::false_positives::FpFilters>>,
+    /// The snapshot writer (`None`: `[snapshots] enabled = false`, or it could not start).
+    pub snapshots: Option<super::snapshot_writer::SnapshotWriter>,
 }
 
 impl Control {
@@ -629,8 +631,11 @@ impl Control {
         let targets = self.targets(camera)?;
         let mut applied = Vec::new();
         let mut not_applied = std::collections::BTreeMap::new();
-        if s.score_threshold.is_some() {
+        if let Some(t) = s.score_threshold {
             if targets.iter().any(|t| t.is_detector) {
+                for target in &targets {
+                    target.set_score_threshold(t);
+                }
                 applied.push("score_threshold");
             } else {
                 not_applied.insert(
@@ -642,6 +647,12 @@ impl Control {
         if let Some(b) = s.auto_train {
             self.auto_train.store(b, Ordering::SeqCst);
             applied.push("auto_train");
+        }
+        if let Some(detect) = s.detect {
+            for target in &targets {
+                target.set_paused(!detect);
+            }
+            applied.push("detect");
         }
         if s.consensus.is_some() {
             applied.push("consensus");
@@ -678,6 +689,14 @@ impl Control {
             }) {
                 return Err(ControlError::WorkerStopped);
             }
+        }
+        if !applied.is_empty() {
+            // `state` shows thresholds, `paused` and `auto_train`: Home Assistant's numbers and
+            // switches read them back from there.
+            for target in &targets {
+                self.notices.send(Notice::StreamChanged(target.index));
+            }
+            self.notices.send(Notice::DeviceChanged);
         }
         if applied.is_empty() {
             return Err(ControlError::Setting(format!(

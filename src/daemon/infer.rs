@@ -448,6 +448,14 @@ fn publish(stream: &StreamHandle, result: &FrameResult, ctx: &WorkerContext) {
             }
         }
     }
+    stream.record_counts(&result.counts);
+    for c in &result.counts {
+        let topic = topics.camera_count(&stream.name, &c.zone, &c.label);
+        // Retained: whoever subscribes later (Home Assistant at start) reads the count now.
+        if let Err(e) = ctx.publisher.try_publish(&topic, c.count.to_string(), true) {
+            debug!("count not published on {topic}: {e} (republished on reconnect)");
+        }
+    }
     for change in &result.objects {
         if change.kind == crate::wire::EventKind::New {
             ctx.telemetry.event(&stream.name, &change.after.label);

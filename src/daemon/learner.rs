@@ -178,6 +178,15 @@ impl Learner {
         self.serve_locked(&ws, version)
     }
 
+    /// The unknown threshold in force: the head in service's (its calibrated one, or what
+    /// `set unknown_threshold` made it); `None` without a head.
+    pub fn unknown_threshold(&self) -> Option<f32> {
+        self.slot
+            .load()
+            .as_ref()
+            .map(|h| h.head.unknown_threshold())
+    }
+
     /// `set unknown_threshold`: applies to the head in service and to every later one.
     pub fn set_unknown_threshold(&self, t: f32) -> Result<(), crate::adapt::HeadError> {
         *lock(&self.unknown_threshold) = Some(t);

@@ -96,6 +96,7 @@ impl Medium for Audio {
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
             events,
             objects: Vec::new(),
+            counts: Vec::new(),
             embeddings: vec![Some(embedding)],
         })
     }

@@ -47,6 +47,8 @@ pub struct StreamPlan {
     pub embedding_backend: BackendKind,
     pub is_detector: bool,
     pub learner: Arc<Learner>,
+    /// Detectors: the classes that become tracked objects (every class when not limited).
+    pub objects: Vec<String>,
 }
 
 /// The per-medium analysis state of a stream.
@@ -207,6 +209,7 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
                 is_detector: false,
                 learner,
                 spec,
+                objects: Vec::new(),
             }
         } else {
             let is_detector = manifest.task == Task::Detect;
@@ -250,6 +253,30 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
                 Vec::new()
             };
             let sublabel_classes_for_objects = sublabel_classes.clone();
+            let labels = &vision.engines[main].resolved.labels;
+            let tracked = if is_detector {
+                tracked_classes(&spec, config, labels)?
+            } else {
+                None
+            };
+            if is_detector {
+                let scene = &spec.scene;
+                let problems = crate::track::zones::validate(
+                    &spec.name,
+                    &scene.zones,
+                    &scene.masks,
+                    &scene.required_zones,
+                    Some(labels),
+                );
+                if !problems.is_empty() {
+                    return Err(DaemonError::Config(problems.join("; ")));
+                }
+            }
+            let objects = if is_detector {
+                tracked.clone().unwrap_or_else(|| labels.clone())
+            } else {
+                Vec::new()
+            };
             let pipeline = Pipeline::new(
                 main,
                 crops,
@@ -281,13 +308,17 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
                 };
                 pipeline
                     .with_false_positive_filters(fp.slots())
-                    .with_objects(super::objects::CameraObjects::new(
-                        &spec.name,
-                        vision.engines[main].resolved.labels.clone(),
-                        &sublabel_classes_for_objects,
-                        config.track,
-                        config.frames.keep_ended_objects as usize,
-                    ))
+                    .with_objects(
+                        super::objects::CameraObjects::new(
+                            &spec.name,
+                            vision.engines[main].resolved.labels.clone(),
+                            &sublabel_classes_for_objects,
+                            config.track,
+                            config.frames.keep_ended_objects as usize,
+                        )
+                        .with_scene(tracked.as_deref(), &spec.scene)
+                        .map_err(|e| DaemonError::Config(format!("camera {:?}: {e}", spec.name)))?,
+                    )
             } else {
                 pipeline
             };
@@ -300,6 +331,7 @@ pub fn load(config: &Config, models: &ModelDirs) -> Result<Loaded, DaemonError> 
                 is_detector,
                 learner,
                 spec,
+                objects,
             }
         };
         plans.push(plan);
@@ -363,6 +395,45 @@ fn refuse_null_stdin(spec: &StreamSpec, stdin_is_null: bool) -> Result<(), Daemo
     Ok(())
 }
 
+/// The detector classes that become a camera's tracked objects: its own `objects`, else
+/// `[detect].objects`, else `person` (what most cameras watch for, as in Frigate) when the
+/// detector has it, else every class (`None`). A class the detector lacks is an error.
+fn tracked_classes(
+    spec: &StreamSpec,
+    config: &Config,
+    labels: &[String],
+) -> Result<Option<Vec<String>>, DaemonError> {
+    let (classes, key) = match &spec.scene.objects {
+        Some(c) => (c.clone(), format!("camera {:?}: objects", spec.name)),
+        None => (config.detect.objects.clone(), "[detect].objects".to_owned()),
+    };
+    if classes.is_empty() {
+        return Ok(labels
+            .iter()
+            .any(|l| l == "person")
+            .then(|| vec!["person".to_owned()]));
+    }
+    if let Some(bad) = classes.iter().find(|c| !labels.contains(c)) {
+        return Err(DaemonError::Config(format!(
+            "{key}: {bad:?} is not a class of model {:?}; its classes include {}",
+            spec.model,
+            shown_labels(labels)
+        )));
+    }
+    Ok(Some(classes))
+}
+
+/// Up to 20 of a model's labels, for messages.
+fn shown_labels(labels: &[String]) -> String {
+    let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
+    let more = if labels.len() > shown.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    format!("{}{more}", shown.join(", "))
+}
+
 /// The detector classes a camera sub-labels: its own list, else `[detect].sublabel_classes`
 /// (empty: every class). A class the detector does not have is a configuration error that
 /// lists the ones it has: a misspelt `persn` would otherwise sub-label nothing, silently.
@@ -378,18 +449,7 @@ fn sublabel_classes(
             "[detect].applies_to".to_owned(),
         ),
     };
-    let shown = || {
-        let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
-        format!(
-            "{}{}",
-            shown.join(", "),
-            if labels.len() > shown.len() {
-                ", ..."
-            } else {
-                ""
-            }
-        )
-    };
+    let shown = || shown_labels(labels);
     if classes.is_empty() {
         // The sub-label model names people unless told otherwise.
         if labels.iter().any(|l| l == "person") {
@@ -458,6 +518,7 @@ mod tests {
             max_fps: None,
             score_threshold: None,
             sublabel_classes: classes,
+            scene: Default::default(),
         }
     }
 

@@ -8,7 +8,8 @@
 //!   stream, served round-robin; [`pipeline`] (vision) and [`listen`] (audio) are the
 //!   per-stream analysis; [`objects`] a camera's tracked objects (ids, sub-label attempts,
 //!   `objects` messages) and [`frames`] its recent frames, for `label` commands that name
-//!   what the person saw.
+//!   what the person saw; [`occupancy`] which detections become objects (tracked classes,
+//!   masks), their zones, `required_zones` and the occupancy counts.
 //! - [`recorder`]: the thread that writes object changes to the event store.
 //! - [`false_positives`]: per detector class, a head that learns true from false crops.
 //! - [`learner`]: one per embedding model: its sample store, head registry and head in
@@ -21,7 +22,8 @@
 //!   [`run`]: the main loop, signals and shutdown.
 //! - [`notice`]: what threads tell the main loop; [`notify`]: the systemd notify protocol;
 //!   [`annotate`]: detections drawn on snapshots; [`stats`]: rate and latency meters.
-//! - [`snapshots`]: each tracked object's best frame (captioned) and clean crop on disk.
+//! - [`snapshots`]: each tracked object's best frame (captioned) and clean crop on disk;
+//!   [`snapshot_writer`] the thread that writes them and publishes `<camera>/<label>/snapshot`.
 //!
 //! Within the daemon imports go one way: stats, telemetry, notice, pipeline, listen,
 //! annotate <- streams, learner <- infer, trainer <- control, report <- load, run. The daemon
@@ -39,10 +41,12 @@ pub mod load;
 pub mod notice;
 pub mod notify;
 pub mod objects;
+pub mod occupancy;
 pub mod pipeline;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod snapshot_writer;
 pub mod snapshots;
 pub mod stats;
 pub mod streams;

@@ -12,14 +12,18 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
+use super::occupancy::{Count, Present, Scene};
 use crate::rng::SplitMix64;
 use crate::track::sublabel::{crop_quality, SubLabelConfig, Votes};
+use crate::track::zones::{SceneConfig, ZoneError};
 use crate::track::{Observation, Track, Tracker, TrackerConfig, Update};
 use crate::vision::detect::BBox;
 use crate::wire::{EventKind, HeadLabel, ObjectEvent, TrackedObject};
 
 /// Seconds between two updates that only move the box or the score.
 const MINOR_UPDATE_S: f64 = 1.0;
+/// Least seconds between two snapshots of one object (each is a JPEG written to disk).
+pub const SNAPSHOT_INTERVAL_S: f64 = 2.0;
 /// Seconds an object must have lived before it can be called stationary.
 const STATIONARY_AFTER_S: f64 = 2.0;
 /// Seconds a new object of a class with a false-positive filter waits for the filter's first
@@ -103,6 +107,16 @@ pub struct Offer {
     pub fp: bool,
 }
 
+/// A snapshot to write, from [`CameraObjects::snapshot_due`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotDue {
+    /// The object's id.
+    pub id: String,
+    pub label: String,
+    /// Its agreed name so far, for the caption.
+    pub sub_label: Option<String>,
+}
+
 /// A recently ended object, kept for late `label` commands.
 #[derive(Debug, Clone)]
 pub struct Ended {
@@ -123,6 +137,14 @@ struct Live {
     best: Option<BestCrop>,
     published: Option<TrackedObject>,
     published_at: f64,
+    /// Zones it is in now, and every zone it has been in (in the order it entered them).
+    zones: Vec<String>,
+    entered: Vec<String>,
+    /// A snapshot of it is on disk (the writer said so).
+    has_snapshot: bool,
+    /// When the last snapshot was asked for, and the quality of its crop.
+    snapshot_at: f64,
+    snapshot_quality: f32,
 }
 
 /// The objects of one camera.
@@ -140,6 +162,10 @@ pub struct CameraObjects {
     /// Changes made between frames (an ended object marked false), sent with the next frame.
     pending: Vec<ObjectEvent>,
     rng: SplitMix64,
+    /// Tracked classes, masks, zones and their counts.
+    scene: Scene,
+    /// The size of the frame being tracked (zones and masks are normalised).
+    size: (u32, u32),
 }
 
 impl CameraObjects {
@@ -166,7 +192,70 @@ impl CameraObjects {
             keep_ended,
             pending: Vec::new(),
             rng: SplitMix64::from_clock(),
+            scene: Scene::default(),
+            size: (0, 0),
         }
+    }
+
+    /// Only `tracked` classes become objects (`None`: every class), in `scene`'s zones and
+    /// outside its masks.
+    pub fn with_scene(
+        mut self,
+        tracked: Option<&[String]>,
+        scene: &SceneConfig,
+    ) -> Result<CameraObjects, ZoneError> {
+        self.scene = Scene::new(&self.classes, tracked, scene)?;
+        Ok(self)
+    }
+
+    /// The occupancy counts that changed since the last call (the first call: every count
+    /// the camera keeps, at 0), for `<camera>/<zone>/<label>`.
+    pub fn take_counts(&mut self) -> Vec<Count> {
+        self.scene.take_changes()
+    }
+
+    /// A snapshot of `id` is on disk: its next message says `has_snapshot`.
+    pub fn snapshot_saved(&mut self, id: &str) {
+        if let Some(live) = self.live.values_mut().find(|l| l.id == id) {
+            live.has_snapshot = true;
+        }
+    }
+
+    /// Whether `track`'s best crop, taken in `frame_id` at `t`, deserves a snapshot: its
+    /// first fit one, then one clearly better (a fifth) at most every
+    /// [`SNAPSHOT_INTERVAL_S`]. The caller writes it; [`CameraObjects::snapshot_saved`] says
+    /// it was.
+    pub fn snapshot_due(&mut self, track: u64, frame_id: u64, t: f64) -> Option<SnapshotDue> {
+        let label = self
+            .tracker
+            .get(track)
+            .map(|tr| self.class_name(tr.class))?;
+        let live = self.live.get_mut(&track)?;
+        if live.fp.suppressed() {
+            return None;
+        }
+        let best = live.best.as_ref()?;
+        let first = live.snapshot_at == f64::NEG_INFINITY;
+        let due = best.frame_id == frame_id
+            && (first
+                || (best.quality > live.snapshot_quality * 1.2
+                    && t - live.snapshot_at >= SNAPSHOT_INTERVAL_S));
+        if !due {
+            return None;
+        }
+        live.snapshot_at = t;
+        live.snapshot_quality = best.quality;
+        let sub_label = live.votes.agreed().map(|(l, _)| l.to_owned());
+        Some(SnapshotDue {
+            id: live.id.clone(),
+            label,
+            sub_label,
+        })
+    }
+
+    /// The camera's name.
+    pub fn camera(&self) -> &str {
+        &self.camera
     }
 
     /// The detections below this score are only worth asking for to extend objects.
@@ -174,20 +263,38 @@ impl CameraObjects {
         self.cfg.low_score
     }
 
+    /// The size of the frames tracked from now on (masks and zones are in fractions of it).
+    pub fn set_frame_size(&mut self, width: u32, height: u32) {
+        self.size = (width, height);
+    }
+
     /// Associates one frame's detections, taken at unix `t` seconds, with the camera's score
     /// threshold `threshold` (new objects need it); per detection, its object's track id.
     pub fn track(&mut self, t: f64, dets: &[(usize, f32, [f32; 4])], threshold: f32) -> Update {
         self.tracker
             .set_high_score(self.cfg.high_score.max(threshold));
+        let (w, h) = self.size;
+        let kept: Vec<bool> = dets
+            .iter()
+            .map(|&(class, _, b)| self.scene.keeps(class, b, w, h))
+            .collect();
         let obs: Vec<Observation> = dets
             .iter()
-            .map(|&(class, score, b)| Observation {
+            .zip(&kept)
+            .filter(|(_, k)| **k)
+            .map(|(&(class, score, b), _)| Observation {
                 class,
                 score,
                 bbox: bbox(b),
             })
             .collect();
-        let update = self.tracker.update(t, &obs);
+        let mut update = self.tracker.update(t, &obs);
+        // Back to one id per detection given: an untracked class or a masked box has none.
+        let mut ids = update.ids.into_iter();
+        update.ids = kept
+            .iter()
+            .map(|k| if *k { ids.next().flatten() } else { None })
+            .collect();
         for tid in &update.started {
             let first = self.tracker.get(*tid).map_or(t, |tr| tr.first_seen);
             let id = self.new_id(first);
@@ -201,6 +308,11 @@ impl CameraObjects {
                     best: None,
                     published: None,
                     published_at: f64::NEG_INFINITY,
+                    zones: Vec::new(),
+                    entered: Vec::new(),
+                    has_snapshot: false,
+                    snapshot_at: f64::NEG_INFINITY,
+                    snapshot_quality: 0.0,
                 },
             );
         }
@@ -404,6 +516,7 @@ impl CameraObjects {
             .filter(|t| t.confirmed)
             .cloned()
             .collect();
+        self.place(&tracks, update);
         for tr in &tracks {
             let seen_now = update.ids.contains(&Some(tr.id));
             let Some(now) = self.object(tr, None) else {
@@ -416,6 +529,10 @@ impl CameraObjects {
             // A false positive is silent; one announced before a person said so gets the
             // update that says it, so whoever acted on it can take it back.
             if fp.suppressed() && live.published.as_ref().is_none_or(|p| p.false_positive) {
+                continue;
+            }
+            // Announced only once it entered a required zone (and from then on, wherever).
+            if live.published.is_none() && !self.scene.admits(&live.entered) {
                 continue;
             }
             // A class with a filter: the object is announced once the filter had its say.
@@ -520,15 +637,51 @@ impl CameraObjects {
                 .map(|(l, s)| (l.to_owned(), (s * 1000.0).round() / 1000.0)),
             bbox: [b.x1, b.y1, b.x2, b.y2].map(|v| (v * 10.0).round() / 10.0),
             frame_id: 0,
-            current_zones: Vec::new(),
-            entered_zones: Vec::new(),
+            current_zones: if end.is_some() {
+                Vec::new()
+            } else {
+                live.zones.clone()
+            },
+            entered_zones: live.entered.clone(),
             start_time: millis(tr.first_seen),
             end_time: end.map(millis),
-            has_snapshot: false,
+            has_snapshot: live.has_snapshot,
             false_positive: live.fp.suppressed(),
             stationary: tr.last_seen - tr.first_seen >= STATIONARY_AFTER_S
                 && tr.speed() < self.cfg.stationary_speed,
         })
+    }
+
+    /// Zones and counts for this frame's objects: every confirmed live object but the false
+    /// positives (an object the filter still has to judge counts: it is most likely real).
+    fn place(&mut self, tracks: &[Track], update: &Update) {
+        let names: Vec<String> = tracks.iter().map(|tr| self.class_name(tr.class)).collect();
+        let present: Vec<Present<'_>> = tracks
+            .iter()
+            .zip(&names)
+            .filter(|(tr, _)| self.live.get(&tr.id).is_some_and(|l| !l.fp.suppressed()))
+            .map(|(tr, label)| Present {
+                key: tr.id,
+                label,
+                bbox: [tr.bbox.x1, tr.bbox.y1, tr.bbox.x2, tr.bbox.y2],
+                visible: update.ids.contains(&Some(tr.id)),
+            })
+            .collect();
+        let (w, h) = self.size;
+        let current = self.scene.update(&present, w, h);
+        for live in self.live.values_mut() {
+            live.zones.clear();
+        }
+        for (key, zones) in current {
+            if let Some(live) = self.live.get_mut(&key) {
+                for z in &zones {
+                    if !live.entered.contains(z) {
+                        live.entered.push(z.clone());
+                    }
+                }
+                live.zones = zones;
+            }
+        }
     }
 
     fn class_name(&self, class: usize) -> String {

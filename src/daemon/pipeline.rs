@@ -19,7 +19,9 @@ use image::RgbImage;
 
 pub use super::frames::crop;
 use super::frames::{FrameRing, KeptFrame};
-use super::objects::CameraObjects;
+use super::objects::{CameraObjects, SnapshotDue};
+use super::occupancy::Count;
+use super::snapshot_writer::{SnapshotJob, SnapshotWriter};
 use crate::adapt::Head;
 use crate::consensus::{Consensus, Event};
 use crate::model::manifest::Task;
@@ -58,6 +60,8 @@ pub struct FrameResult {
     pub events: Vec<Event>,
     /// The `<camera>/objects` messages of the frame (detectors).
     pub objects: Vec<ObjectEvent>,
+    /// Occupancy counts that changed with the frame, for `<camera>/<zone>/<label>`.
+    pub counts: Vec<Count>,
     /// A classifier's embedding of the frame (a detector's boxes are embedded when a `label`
     /// command asks, from the frames ring), kept so a `label` command can store the sample
     /// without re-running the backbone.
@@ -106,6 +110,8 @@ pub struct Pipeline {
     frames: FrameRing,
     /// Detectors: the false-positive filters of the crop embedder's classes.
     fp: Option<FpSlots>,
+    /// Detectors: where objects' snapshots are written (`None`: `[snapshots]` off).
+    snapshots: Option<SnapshotWriter>,
 }
 
 /// What a `label` command points at.
@@ -170,7 +176,14 @@ impl Pipeline {
             objects: None,
             frames: FrameRing::new(0.0, 0),
             fp: None,
+            snapshots: None,
         }
+    }
+
+    /// Writes a snapshot of each object (a detector's): its first fit crop's frame, then
+    /// clearly better ones.
+    pub fn set_snapshots(&mut self, writer: SnapshotWriter) {
+        self.snapshots = Some(writer);
     }
 
     /// Judges a detector's objects with the false-positive filters of its crop embedder.
@@ -215,6 +228,11 @@ impl Pipeline {
 
     pub fn consensus_mut(&mut self) -> &mut Consensus {
         &mut self.consensus
+    }
+
+    /// The detector's score threshold for publishing (`None` for a classifier).
+    pub fn score_threshold(&self) -> Option<f32> {
+        self.opts.detect.as_ref().map(|d| d.score_threshold)
     }
 
     pub fn options_mut(&mut self) -> &mut AnalyzeOptions {
@@ -263,14 +281,23 @@ impl Pipeline {
         let mut embeddings = Vec::new();
         let mut observations = BTreeMap::new();
         let mut objects = Vec::new();
+        let mut counts = Vec::new();
         if is_detector {
             let dets = analysis.detections.unwrap_or_default();
             let t = time_unix_ms as f64 / 1000.0;
             let version = head.as_ref().map(|h| h.version);
             let ids = match self.objects.as_mut() {
                 Some(o) => {
+                    o.set_frame_size(img.width(), img.height());
+                    if let Some(w) = &self.snapshots {
+                        for id in w.take_saved(o.camera()) {
+                            o.snapshot_saved(&id);
+                        }
+                    }
                     let raw: Vec<_> = dets.iter().map(|d| (d.class, d.score, d.bbox)).collect();
                     let update = o.track(t, &raw, publish_threshold);
+                    // One copy of the frame for every snapshot it gives (usually none).
+                    let mut frame: Option<Arc<RgbImage>> = None;
                     for (d, tid) in dets.iter().zip(&update.ids) {
                         let Some(tid) = *tid else { continue };
                         let at = super::objects::At { frame_id, t };
@@ -289,7 +316,15 @@ impl Pipeline {
                             name: version,
                             fp: fp_version,
                         };
-                        let Some(offer) = o.offer(tid, d.class, at, img, d.bbox, heads) else {
+                        let offer = o.offer(tid, d.class, at, img, d.bbox, heads);
+                        if let Some(w) = &self.snapshots {
+                            if let Some(due) = o.snapshot_due(tid, frame_id, t) {
+                                let frame =
+                                    frame.get_or_insert_with(|| Arc::new(img.clone())).clone();
+                                w.submit(snapshot_job(o.camera(), due, d, frame));
+                            }
+                        }
+                        let Some(offer) = offer else {
                             continue;
                         };
                         let name = head.as_deref().filter(|_| offer.name);
@@ -312,6 +347,7 @@ impl Pipeline {
                         }
                     }
                     objects = o.events(frame_id, &update);
+                    counts = o.take_counts();
                     update.ids
                 }
                 None => vec![None; dets.len()],
@@ -399,6 +435,7 @@ impl Pipeline {
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
             events,
             objects,
+            counts,
             embeddings,
         })
     }
@@ -623,6 +660,29 @@ impl Pipeline {
             negative,
             positives,
         })
+    }
+}
+
+/// The writer's job for an object's snapshot: the frame, the detection's box, and a caption
+/// that names the object as `objects` does (`alice (person) 0.82`).
+fn snapshot_job(
+    camera: &str,
+    due: SnapshotDue,
+    d: &crate::vision::DetectedBox,
+    frame: Arc<RgbImage>,
+) -> SnapshotJob {
+    let caption = match &due.sub_label {
+        Some(name) => format!("{name} ({}) {:.2}", due.label, d.score),
+        None => format!("{} {:.2}", due.label, d.score),
+    };
+    SnapshotJob {
+        camera: camera.to_owned(),
+        known: due.sub_label.is_some(),
+        id: due.id,
+        label: due.label,
+        caption,
+        frame,
+        bbox: d.bbox,
     }
 }
 

@@ -44,7 +44,7 @@ use crate::audio::pcm::PcmFormat;
 use crate::audio::wav::WavLimits;
 use crate::config::Config;
 use crate::model::ModelDirs;
-use crate::mqtt::discovery::{DeviceKind, DiscoveredStream};
+use crate::mqtt::discovery::{DeviceKind, DiscoveredStream, DiscoveredZone};
 use crate::mqtt::{LinkEvent, MqttLink, Reply};
 use crate::source::microphone::{self as audio_stream, AudioInput, MicrophoneError, StreamConfig};
 use crate::source::{
@@ -150,6 +150,26 @@ pub async fn serve(
                 StreamKind::Camera => DeviceKind::Camera,
                 StreamKind::Microphone => DeviceKind::Microphone,
             },
+            labels: s.objects.clone(),
+            zones: s
+                .spec
+                .scene
+                .zones
+                .iter()
+                .map(|z| DiscoveredZone {
+                    name: z.name.clone(),
+                    labels: if z.objects.is_empty() {
+                        s.objects.clone()
+                    } else {
+                        z.objects
+                            .iter()
+                            .filter(|l| s.objects.contains(l))
+                            .cloned()
+                            .collect()
+                    },
+                })
+                .collect(),
+            is_detector: s.is_detector,
         })
         .collect();
     let (link, mut events) = MqttLink::start_for(&config.mqtt, &discovered)?;
@@ -183,6 +203,26 @@ pub async fn serve(
         (None, None)
     };
 
+    // Snapshots: like the event store, a daemon that cannot write them still runs.
+    let (mut snapshots, snapshots_thread) = if config.snapshots.enabled {
+        let dir = super::snapshots::SnapshotStore::dir_in(&state_dir);
+        let started = super::snapshots::SnapshotStore::open(&dir, config.snapshots.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|store| {
+                super::snapshot_writer::SnapshotWriter::start(store, publisher.clone())
+                    .map_err(|e| format!("cannot start the snapshot writer thread: {e}"))
+            });
+        match started {
+            Ok((w, h)) => (Some(w), Some(h)),
+            Err(e) => {
+                error!("objects will have no snapshots: {e}");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+
     // Streams: open each source; one that cannot be opened is a failed stream, the others go on.
     let mut handles = Vec::new();
     let mut vision_lanes: Vec<Lane<infer::Vision>> = Vec::new();
@@ -195,6 +235,10 @@ pub async fn serve(
             SourceConfig::Dir { .. } => true,
             SourceConfig::Audio { path, .. } => std::fs::metadata(path).is_ok_and(|m| m.is_file()),
             _ => false,
+        };
+        let score_threshold = match &plan.lane {
+            LanePlan::Vision(p) => p.score_threshold(),
+            LanePlan::Audio(_) => None,
         };
         let info = |source: String, stats: Arc<SourceStats>, slot| StreamInfo {
             index,
@@ -210,6 +254,7 @@ pub async fn serve(
             slot,
             learner: plan.learner.clone(),
             replay,
+            score_threshold,
         };
         match plan.lane {
             LanePlan::Vision(pipeline) => {
@@ -239,10 +284,14 @@ pub async fn serve(
                         )
                     }
                 };
+                let mut pipeline = *pipeline;
+                if let Some(w) = &snapshots {
+                    pipeline.set_snapshots(w.clone());
+                }
                 vision_lanes.push(Lane::new(
                     handle.clone(),
                     rx,
-                    *pipeline,
+                    pipeline,
                     spec.max_fps,
                     demand,
                 ));
@@ -367,6 +416,7 @@ pub async fn serve(
             .enabled
             .then(|| crate::events::EventStore::path_in(&state_dir)),
         fp_filters,
+        snapshots: snapshots.clone(),
     });
     let tracker = TaskTracker::new();
     let handlers_stop = CancellationToken::new();
@@ -473,6 +523,16 @@ pub async fn serve(
     }
     // The workers' senders are gone with them; the writer finishes the queue and ends.
     drop(recorder);
+    if let Some(h) = snapshots_thread {
+        if let Some(w) = snapshots.take() {
+            let _ = tokio::task::spawn_blocking(move || w.close()).await;
+        }
+        let joined =
+            tokio::time::timeout(STOP_GRACE, tokio::task::spawn_blocking(move || h.join())).await;
+        if !matches!(joined, Ok(Ok(Ok(())))) {
+            warn!("the snapshot writer did not stop cleanly within {STOP_GRACE:?}");
+        }
+    }
     if let Some(h) = recorder_thread {
         let joined =
             tokio::time::timeout(STOP_GRACE, tokio::task::spawn_blocking(move || h.join())).await;
@@ -651,6 +711,25 @@ async fn publish_stream_state(control: &Control, i: usize) {
     }
 }
 
+/// A camera's occupancy counts, all of them: after a reconnect, a count published while the
+/// link was down would otherwise be stale until it changes again.
+async fn publish_counts(control: &Control, s: &StreamHandle) {
+    for c in s.counts() {
+        let topic = control
+            .publisher
+            .topics()
+            .camera_count(&s.name, &c.zone, &c.label);
+        if let Err(e) = control
+            .publisher
+            .publish(&topic, c.count.to_string(), true)
+            .await
+        {
+            info!(camera = %s.name, "count not published: {e}");
+            return;
+        }
+    }
+}
+
 async fn on_link_event(
     control: &Arc<Control>,
     dispatcher: &Dispatcher,
@@ -667,6 +746,18 @@ async fn on_link_event(
             }
             for s in control.streams.iter().filter(|s| !s.is_audio()) {
                 control::publish_snapshot(&control.publisher, s).await;
+                publish_counts(control, s).await;
+            }
+            if let Some(w) = &control.snapshots {
+                for ((camera, label), jpeg) in w.latest() {
+                    let topic = control
+                        .publisher
+                        .topics()
+                        .camera_label_snapshot(&camera, &label);
+                    if let Err(e) = control.publisher.publish(&topic, jpeg.to_vec(), true).await {
+                        info!("snapshot not republished on {topic}: {e}");
+                    }
+                }
             }
             if let Some(reply) = pending.take() {
                 control.send_reply(&reply).await;

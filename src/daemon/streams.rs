@@ -6,19 +6,24 @@
 //! `state` and `stats` builders, `label` and `snapshot` commands) never wait for the worker:
 //! `latest` and `label` sit behind atomic pointer swaps.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use image::RgbImage;
 
 use super::learner::Learner;
+use super::occupancy::Count;
 use super::pipeline::FrameResult;
 use crate::runtime::BackendKind;
 use crate::source::{SlotCounters, SourceState, SourceStats, StreamKind};
 use crate::wire;
 
 /// The latest processed frame (or utterance) of a stream, for `label` and `snapshot`.
+/// [`StreamHandle`]'s "no score threshold" (the bits of a NaN no threshold can be).
+const NO_THRESHOLD: u32 = u32::MAX;
+
 pub struct Latest {
     /// The frame; `None` for an utterance.
     pub image: Option<Arc<RgbImage>>,
@@ -45,9 +50,15 @@ pub struct StreamHandle {
     /// A source whose end is finished work (a folder replay, a recording), not a failure.
     pub replay: bool,
     paused: AtomicBool,
+    /// The detector's score threshold as f32 bits ([`NO_THRESHOLD`]: not a detector), for
+    /// `state`: `set score_threshold` changes it here and in the worker's lane.
+    score_threshold: AtomicU32,
     force_frame: AtomicBool,
     latest: ArcSwapOption<Latest>,
     label: ArcSwapOption<String>,
+    /// (zone, label) -> objects there now: the retained `<camera>/<zone>/<label>`, kept to
+    /// republish after a reconnect (the worker writes, the main loop reads).
+    counts: Mutex<BTreeMap<(String, String), u32>>,
 }
 
 /// The fixed part of a [`StreamHandle`].
@@ -65,6 +76,8 @@ pub struct StreamInfo {
     pub slot: Arc<SlotCounters>,
     pub learner: Arc<Learner>,
     pub replay: bool,
+    /// The detector's score threshold at start (`None`: not a detector).
+    pub score_threshold: Option<f32>,
 }
 
 impl StreamHandle {
@@ -84,9 +97,11 @@ impl StreamHandle {
             learner: i.learner,
             replay: i.replay,
             paused: AtomicBool::new(false),
+            score_threshold: AtomicU32::new(i.score_threshold.map_or(NO_THRESHOLD, f32::to_bits)),
             force_frame: AtomicBool::new(false),
             latest: ArcSwapOption::empty(),
             label: ArcSwapOption::empty(),
+            counts: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -96,6 +111,21 @@ impl StreamHandle {
 
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
+    }
+
+    /// The detector's score threshold in force (`None`: not a detector).
+    pub fn score_threshold(&self) -> Option<f32> {
+        match self.score_threshold.load(Ordering::SeqCst) {
+            NO_THRESHOLD => None,
+            bits => Some(f32::from_bits(bits)),
+        }
+    }
+
+    /// Records `set score_threshold` (the worker's lane is told separately).
+    pub fn set_score_threshold(&self, t: f32) {
+        if self.is_detector {
+            self.score_threshold.store(t.to_bits(), Ordering::SeqCst);
+        }
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -144,6 +174,31 @@ impl StreamHandle {
             )
     }
 
+    /// Records occupancy counts that changed.
+    pub fn record_counts(&self, changed: &[Count]) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        for c in changed {
+            counts.insert((c.zone.clone(), c.label.clone()), c.count);
+        }
+    }
+
+    /// Every occupancy count: (zone, label, count).
+    pub fn counts(&self) -> Vec<Count> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((zone, label), n)| Count {
+                zone: zone.clone(),
+                label: label.clone(),
+                count: *n,
+            })
+            .collect()
+    }
+
     /// The retained `<camera>/state` document.
     pub fn state(&self) -> wire::CameraState {
         wire::CameraState {
@@ -159,6 +214,8 @@ impl StreamHandle {
             source: self.source.clone(),
             source_state: self.source_stats.state(),
             label: self.label(),
+            score_threshold: self.score_threshold(),
+            unknown_threshold: self.learner.unknown_threshold(),
         }
     }
 }

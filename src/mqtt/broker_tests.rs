@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::mqtt::client::LinkEvent;
 use crate::mqtt::commands::Request;
 use crate::mqtt::config::{MqttConfig, MqttError};
-use crate::mqtt::discovery::device_discovery;
+use crate::mqtt::discovery::{device_discovery, with_removals, DeviceKind, DiscoveredStream};
 use crate::mqtt::topics::{Incoming, Topics};
 use crate::mqtt::MqttLink;
 
@@ -572,6 +572,126 @@ async fn discovery_is_published_on_connect_and_on_home_assistant_birth() {
         .next_on(&discovery.topic, Duration::from_secs(1))
         .await
         .is_none());
+    assert!(link.shutdown(WAIT).await);
+}
+
+/// Whether a discovery payload carries removal stubs (components with only `p`).
+fn has_stubs(payload: &[u8]) -> bool {
+    let v: serde_json::Value = serde_json::from_slice(payload).expect("discovery json");
+    v["cmps"].as_object().expect("cmps").values().any(|c| {
+        c.as_object()
+            .is_some_and(|o| o.len() == 1 && o.contains_key("p"))
+    })
+}
+
+/// Every message on `topic` within `within`.
+async fn all_on(obs: &mut Observer, topic: &str, within: Duration) -> Vec<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    while let Some((payload, _)) = obs
+        .next_on(
+            topic,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await
+    {
+        out.push(payload);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_camera_is_removed_from_home_assistant_once() {
+    let broker = TestBroker::start();
+    let cfg = config(broker.port());
+    let topics = Topics::from_config(&cfg);
+    let camera = |name: &str| DiscoveredStream {
+        name: name.into(),
+        kind: DeviceKind::Camera,
+        labels: vec!["person".into()],
+        zones: Vec::new(),
+        is_detector: true,
+    };
+    let sw = crate::mqtt::client::SW_VERSION;
+    // A previous run had a camera `gone` that the config no longer has.
+    let old = device_discovery(&topics, sw, cfg.qos, &[camera("front"), camera("gone")]);
+    let streams = [camera("front")];
+    let current = device_discovery(&topics, sw, cfg.qos, &streams);
+    let expected = with_removals(&current, &old.to_json())
+        .expect("valid")
+        .expect("stubs for `gone`");
+    let mut obs = Observer::connect(broker.port(), std::slice::from_ref(&old.topic)).await;
+    obs.publish(&old.topic, old.to_json(), true).await;
+    assert_eq!(
+        obs.next_on(&old.topic, WAIT).await.map(|(p, _)| p),
+        Some(old.to_json())
+    );
+
+    let (link, mut events) = MqttLink::start_for(&cfg, &streams).expect("start");
+    assert!(connected(&mut events, WAIT).await.is_some());
+    // The plain message on connect, then the one with the stubs, and nothing after it: the
+    // link sees its own republished message come back and leaves it at that.
+    let deadline = Instant::now() + WAIT;
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    while !seen.iter().any(|p| has_stubs(p)) {
+        assert!(Instant::now() < deadline, "no removal published");
+        let (p, _) = obs
+            .next_on(&old.topic, WAIT)
+            .await
+            .expect("a discovery message");
+        seen.push(p);
+    }
+    seen.extend(all_on(&mut obs, &old.topic, Duration::from_secs(2)).await);
+    let with_stubs: Vec<&Vec<u8>> = seen.iter().filter(|p| has_stubs(p)).collect();
+    assert_eq!(with_stubs.len(), 1, "the removal is published once");
+    let v: serde_json::Value = serde_json::from_slice(with_stubs[0]).expect("json");
+    assert_eq!(v, expected.payload);
+    assert_eq!(v["cmps"]["gone_objects"], serde_json::json!({"p": "event"}));
+    assert!(seen.iter().all(|p| *p == current.to_json() || has_stubs(p)));
+    // It is what the broker keeps, so a Home Assistant that starts later still removes them,
+    // and Home Assistant's birth gets the same.
+    let kept = retained(broker.port(), &old.topic).await.expect("retained");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&kept).expect("json"),
+        expected.payload
+    );
+    obs.publish(&topics.ha_status(), "online", false).await;
+    let (p, _) = obs.next_on(&old.topic, WAIT).await.expect("republished");
+    assert!(has_stubs(&p));
+    assert!(all_on(&mut obs, &old.topic, Duration::from_secs(1))
+        .await
+        .is_empty());
+    assert!(link.shutdown(WAIT).await);
+
+    // The next run finds its own stubs retained: nothing more to remove, and it leaves the
+    // plain message behind.
+    let (link, mut events) = MqttLink::start_for(&cfg, &streams).expect("restart");
+    assert!(connected(&mut events, WAIT).await.is_some());
+    let again = all_on(&mut obs, &old.topic, Duration::from_secs(3)).await;
+    assert_eq!(again, vec![current.to_json()]);
+    let kept = retained(broker.port(), &old.topic).await.expect("retained");
+    assert_eq!(kept.into_bytes(), current.to_json());
+    assert!(link.shutdown(WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_retained_discovery_message_is_replaced() {
+    let broker = TestBroker::start();
+    let cfg = config(broker.port());
+    let topics = Topics::from_config(&cfg);
+    let mut obs = Observer::connect(broker.port(), &[topics.discovery_config()]).await;
+    obs.publish(&topics.discovery_config(), "{not json", true)
+        .await;
+    assert!(obs
+        .next_on(&topics.discovery_config(), WAIT)
+        .await
+        .is_some());
+    let (link, mut events) = MqttLink::start(&cfg).expect("start");
+    assert!(connected(&mut events, WAIT).await.is_some());
+    let current = device_discovery(&topics, crate::mqtt::client::SW_VERSION, cfg.qos, &[]);
+    let seen = all_on(&mut obs, &topics.discovery_config(), Duration::from_secs(2)).await;
+    assert_eq!(seen, vec![current.to_json()]);
+    assert!(link.publisher().is_connected());
     assert!(link.shutdown(WAIT).await);
 }
 

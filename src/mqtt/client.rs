@@ -17,6 +17,15 @@
 //! - **When Home Assistant says `online`** on `<discovery_prefix>/status` it publishes the
 //!   discovery message again. The link does this itself, not the owner, because the message
 //!   depends only on the config and adaptd's version.
+//! - **Removed entities.** With discovery on it also subscribes to its own discovery topic.
+//!   The broker hands over the retained message (from a previous run, or this run's previous
+//!   connection) right after the SubAck; when it has components the current message lacks (a
+//!   camera, zone or label removed from the config), the link publishes the current message
+//!   again with a `{"p": <platform>}` stub for each, which makes Home Assistant delete them
+//!   (see [`crate::mqtt::discovery::with_removals`]), and keeps that version for later
+//!   republishing in this run. Only *retained* copies are compared: the link's own publishes
+//!   come back live, and a stub is never counted as something to remove, so a republished
+//!   message cannot trigger another one.
 //! - **After an error** it sleeps with [`Backoff`] before polling again (rumqttc reconnects on
 //!   the next poll and has no delay of its own: a bare loop spins) and logs one line per
 //!   attempt. The backoff is reset when a connection has lasted [`STABLE_AFTER`], so a broker
@@ -74,7 +83,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::mqtt::config::{BrokerUrl, MqttConfig, MqttError};
-use crate::mqtt::discovery::{device_discovery, DiscoveredStream, Discovery};
+use crate::mqtt::discovery::{device_discovery, with_removals, DiscoveredStream, Discovery};
 use crate::mqtt::topics::{Incoming, Topics};
 
 /// adaptd's version, for the discovery message (the package this module is compiled in).
@@ -524,7 +533,7 @@ impl Drop for MqttLink {
     }
 }
 
-async fn run(mut eventloop: EventLoop, ctx: LoopCtx) {
+async fn run(mut eventloop: EventLoop, mut ctx: LoopCtx) {
     let mut backoff = Backoff::broker();
     let mut connected_since: Option<Instant> = None;
     let mut awaiting_suback: Option<u64> = None;
@@ -550,7 +559,7 @@ async fn run(mut eventloop: EventLoop, ctx: LoopCtx) {
                     awaiting_suback = Some(connects);
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(&ctx, publish),
+            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(&mut ctx, publish),
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
                     warn!(
@@ -652,8 +661,10 @@ fn on_connected(ctx: &LoopCtx) {
         SubscribeFilter::new(ctx.topics.samples_filter(), ctx.qos),
         SubscribeFilter::new(ctx.topics.camera_samples_filter(), ctx.qos),
     ];
-    if ctx.discovery.is_some() {
+    if let Some(discovery) = &ctx.discovery {
         filters.push(SubscribeFilter::new(ctx.topics.ha_status(), ctx.qos));
+        // For the retained message of an earlier run: see `on_discovery_message`.
+        filters.push(SubscribeFilter::new(discovery.topic.clone(), ctx.qos));
     }
     if ctx.client.try_subscribe_many(filters.clone()).is_err() {
         let client = ctx.client.clone();
@@ -691,7 +702,15 @@ fn enqueue_publish(ctx: &LoopCtx, topic: String, payload: Vec<u8>, qos: QoS) {
     }
 }
 
-fn on_publish(ctx: &LoopCtx, publish: Publish) {
+fn on_publish(ctx: &mut LoopCtx, publish: Publish) {
+    if ctx
+        .discovery
+        .as_ref()
+        .is_some_and(|d| d.topic == publish.topic)
+    {
+        on_discovery_message(ctx, &publish);
+        return;
+    }
     let incoming = ctx.topics.parse(&publish.topic);
     match incoming {
         Incoming::HomeAssistantStatus => {
@@ -731,6 +750,58 @@ fn on_publish(ctx: &LoopCtx, publish: Publish) {
             }
         }
     }
+}
+
+/// A message on our own discovery topic. A live copy is our own publish (or someone else's,
+/// which the next connection's retained copy shows anyway) and is ignored; the retained copy,
+/// delivered on subscription, is compared with the current message, and the removals it calls
+/// for are published once and kept as the current message (so that a republish after Home
+/// Assistant's birth still carries them).
+fn on_discovery_message(ctx: &mut LoopCtx, publish: &Publish) {
+    if !publish.retain {
+        debug!("MQTT: our discovery message came back on {}", publish.topic);
+        return;
+    }
+    let Some(current) = &ctx.discovery else {
+        return;
+    };
+    match with_removals(current, &publish.payload) {
+        Ok(None) => debug!(
+            "MQTT: the retained discovery message on {} names no component that is gone",
+            publish.topic
+        ),
+        Ok(Some(updated)) => {
+            let gone = removed_keys(current, &updated);
+            info!(
+                "MQTT: removing {} Home Assistant entit{} no longer configured: {}",
+                gone.len(),
+                if gone.len() == 1 { "y" } else { "ies" },
+                gone.join(", ")
+            );
+            ctx.discovery = Some(updated);
+            publish_discovery(ctx);
+        }
+        Err(e) => warn!(
+            "MQTT: ignored the retained message on {}: {e}; entities of removed cameras (if any) stay in Home Assistant until it is deleted there",
+            publish.topic
+        ),
+    }
+}
+
+/// The component keys `updated` has and `current` lacks (the removal stubs), for the log.
+fn removed_keys(current: &Discovery, updated: &Discovery) -> Vec<String> {
+    let keys = |d: &Discovery| {
+        d.payload
+            .get("cmps")
+            .and_then(serde_json::Value::as_object)
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let before = keys(current);
+    keys(updated)
+        .into_iter()
+        .filter(|k| !before.contains(k))
+        .collect()
 }
 
 /// Control events must arrive (a lost `Connected` leaves the retained state unpublished), but

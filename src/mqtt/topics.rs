@@ -4,6 +4,10 @@
 
 use crate::mqtt::config::MqttConfig;
 
+/// The zone level of [`Topics::camera_count`] that counts a camera's whole frame (a reserved
+/// zone name).
+pub const ALL_ZONES: &str = "all";
+
 /// All topics of one device: `<prefix>/<device_id>/...` plus Home Assistant's
 /// `<discovery_prefix>/...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +104,16 @@ impl Topics {
     /// A camera's retained JPEG of its latest frame.
     pub fn camera_snapshot(&self, camera: &str) -> String {
         self.camera(camera, "snapshot")
+    }
+    /// `<base>/<camera>/<zone>/<label>`: how many objects labelled `label` are in `zone`
+    /// (retained, a number as text); `zone` = [`ALL_ZONES`] counts the whole frame.
+    pub fn camera_count(&self, camera: &str, zone: &str, label: &str) -> String {
+        format!("{}/{camera}/{zone}/{label}", self.base)
+    }
+    /// `<base>/<camera>/<label>/snapshot`: the retained JPEG of the latest object labelled
+    /// `label` (its best frame with the box drawn).
+    pub fn camera_label_snapshot(&self, camera: &str, label: &str) -> String {
+        format!("{}/{camera}/{label}/snapshot", self.base)
     }
     /// `<base>/<camera>/samples/<label>`.
     pub fn camera_sample(&self, camera: &str, label: &str) -> String {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::SourceConfig;
 // Stream names follow the one rule the command parser and the topic readers use too.
+use crate::track::zones::{SceneConfig, ZoneConfig};
 use crate::wire::check_stream_name;
 
 /// The name the single `[source]` of earlier configurations gets.
@@ -67,6 +68,19 @@ pub struct CameraConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub sublabel_classes: Option<Vec<String>>,
+    /// Detectors: the classes that become tracked objects (ids, events, zones, counts,
+    /// snapshots); default `[detect].objects`. Other classes are still in `detections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<String>>,
+    /// Detectors: `[[cameras.zones]]`, named polygons in normalised coordinates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneConfig>,
+    /// Detectors: polygons where detections are ignored (their box's bottom centre inside).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<Vec<[f32; 2]>>,
+    /// Detectors: an object is announced (and recorded) only once it entered one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_zones: Vec<String>,
 }
 
 /// One `[[microphones]]` entry.
@@ -115,6 +129,8 @@ pub struct StreamSpec {
     pub score_threshold: Option<f32>,
     /// Detectors: classes to sub-label (`None`: `[detect].sublabel_classes`).
     pub sublabel_classes: Option<Vec<String>>,
+    /// Detectors: tracked classes, zones and masks.
+    pub scene: SceneConfig,
 }
 
 /// The stream lists of a configuration, as written.
@@ -205,6 +221,14 @@ impl Streams<'_> {
                     ));
                 }
             }
+            // Labels are the detector's, checked when it is loaded.
+            p.extend(crate::track::zones::validate(
+                &c.name,
+                &c.zones,
+                &c.masks,
+                &c.required_zones,
+                None,
+            ));
             if let Some(v) = c.score_threshold {
                 if !(0.0..=1.0).contains(&v) {
                     p.push(format!(
@@ -271,6 +295,7 @@ impl Streams<'_> {
                     max_fps: None,
                     score_threshold: None,
                     sublabel_classes: None,
+                    scene: SceneConfig::default(),
                 }],
                 warnings,
             };
@@ -288,6 +313,12 @@ impl Streams<'_> {
             max_fps: c.fps,
             score_threshold: c.score_threshold,
             sublabel_classes: c.sublabel_classes.clone(),
+            scene: SceneConfig {
+                objects: c.objects.clone(),
+                zones: c.zones.clone(),
+                masks: c.masks.clone(),
+                required_zones: c.required_zones.clone(),
+            },
         });
         let microphones = self.microphones.iter().map(|m| StreamSpec {
             name: m.name.clone(),
@@ -299,6 +330,7 @@ impl Streams<'_> {
             max_fps: None,
             score_threshold: None,
             sublabel_classes: None,
+            scene: SceneConfig::default(),
         });
         Resolved {
             streams: cameras.chain(microphones).collect(),
@@ -329,6 +361,10 @@ mod tests {
             fps: None,
             score_threshold: None,
             sublabel_classes: None,
+            objects: None,
+            zones: Vec::new(),
+            masks: Vec::new(),
+            required_zones: Vec::new(),
         }
     }
 

@@ -13,9 +13,11 @@ pub fn best_pairs(score: &[f32], rows: usize, cols: usize, min_score: f32) -> Ve
     if rows == 0 || cols == 0 || score.len() != rows * cols {
         return Vec::new();
     }
-    // Costs for a minimising assignment; pairs below the floor cost as much as being
-    // unmatched, so the method never prefers them, and they are dropped afterwards.
-    let big = 1.0f64;
+    // Costs for a minimising assignment; pairs below the floor cost what being unmatched
+    // costs (nothing), so they never displace a real pair, and are dropped afterwards. (A
+    // positive cost here would reward the number of pairs as well as their total: with
+    // [[0.9, 0.35], [0.35, 0]] it took the two 0.35s over the one 0.9.)
+    let big = 0.0f64;
     let cost = |r: usize, c: usize| -> f64 {
         let s = f64::from(score[r * cols + c]);
         if s >= f64::from(min_score) {
@@ -134,6 +136,16 @@ mod tests {
         let s = [0.9, 0.0, 0.0, 0.2];
         assert_eq!(best_pairs(&s, 2, 2, 0.3), vec![(0, 0)]);
         assert!(best_pairs(&[0.1], 1, 1, 0.3).is_empty());
+    }
+
+    #[test]
+    fn the_total_is_maximised_not_the_number_of_pairs() {
+        // Two weak pairs (0.7) lose to one strong one (0.9); and in the IDF1 mapping, counts
+        // 10 + 0 beat 5 + 4.
+        let s = [0.9, 0.35, 0.35, 0.0];
+        assert_eq!(best_pairs(&s, 2, 2, 0.3), vec![(0, 0)]);
+        let n = [10.0, 5.0, 4.0, 0.0];
+        assert_eq!(best_pairs(&n, 2, 2, 0.5), vec![(0, 0)]);
     }
 
     #[test]

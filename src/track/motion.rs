@@ -16,6 +16,12 @@ const BETA: f32 = 0.3;
 /// Velocities are clamped to this many box sizes per second: one bad match must not fling a
 /// prediction across the frame.
 const MAX_SPEED_SIZES: f32 = 4.0;
+/// Seconds of unseen motion a prediction extrapolates; past that the box is held where the
+/// coast ended. An object hidden behind another for a second or two keeps its heading (a
+/// walker does not turn behind a tree), but a velocity estimated from a few jittery or half
+/// hidden boxes, run for five seconds, would carry the box far from where the object
+/// reappears; the tracker's re-association gate grows with the time lost instead.
+pub const MAX_COAST_S: f32 = 2.0;
 
 /// Centre, size and their rates of change per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,9 +52,10 @@ impl BoxMotion {
         }
     }
 
-    /// Where the box is expected `dt` seconds after its last update.
+    /// Where the box is expected `dt` seconds after its last update (extrapolated for at
+    /// most [`MAX_COAST_S`] of it).
     pub fn predict(&self, dt: f32) -> BBox {
-        let dt = dt.max(0.0);
+        let dt = dt.clamp(0.0, MAX_COAST_S);
         let w = (self.w + self.vw * dt).max(self.w * 0.5);
         let h = (self.h + self.vh * dt).max(self.h * 0.5);
         from_parts(self.cx + self.vx * dt, self.cy + self.vy * dt, w, h)
@@ -65,8 +72,14 @@ impl BoxMotion {
             self.h = zh;
             return;
         }
-        let (px, py) = (self.cx + self.vx * dt, self.cy + self.vy * dt);
-        let (pw, ph) = (self.w + self.vw * dt, self.h + self.vh * dt);
+        // The prior is the prediction, coast cap included; the velocity's correction is over
+        // the whole gap (a long-lost object's old speed should not jump by its distance).
+        let coast = dt.min(MAX_COAST_S);
+        let (px, py) = (self.cx + self.vx * coast, self.cy + self.vy * coast);
+        let (pw, ph) = (
+            (self.w + self.vw * coast).max(self.w * 0.5),
+            (self.h + self.vh * coast).max(self.h * 0.5),
+        );
         let (rx, ry, rw, rh) = (zx - px, zy - py, zw - pw, zh - ph);
         self.cx = px + ALPHA * rx;
         self.cy = py + ALPHA * ry;
@@ -131,6 +144,18 @@ mod tests {
         let expect = at(200.0 + 50.0);
         assert!((p.x1 - expect.x1).abs() < 5.0, "{p:?} vs {expect:?}");
         assert!((p.y1 - 10.0).abs() < 0.5, "{p:?}");
+    }
+
+    #[test]
+    fn a_long_lost_box_coasts_then_stays() {
+        let mut m = BoxMotion::new(&at(0.0));
+        for i in 1..=20 {
+            m.update(&at(i as f32 * 10.0), 0.1); // 100 px/s
+        }
+        let coasted = m.predict(MAX_COAST_S);
+        let later = m.predict(MAX_COAST_S + 3.0);
+        assert!(coasted.x1 > 200.0 + 150.0, "still heading on: {coasted:?}");
+        assert_eq!(coasted, later, "held after the coast");
     }
 
     #[test]

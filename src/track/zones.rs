@@ -63,6 +63,17 @@ pub struct ZoneConfig {
     pub inertia: u32,
 }
 
+/// What a camera's config says about its scene: which detector classes become tracked
+/// objects, its zones and masks (checked by [`validate`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SceneConfig {
+    /// Tracked classes; `None`: the default (`[detect].objects`, else every class).
+    pub objects: Option<Vec<String>>,
+    pub zones: Vec<ZoneConfig>,
+    pub masks: Vec<Vec<[f32; 2]>>,
+    pub required_zones: Vec<String>,
+}
+
 /// What is wrong with a zone, a mask or `required_zones`; each message says what to do.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ZoneError {
@@ -507,7 +518,7 @@ struct Presence {
 }
 
 /// One camera's zones and who is in them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Zones {
     zones: Vec<Zone>,
     objects: HashMap<u64, Presence>,

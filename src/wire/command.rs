@@ -22,7 +22,7 @@
 //! | `train` | `force` (bool, default false: train even if nothing changed) |
 //! | `rollback` | `version`: a head version number, or `"previous"` |
 //! | `pause`, `resume`, `snapshot`, `status` | none |
-//! | `set` | one or more of the [`Settings`] keys |
+//! | `set` | one or more of the [`Settings`] keys (`score_threshold`, `unknown_threshold`, `consensus`, `fps`, `auto_train`, `detect`) |
 //! | `forget` | `label` (required): delete that label's samples |
 
 use serde_json::{Map, Value};
@@ -104,6 +104,9 @@ pub struct Settings {
     pub fps: Option<f32>,
     /// Retrain on the schedule (true) or only on `train` (false).
     pub auto_train: Option<bool>,
+    /// Analyse frames (true, as `resume`) or not (false, as `pause`): one command topic for
+    /// both, which is what a Home Assistant switch needs.
+    pub detect: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -466,6 +469,7 @@ fn parse_command(verb: &str, mut map: Map<String, Value>) -> Result<Command, Com
                 consensus: opt_int(&mut map, "consensus", 1, 100, SETTING_KEYS[2].1)?,
                 fps: opt_float(&mut map, "fps", 0.1, 60.0, SETTING_KEYS[3].1)?,
                 auto_train: opt_bool(&mut map, "auto_train")?,
+                detect: opt_bool(&mut map, "detect")?,
             })
         }
         "forget" => {

@@ -14,6 +14,10 @@ pub(super) const SETTING_KEYS: &[(&str, &str)] = &[
     ("consensus", "a whole number from 1 to 100 (frames)"),
     ("fps", "a number from 0.1 to 60"),
     ("auto_train", "true or false"),
+    (
+        "detect",
+        "true (analyse frames) or false (pause, as `pause`)",
+    ),
 ];
 
 pub(super) fn settings_help() -> String {

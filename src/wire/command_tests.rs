@@ -125,6 +125,7 @@ fn every_verb_parses() {
             consensus: Some(3),
             fps: Some(5.0),
             auto_train: Some(false),
+            detect: None,
         })
     );
     assert_eq!(

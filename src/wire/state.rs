@@ -157,6 +157,13 @@ pub struct CameraState {
     /// The first stable label after consensus; `null` when nothing is stable.
     #[serde(deserialize_with = "lenient")]
     pub label: Option<String>,
+    /// A detector's score threshold in force (`set score_threshold`); `null` for a classifier.
+    #[serde(deserialize_with = "lenient")]
+    pub score_threshold: Option<f32>,
+    /// The head's unknown threshold in force (calibrated at training, or `set
+    /// unknown_threshold`); `null` without a head.
+    #[serde(deserialize_with = "lenient")]
+    pub unknown_threshold: Option<f32>,
 }
 
 impl Default for CameraState {
@@ -175,6 +182,8 @@ impl Default for CameraState {
             source: String::new(),
             source_state: SourceState::Unknown,
             label: None,
+            score_threshold: None,
+            unknown_threshold: None,
         }
     }
 }
@@ -267,6 +276,8 @@ mod tests {
                 retry_in_s: 8,
             },
             label: None,
+            score_threshold: Some(0.35),
+            unknown_threshold: None,
         }
     }
 
@@ -278,7 +289,7 @@ mod tests {
             "source": "dir /srv/demo (2 fps, loop)",
             "source_state": {"state": "reconnecting", "attempt": 2, "last_error": "no such device",
                              "retry_in_s": 8},
-            "label": null});
+            "label": null, "score_threshold": 0.35, "unknown_threshold": null});
         round_trip(&front(), expected);
         // Inside `state.cameras` the name is the key, not a field.
         let inner = CameraState {
