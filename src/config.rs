@@ -89,7 +89,82 @@ pub struct Config {
     /// `[frames]`: the recent frames a `label` command can point at.
     pub frames: FramesConfig,
     /// `[snapshots]`: each tracked object's best frame and crop on disk.
-    pub snapshots: crate::daemon::snapshots::SnapshotsConfig,
+    pub snapshots: SnapshotsConfig,
+}
+
+/// `[snapshots]`: each tracked object's best frame and crop on disk (written by
+/// [`crate::daemon::snapshots`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotsConfig {
+    /// Save snapshots at all. The store itself does not check it: the daemon opens no store
+    /// when it is off, so nothing is created in the state dir.
+    pub enabled: bool,
+    /// Days a snapshot is kept (by the time it was last written).
+    pub retain_days: f64,
+    /// Total size of the snapshots dir, all cameras, in MiB; the oldest objects go first.
+    pub max_mb: u64,
+    /// JPEG quality, 1 to 100.
+    pub quality: u8,
+    /// Margin around the clean crop, as a fraction of the box size (0.15): context for a
+    /// person reviewing it.
+    pub crop_margin: f32,
+    /// Longest side of the annotated frame in pixels (the frame is shrunk, never enlarged;
+    /// None = as captured).
+    pub max_side: Option<u32>,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig {
+            enabled: true,
+            retain_days: 10.0,
+            max_mb: 500,
+            quality: 80,
+            crop_margin: 0.15,
+            max_side: Some(1280),
+        }
+    }
+}
+
+impl SnapshotsConfig {
+    /// Range rules; each message names the key and what is allowed.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(self.retain_days.is_finite() && self.retain_days > 0.0 && self.retain_days <= 3650.0) {
+            p.push(format!(
+                "[snapshots].retain_days = {} is out of range; allowed: above 0 up to 3650",
+                self.retain_days
+            ));
+        }
+        if !(1..=1_048_576).contains(&self.max_mb) {
+            p.push(format!(
+                "[snapshots].max_mb = {} is out of range; allowed: 1 to 1048576",
+                self.max_mb
+            ));
+        }
+        if !(1..=100).contains(&self.quality) {
+            p.push(format!(
+                "[snapshots].quality = {} is out of range; allowed: 1 to 100",
+                self.quality
+            ));
+        }
+        if !(self.crop_margin.is_finite() && (0.0..=1.0).contains(&self.crop_margin)) {
+            p.push(format!(
+                "[snapshots].crop_margin = {} is out of range; allowed: 0 to 1 (a fraction of the box size)",
+                self.crop_margin
+            ));
+        }
+        if let Some(m) = self.max_side {
+            if !(64..=16_384).contains(&m) {
+                p.push(format!(
+                    "[snapshots].max_side = {m} is out of range; allowed: 64 to 16384, or leave \
+                     it out to keep frames as captured"
+                ));
+            }
+        }
+        p
+    }
 }
 
 /// `[frames]`: how many recent frames (and tracked objects' best crops) the daemon keeps so a
@@ -491,11 +566,7 @@ impl Config {
                 "track" => check_section::<crate::track::TrackerConfig>(key, value, &mut problems),
                 "events" => check_section::<crate::events::EventsConfig>(key, value, &mut problems),
                 "frames" => check_section::<FramesConfig>(key, value, &mut problems),
-                "snapshots" => check_section::<crate::daemon::snapshots::SnapshotsConfig>(
-                    key,
-                    value,
-                    &mut problems,
-                ),
+                "snapshots" => check_section::<SnapshotsConfig>(key, value, &mut problems),
                 // Tagged by `kind`: its keys only make sense together.
                 "source" => {
                     if let Err(e) = value.clone().try_into::<crate::source::SourceConfig>() {

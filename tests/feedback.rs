@@ -10,49 +10,18 @@
 mod common;
 
 use std::cell::RefCell;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::mosquitto::{json, Bus, TestBroker};
+use common::turns::{on_left, on_right, write_turn};
 use common::*;
-use image::{imageops, Rgb, RgbImage};
-use serde_json::Value;
 
 const BASE: &str = "adaptd/testfp";
-const CANVAS: (u32, u32) = (900, 460);
-
-/// Writes `n` frames of `photo` pasted (430 pixels square) on the left or right half.
-fn write_turn(photo: &str, right: bool, n: usize, dir: &Path, prefix: &str) {
-    let img = image::open(image(photo)).expect("photo").to_rgb8();
-    let person = imageops::resize(&img, 430, 430, imageops::FilterType::Triangle);
-    for i in 0..n {
-        let mut canvas = RgbImage::from_pixel(CANVAS.0, CANVAS.1, Rgb([128, 128, 128]));
-        let x = if right { 460 } else { 5 } + 2 * i as i64;
-        imageops::overlay(&mut canvas, &person, x, 5 + (i % 3) as i64);
-        canvas
-            .save(dir.join(format!("{prefix}{i:02}.jpg")))
-            .expect("write frame");
-    }
-}
-
-/// Whether a box is the astronaut on the left half.
-fn on_left(b: &Value) -> bool {
-    let v = |i: usize| b[i].as_f64().unwrap_or(0.0);
-    (v(0) + v(2)) / 2.0 < f64::from(CANVAS.0) / 2.0 && v(3) - v(1) > 200.0
-}
-
 fn now_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Whether a box is the person on the right half (the cameraman's photo also has a
-/// passer-by far in the background, a small and separate detection, not the poster).
-fn on_right(b: &Value) -> bool {
-    let v = |i: usize| b[i].as_f64().unwrap_or(0.0);
-    (v(0) + v(2)) / 2.0 > f64::from(CANVAS.0) / 2.0 && v(3) - v(1) > 200.0
 }
 
 #[test]

@@ -8,7 +8,9 @@
 
 use image::{Rgb, RgbImage};
 
-use super::pipeline::{FrameResult, Item};
+// Wire items, not the pipeline's frame result: the event snapshots (src/daemon/snapshots.rs)
+// draw with this module too, and the pipeline hands them their jobs.
+use crate::wire::Item;
 
 /// A head's own label, trusted.
 pub(crate) const KNOWN: Rgb<u8> = Rgb([40, 200, 70]);
@@ -20,10 +22,9 @@ const INK: Rgb<u8> = Rgb([0, 0, 0]);
 const GLYPH_W: u32 = 5;
 const GLYPH_H: u32 = 7;
 
-/// Draws every item of `result` onto `img` (a copy of the frame it was computed on).
-pub fn annotate(img: &mut RgbImage, result: &FrameResult) {
-    let labels: Vec<Label> = result
-        .items
+/// Draws every item onto `img` (a copy of the frame they were computed on).
+pub fn annotate(img: &mut RgbImage, items: &[Item]) {
+    let labels: Vec<Label> = items
         .iter()
         .map(|item| {
             let (text, colour) = caption(item);
@@ -295,23 +296,7 @@ fn glyph(c: char) -> [u8; 7] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::pipeline::HeadLabel;
-
-    fn result(items: Vec<Item>) -> FrameResult {
-        FrameResult {
-            frame_id: 1,
-            time_unix_ms: 0,
-            width: 200,
-            height: 100,
-            utterance: None,
-            items,
-            inference_ms: 1.0,
-            events: Vec::new(),
-            objects: Vec::new(),
-            counts: Vec::new(),
-            embeddings: Vec::new(),
-        }
-    }
+    use crate::wire::HeadLabel;
 
     fn item(bbox: Option<[f32; 4]>, head: Option<(&str, bool)>) -> Item {
         Item {
@@ -332,10 +317,10 @@ mod tests {
     #[test]
     fn boxes_are_outlined_in_the_colour_of_their_label() {
         let mut img = RgbImage::new(200, 100);
-        let r = result(vec![
+        let r = vec![
             item(Some([20.0, 30.0, 60.0, 90.0]), Some(("alice", false))),
             item(Some([100.0, 40.0, 150.0, 80.0]), Some(("x", true))),
-        ]);
+        ];
         annotate(&mut img, &r);
         // Edges of the first box are green, its inside untouched.
         assert_eq!(*img.get_pixel(20, 60), KNOWN);
@@ -363,7 +348,7 @@ mod tests {
     #[test]
     fn a_classifier_label_goes_in_the_corner() {
         let mut img = RgbImage::from_pixel(100, 50, Rgb([255, 255, 255]));
-        annotate(&mut img, &result(vec![item(None, None)]));
+        annotate(&mut img, &[item(None, None)]);
         assert_eq!(*img.get_pixel(0, 0), OTHER);
         assert_eq!(*img.get_pixel(99, 49), Rgb([255, 255, 255]));
     }
@@ -371,14 +356,14 @@ mod tests {
     #[test]
     fn boxes_outside_the_frame_or_not_numbers_do_not_panic() {
         let mut img = RgbImage::new(50, 40);
-        let r = result(vec![
+        let r = vec![
             item(Some([-10.0, -10.0, 500.0, 500.0]), None),
             item(Some([f32::NAN, f32::INFINITY, 3.0, 2.0]), None),
             item(
                 Some([49.0, 39.0, 49.0, 39.0]),
                 Some(("a_very_long_label-name", false)),
             ),
-        ]);
+        ];
         annotate(&mut img, &r);
         annotate(&mut RgbImage::new(1, 1), &r);
     }

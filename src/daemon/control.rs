@@ -790,7 +790,7 @@ pub async fn publish_snapshot(publisher: &Publisher, stream: &StreamHandle) -> O
     let image = latest.image.clone()?;
     let jpeg = tokio::task::spawn_blocking(move || {
         let mut annotated = (*image).clone();
-        annotate(&mut annotated, &latest.result);
+        annotate(&mut annotated, &latest.result.items);
         let mut out = std::io::Cursor::new(Vec::new());
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
             .encode_image(&annotated)

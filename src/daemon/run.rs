@@ -192,13 +192,10 @@ pub async fn serve(
     // MQTT), and says why.
     let (recorder, recorder_thread) = if config.events.enabled {
         let path = crate::events::EventStore::path_in(&state_dir);
-        match super::recorder::Recorder::start(path.clone(), config.events) {
-            Ok((r, h)) => (Some(r), Some(h)),
-            Err(e) => {
-                error!("tracked objects will not be stored: {e}");
-                (None, None)
-            }
-        }
+        optional_thread(
+            super::recorder::Recorder::start(path, config.events).map_err(|e| e.to_string()),
+            "tracked objects will not be stored",
+        )
     } else {
         (None, None)
     };
@@ -212,13 +209,7 @@ pub async fn serve(
                 super::snapshot_writer::SnapshotWriter::start(store, publisher.clone())
                     .map_err(|e| format!("cannot start the snapshot writer thread: {e}"))
             });
-        match started {
-            Ok((w, h)) => (Some(w), Some(h)),
-            Err(e) => {
-                error!("objects will have no snapshots: {e}");
-                (None, None)
-            }
-        }
+        optional_thread(started, "objects will have no snapshots")
     } else {
         (None, None)
     };
@@ -515,11 +506,7 @@ pub async fn serve(
     control.trainer.cancel();
     workers_stop.cancel();
     for w in workers {
-        let joined =
-            tokio::time::timeout(STOP_GRACE, tokio::task::spawn_blocking(move || w.join())).await;
-        if !matches!(joined, Ok(Ok(Ok(())))) {
-            warn!("an inference worker did not stop cleanly within {STOP_GRACE:?}");
-        }
+        join_within(w, "an inference worker").await;
     }
     // The workers' senders are gone with them; the writer finishes the queue and ends.
     drop(recorder);
@@ -527,18 +514,10 @@ pub async fn serve(
         if let Some(w) = snapshots.take() {
             let _ = tokio::task::spawn_blocking(move || w.close()).await;
         }
-        let joined =
-            tokio::time::timeout(STOP_GRACE, tokio::task::spawn_blocking(move || h.join())).await;
-        if !matches!(joined, Ok(Ok(Ok(())))) {
-            warn!("the snapshot writer did not stop cleanly within {STOP_GRACE:?}");
-        }
+        join_within(h, "the snapshot writer").await;
     }
     if let Some(h) = recorder_thread {
-        let joined =
-            tokio::time::timeout(STOP_GRACE, tokio::task::spawn_blocking(move || h.join())).await;
-        if !matches!(joined, Ok(Ok(Ok(())))) {
-            warn!("the event writer did not stop cleanly within {STOP_GRACE:?}");
-        }
+        join_within(h, "the event writer").await;
     }
     // Queued commands are answered; then the handlers end.
     drop(dispatcher);
@@ -552,14 +531,7 @@ pub async fn serve(
     }
     // Dropping the last handle to the trainer's queue ends its thread once a run is cancelled.
     drop(control);
-    let joined = tokio::time::timeout(
-        STOP_GRACE,
-        tokio::task::spawn_blocking(move || trainer_thread.join()),
-    )
-    .await;
-    if !matches!(joined, Ok(Ok(Ok(())))) {
-        warn!("the training thread did not stop cleanly within {STOP_GRACE:?}");
-    }
+    join_within(trainer_thread, "the training thread").await;
     // A capture thread sees the stop signal within a second; a blocking pipe read may not,
     // so it is not waited for beyond that (see `spawn_capture`).
     let _ = tokio::time::timeout(
@@ -708,6 +680,33 @@ async fn publish_stream_state(control: &Control, i: usize) {
     };
     if let Err(e) = control.publisher.publish(&topic, json, true).await {
         info!(camera = %s.name, "state not published: {e}");
+    }
+}
+
+/// A writer thread the daemon can run without (the event store, snapshots): started, or the
+/// error logged with what it costs (`without`).
+fn optional_thread<T>(
+    started: Result<(T, std::thread::JoinHandle<()>), String>,
+    without: &str,
+) -> (Option<T>, Option<std::thread::JoinHandle<()>>) {
+    match started {
+        Ok((handle, thread)) => (Some(handle), Some(thread)),
+        Err(e) => {
+            error!("{without}: {e}");
+            (None, None)
+        }
+    }
+}
+
+/// Waits up to [`STOP_GRACE`] for a thread that was told to stop; says so when it does not.
+async fn join_within(thread: std::thread::JoinHandle<()>, what: &str) {
+    let joined = tokio::time::timeout(
+        STOP_GRACE,
+        tokio::task::spawn_blocking(move || thread.join()),
+    )
+    .await;
+    if !matches!(joined, Ok(Ok(Ok(())))) {
+        warn!("{what} did not stop cleanly within {STOP_GRACE:?}");
     }
 }
 

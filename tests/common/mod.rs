@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod turns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
