@@ -367,6 +367,7 @@ fn detector_daemon(model_keys: &str) {
                  [model]\nname = \"nanodet-m\"\nsublabel_model = \"mobilenetv2\"\n{model_keys}\
                  [detect]\nscore_threshold = {score}\nsublabel_classes = [\"person\"]\n\
                  [consensus]\nn = 2\nm = 3\nmin_score = 0.3\n\
+                 [track]\nmax_lost_s = 2.0\nmax_occluded_s = 2.0\n\
                  [train]\nmin_new_samples = 13\n\
                  [source]\nkind = \"dir\"\npath = {frames:?}\nfps = 4.0\nloop = true\n\
                  [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testcam\"\n\
@@ -526,8 +527,8 @@ fn detector_daemon(model_keys: &str) {
     );
 
     // Live settings: an unknown threshold of 1 rejects every sub-label, so the next object
-    // (the camera paused for longer than max_lost_s ends this one) gets no name; fps caps
-    // processing.
+    // (the camera paused for 2.6 s, longer than the config's max_lost_s and max_occluded_s of
+    // 2 s, ends this one) gets no name; fps caps processing.
     let r = bus.ask("cmd/set", r#"{"id": "u1", "unknown_threshold": 1.0}"#);
     assert_eq!(
         r["result"]["applied"],

@@ -394,19 +394,14 @@ impl Control {
                     });
                 }
             }
-            let (tx, rx) = oneshot::channel();
-            let jobs = self.jobs_for(false).ok_or(ControlError::WorkerStopped)?;
-            if !jobs.send(Job::Pinned {
-                stream: stream.index,
-                pin,
-                reply: tx,
-            }) {
-                return Err(ControlError::WorkerStopped);
-            }
-            let pinned = tokio::time::timeout(EMBED_TIMEOUT, rx)
-                .await
-                .map_err(|_| ControlError::EmbedTimeout(EMBED_TIMEOUT))?
-                .map_err(|_| ControlError::WorkerStopped)?
+            let index = stream.index;
+            let pinned = self
+                .ask_worker(false, |reply| Job::Pinned {
+                    stream: index,
+                    pin,
+                    reply,
+                })
+                .await?
                 .map_err(|e| ControlError::Detection(e.to_string()))?;
             let source = match pinned.class {
                 Some(class) => SampleSource::DetectionCrop { class },
@@ -460,19 +455,14 @@ impl Control {
             .cloned()
             .ok_or_else(|| ControlError::Internal("no false-positive filters".into()))?;
         let pin = pin_of(target);
-        let (tx, rx) = oneshot::channel();
-        let jobs = self.jobs_for(false).ok_or(ControlError::WorkerStopped)?;
-        if !jobs.send(Job::FalsePositive {
-            stream: stream.index,
-            pin,
-            reply: tx,
-        }) {
-            return Err(ControlError::WorkerStopped);
-        }
-        let fp = tokio::time::timeout(EMBED_TIMEOUT, rx)
-            .await
-            .map_err(|_| ControlError::EmbedTimeout(EMBED_TIMEOUT))?
-            .map_err(|_| ControlError::WorkerStopped)?
+        let index = stream.index;
+        let fp = self
+            .ask_worker(false, |reply| Job::FalsePositive {
+                stream: index,
+                pin,
+                reply,
+            })
+            .await?
             .map_err(|e| ControlError::Detection(e.to_string()))?;
         let (class, object) = (fp.class.clone(), fp.object.clone());
         let f = filters.clone();
@@ -600,20 +590,15 @@ impl Control {
             Ok((EmbedInput::Image(img), thumb))
         })
         .await??;
-        let (tx, rx) = oneshot::channel();
-        let jobs = self.jobs_for(audio).ok_or(ControlError::WorkerStopped)?;
-        if !jobs.send(Job::Embed {
-            engine: learner.engine,
-            input,
-            reply: tx,
-        }) {
-            return Err(ControlError::WorkerStopped);
-        }
-        let embedding = match tokio::time::timeout(EMBED_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r.map_err(|e| ControlError::Sample(e.to_string()))?,
-            Ok(Err(_)) => return Err(ControlError::WorkerStopped),
-            Err(_) => return Err(ControlError::EmbedTimeout(EMBED_TIMEOUT)),
-        };
+        let engine = learner.engine;
+        let embedding = self
+            .ask_worker(audio, |reply| Job::Embed {
+                engine,
+                input,
+                reply,
+            })
+            .await?
+            .map_err(|e| ControlError::Sample(e.to_string()))?;
         let source = SampleSource::Mqtt {
             topic: topic.to_owned(),
         };
@@ -625,6 +610,26 @@ impl Control {
         .await??;
         self.notices.send(Notice::DeviceChanged);
         serde_json::to_value(stored).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// Hands a job to the inference worker that owns the engines (audio or video) and waits,
+    /// at most `EMBED_TIMEOUT`, for its answer: every command that runs a model goes this way,
+    /// so none blocks the control task or races the frame loop for an engine.
+    async fn ask_worker<T>(
+        &self,
+        audio: bool,
+        job: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Result<T, ControlError> {
+        let jobs = self.jobs_for(audio).ok_or(ControlError::WorkerStopped)?;
+        let (tx, rx) = oneshot::channel();
+        if !jobs.send(job(tx)) {
+            return Err(ControlError::WorkerStopped);
+        }
+        match tokio::time::timeout(EMBED_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(ControlError::WorkerStopped),
+            Err(_) => Err(ControlError::EmbedTimeout(EMBED_TIMEOUT)),
+        }
     }
 
     fn apply_settings(&self, camera: Option<&str>, s: Settings) -> Result<Value, ControlError> {

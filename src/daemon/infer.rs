@@ -448,12 +448,13 @@ fn publish(stream: &StreamHandle, result: &FrameResult, ctx: &WorkerContext) {
             }
         }
     }
-    stream.record_counts(&result.counts);
-    for c in &result.counts {
+    stream.counts.record(&result.counts);
+    for c in stream.counts.take_unsent() {
         let topic = topics.camera_count(&stream.name, &c.zone, &c.label);
         // Retained: whoever subscribes later (Home Assistant at start) reads the count now.
         if let Err(e) = ctx.publisher.try_publish(&topic, c.count.to_string(), true) {
-            debug!("count not published on {topic}: {e} (republished on reconnect)");
+            debug!("count not published on {topic}: {e} (retried with the next frame)");
+            stream.counts.unsent(&c);
         }
     }
     for change in &result.objects {

@@ -8,6 +8,7 @@
 //! inertia, this module decides what they are applied to.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
 use crate::mqtt::topics::ALL_ZONES;
 use crate::track::zones::{Masks, SceneConfig, ZoneError, ZoneInput, Zones};
@@ -166,6 +167,72 @@ impl Scene {
     }
 }
 
+/// The counts a camera last published (or must still publish): kept to republish all of
+/// them after a reconnect, and to retry one that could not be published (a full queue, the
+/// link down) with the next frame, so the broker never keeps a stale retained count after a
+/// burst. Shared by the camera's worker (writes) and the main loop (reads).
+#[derive(Debug, Default)]
+pub struct CountLedger {
+    /// (zone, label) -> (objects there now, not yet published).
+    counts: Mutex<BTreeMap<(String, String), (u32, bool)>>,
+}
+
+impl CountLedger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), (u32, bool)>> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records counts that changed, as not yet published.
+    pub fn record(&self, changed: &[Count]) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut counts = self.lock();
+        for c in changed {
+            counts.insert((c.zone.clone(), c.label.clone()), (c.count, true));
+        }
+    }
+
+    /// The counts not yet published, now marked published.
+    pub fn take_unsent(&self) -> Vec<Count> {
+        let mut counts = self.lock();
+        counts
+            .iter_mut()
+            .filter(|(_, (_, unsent))| *unsent)
+            .map(|((zone, label), (n, unsent))| {
+                *unsent = false;
+                Count {
+                    zone: zone.clone(),
+                    label: label.clone(),
+                    count: *n,
+                }
+            })
+            .collect()
+    }
+
+    /// `c` could not be published: retry it, unless a newer count replaced it meanwhile.
+    pub fn unsent(&self, c: &Count) {
+        let mut counts = self.lock();
+        if let Some((n, unsent)) = counts.get_mut(&(c.zone.clone(), c.label.clone())) {
+            if *n == c.count {
+                *unsent = true;
+            }
+        }
+    }
+
+    /// Every count, published or not.
+    pub fn all(&self) -> Vec<Count> {
+        self.lock()
+            .iter()
+            .map(|((zone, label), (n, _))| Count {
+                zone: zone.clone(),
+                label: label.clone(),
+                count: *n,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +338,31 @@ mod tests {
         let mut cfg = porch();
         cfg.masks = vec![vec![[0.0, 0.0], [1.0, 1.0]]];
         assert!(Scene::new(&classes(), None, &cfg).is_err());
+    }
+
+    #[test]
+    fn a_count_that_could_not_be_published_is_retried_until_a_newer_one_replaces_it() {
+        let count = |zone: &str, n| Count {
+            zone: zone.into(),
+            label: "person".into(),
+            count: n,
+        };
+        let ledger = CountLedger::default();
+        ledger.record(&[count("all", 1), count("door", 1)]);
+        assert_eq!(
+            ledger.take_unsent(),
+            vec![count("all", 1), count("door", 1)]
+        );
+        assert!(ledger.take_unsent().is_empty(), "sent once");
+        // The door's count did not go out: the next frame sends it again.
+        ledger.unsent(&count("door", 1));
+        assert_eq!(ledger.take_unsent(), vec![count("door", 1)]);
+        // A failed 1 that a 2 replaced meanwhile is not resent: the 2 is.
+        ledger.record(&[count("door", 2)]);
+        ledger.unsent(&count("door", 1));
+        assert_eq!(ledger.take_unsent(), vec![count("door", 2)]);
+        ledger.unsent(&count("door", 1));
+        assert!(ledger.take_unsent().is_empty());
+        assert_eq!(ledger.all(), vec![count("all", 1), count("door", 2)]);
     }
 }

@@ -713,7 +713,7 @@ async fn join_within(thread: std::thread::JoinHandle<()>, what: &str) {
 /// A camera's occupancy counts, all of them: after a reconnect, a count published while the
 /// link was down would otherwise be stale until it changes again.
 async fn publish_counts(control: &Control, s: &StreamHandle) {
-    for c in s.counts() {
+    for c in s.counts.all() {
         let topic = control
             .publisher
             .topics()

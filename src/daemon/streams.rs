@@ -6,15 +6,14 @@
 //! `state` and `stats` builders, `label` and `snapshot` commands) never wait for the worker:
 //! `latest` and `label` sit behind atomic pointer swaps.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use image::RgbImage;
 
 use super::learner::Learner;
-use super::occupancy::Count;
+use super::occupancy::CountLedger;
 use super::pipeline::FrameResult;
 use crate::runtime::BackendKind;
 use crate::source::{SlotCounters, SourceState, SourceStats, StreamKind};
@@ -56,9 +55,9 @@ pub struct StreamHandle {
     force_frame: AtomicBool,
     latest: ArcSwapOption<Latest>,
     label: ArcSwapOption<String>,
-    /// (zone, label) -> objects there now: the retained `<camera>/<zone>/<label>`, kept to
-    /// republish after a reconnect (the worker writes, the main loop reads).
-    counts: Mutex<BTreeMap<(String, String), u32>>,
+    /// The retained `<camera>/<zone>/<label>` counts (the worker writes, the main loop reads
+    /// to republish after a reconnect).
+    pub counts: CountLedger,
 }
 
 /// The fixed part of a [`StreamHandle`].
@@ -101,7 +100,7 @@ impl StreamHandle {
             force_frame: AtomicBool::new(false),
             latest: ArcSwapOption::empty(),
             label: ArcSwapOption::empty(),
-            counts: Mutex::new(BTreeMap::new()),
+            counts: CountLedger::default(),
         }
     }
 
@@ -172,31 +171,6 @@ impl StreamHandle {
                 self.source_stats.state(),
                 SourceState::Ended | SourceState::Failed { .. } | SourceState::Reconnecting { .. }
             )
-    }
-
-    /// Records occupancy counts that changed.
-    pub fn record_counts(&self, changed: &[Count]) {
-        if changed.is_empty() {
-            return;
-        }
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        for c in changed {
-            counts.insert((c.zone.clone(), c.label.clone()), c.count);
-        }
-    }
-
-    /// Every occupancy count: (zone, label, count).
-    pub fn counts(&self) -> Vec<Count> {
-        self.counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|((zone, label), n)| Count {
-                zone: zone.clone(),
-                label: label.clone(),
-                count: *n,
-            })
-            .collect()
     }
 
     /// The retained `<camera>/state` document.
