@@ -32,10 +32,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("audio", &["runtime", "model", "bounded", "rng"]),
     // Detections into tracked objects.
     ("track", &["vision", "rng"]),
-    // Frames and PCM.
+    // Frames and PCM. A `[[cameras]]` entry carries its zones and masks (track::zones checks
+    // their geometry where the camera's config is read).
     (
         "source",
-        &["vision", "audio", "wire", "backoff", "bounded", "model"],
+        &[
+            "vision", "audio", "wire", "backoff", "bounded", "model", "track",
+        ],
     ),
     // Samples, heads, the broker link.
     ("store", &["label", "durable"]),
