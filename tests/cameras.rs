@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 
 use common::mosquitto::{json, Bus, TestBroker, WAIT};
 use common::*;
@@ -76,16 +75,7 @@ fn four_cameras_share_one_model_and_a_failed_one_leaves_the_others_running() {
 
     let conf = tmp.path().join("adaptd.toml");
     std::fs::write(&conf, config(tmp.path(), port)).expect("write config");
-    let mut daemon = Guard(
-        adaptd()
-            .arg("--config")
-            .arg(&conf)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start adaptd run"),
-    );
+    let mut daemon = start_daemon(&conf);
     bus.wait_for("available", "`online`", |p| p == "online");
 
     // Each camera's detections and events on its own topics, each naming its camera.

@@ -117,20 +117,6 @@ fn workdirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, frames, samples)
 }
 
-/// Starts `adaptd --config FILE run`.
-fn start_daemon(config: &Path) -> Guard {
-    Guard(
-        adaptd()
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start adaptd run"),
-    )
-}
-
 /// Samples each label holds in the store, read by the CLI from the state directory.
 fn stored_counts(state_dir: &Path, model: &str) -> Value {
     let o = adaptd()
@@ -213,16 +199,7 @@ fn classifier_daemon(model_keys: &str) {
         ),
     )
     .expect("write config");
-    let mut daemon = Guard(
-        adaptd()
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start adaptd run"),
-    );
+    let mut daemon = start_daemon(&config);
 
     bus.wait_for("available", "`online`", |p| p == "online");
     let d = json(&bus.wait_for("default/detections", "detections", |p| {

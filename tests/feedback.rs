@@ -10,11 +10,10 @@
 mod common;
 
 use std::cell::RefCell;
-use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::mosquitto::{json, Bus, TestBroker};
-use common::turns::{on_left, on_right, write_turn};
+use common::turns::{on_left, on_right, two_person_frames};
 use common::*;
 
 const BASE: &str = "adaptd/testfp";
@@ -27,10 +26,7 @@ fn now_s() -> f64 {
 #[test]
 fn a_false_positive_is_gone_after_feedback_and_a_true_person_stays() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let frames = tmp.path().join("frames");
-    std::fs::create_dir_all(&frames).expect("mkdir");
-    write_turn("astronaut.png", false, 6, &frames, "a");
-    write_turn("camera.png", true, 6, &frames, "c");
+    let frames = two_person_frames(tmp.path());
     let broker = TestBroker::start();
     let port = broker.port();
     let mut bus = Bus::subscribe(
@@ -58,16 +54,7 @@ fn a_false_positive_is_gone_after_feedback_and_a_true_person_stays() {
         ),
     )
     .expect("write config");
-    let mut daemon = Guard(
-        adaptd()
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start adaptd run"),
-    );
+    let mut daemon = start_daemon(&config);
     bus.wait_for("available", "`online`", |p| p == "online");
 
     // The astronaut comes first (frames are read in name order), then the "poster".

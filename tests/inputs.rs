@@ -264,16 +264,7 @@ fn a_camera_command_is_read_restarted_when_it_exits_and_stopped_with_adaptd() {
         ),
     )
     .expect("write config");
-    let mut daemon = Guard(
-        adaptd()
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start adaptd run"),
-    );
+    let mut daemon = start_daemon(&config);
     bus.wait_for("available", "`online`", |p| p == "online");
     bus.wait_for("pi/detections", "a frame from the command", |p| {
         json(p)["items"][0]["label"].is_string()

@@ -11,10 +11,10 @@ mod common;
 
 use std::cell::RefCell;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::mosquitto::{json, Bus, TestBroker};
-use common::turns::{on_left, on_right, write_turn, CANVAS};
+use common::turns::{on_left, on_right, two_person_frames, CANVAS};
 use common::*;
 
 const BASE: &str = "adaptd/testzones";
@@ -48,10 +48,7 @@ fn config(state_dir: &Path, frames: &Path, port: u16) -> String {
 #[test]
 fn zones_gate_events_masks_hide_counts_follow_and_snapshots_are_kept() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let frames = tmp.path().join("frames");
-    std::fs::create_dir_all(&frames).expect("mkdir");
-    write_turn("astronaut.png", false, 6, &frames, "a");
-    write_turn("camera.png", true, 6, &frames, "c");
+    let frames = two_person_frames(tmp.path());
     let broker = TestBroker::start();
     let port = broker.port();
     let mut bus = Bus::subscribe(
@@ -70,16 +67,7 @@ fn zones_gate_events_masks_hide_counts_follow_and_snapshots_are_kept() {
     let state_dir = tmp.path().join("state");
     let config_path = tmp.path().join("adaptd.toml");
     std::fs::write(&config_path, config(&state_dir, &frames, port)).expect("write config");
-    let mut daemon = Guard(
-        adaptd()
-            .arg("--config")
-            .arg(&config_path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start adaptd run"),
-    );
+    let mut daemon = start_daemon(&config_path);
     bus.wait_for("available", "`online`", |p| p == "online");
 
     // Every count starts at 0 (a retained count of an earlier run is not left standing).

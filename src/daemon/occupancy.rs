@@ -342,27 +342,25 @@ mod tests {
 
     #[test]
     fn a_count_that_could_not_be_published_is_retried_until_a_newer_one_replaces_it() {
-        let count = |zone: &str, n| Count {
-            zone: zone.into(),
-            label: "person".into(),
-            count: n,
-        };
         let ledger = CountLedger::default();
-        ledger.record(&[count("all", 1), count("door", 1)]);
+        ledger.record(&[count("all", "person", 1), count("door", "person", 1)]);
         assert_eq!(
             ledger.take_unsent(),
-            vec![count("all", 1), count("door", 1)]
+            vec![count("all", "person", 1), count("door", "person", 1)]
         );
         assert!(ledger.take_unsent().is_empty(), "sent once");
         // The door's count did not go out: the next frame sends it again.
-        ledger.unsent(&count("door", 1));
-        assert_eq!(ledger.take_unsent(), vec![count("door", 1)]);
+        ledger.unsent(&count("door", "person", 1));
+        assert_eq!(ledger.take_unsent(), vec![count("door", "person", 1)]);
         // A failed 1 that a 2 replaced meanwhile is not resent: the 2 is.
-        ledger.record(&[count("door", 2)]);
-        ledger.unsent(&count("door", 1));
-        assert_eq!(ledger.take_unsent(), vec![count("door", 2)]);
-        ledger.unsent(&count("door", 1));
+        ledger.record(&[count("door", "person", 2)]);
+        ledger.unsent(&count("door", "person", 1));
+        assert_eq!(ledger.take_unsent(), vec![count("door", "person", 2)]);
+        ledger.unsent(&count("door", "person", 1));
         assert!(ledger.take_unsent().is_empty());
-        assert_eq!(ledger.all(), vec![count("all", 1), count("door", 2)]);
+        assert_eq!(
+            ledger.all(),
+            vec![count("all", "person", 1), count("door", "person", 2)]
+        );
     }
 }

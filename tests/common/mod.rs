@@ -119,6 +119,20 @@ impl Drop for Guard {
     }
 }
 
+/// `adaptd --config <config> run`, its log on the test's stderr, killed on drop.
+pub fn start_daemon(config: &Path) -> Guard {
+    Guard(
+        adaptd()
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start adaptd run"),
+    )
+}
+
 /// Waits up to `limit` for the process to exit and returns its exit code.
 pub fn wait_exit(child: &mut Guard, what: &str, limit: Duration) -> Option<i32> {
     let deadline = Instant::now() + limit;

@@ -2,7 +2,7 @@
 //! and the cameraman on the right half of a grey canvas, taking turns, each pasted at a
 //! slightly different place in each frame.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::{imageops, Rgb, RgbImage};
 use serde_json::Value;
@@ -11,6 +11,16 @@ use super::image;
 
 /// The frame size.
 pub const CANVAS: (u32, u32) = (900, 460);
+
+/// `<dir>/frames` with the replay: six frames of the astronaut on the left, then six of the
+/// cameraman on the right (replayed in name order, so the turns loop).
+pub fn two_person_frames(dir: &Path) -> PathBuf {
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).expect("mkdir");
+    write_turn("astronaut.png", false, 6, &frames, "a");
+    write_turn("camera.png", true, 6, &frames, "c");
+    frames
+}
 
 /// Writes `n` frames of `photo` pasted (430 pixels square) on the left or right half.
 pub fn write_turn(photo: &str, right: bool, n: usize, dir: &Path, prefix: &str) {
