@@ -90,6 +90,8 @@ pub struct Config {
     pub frames: FramesConfig,
     /// `[snapshots]`: each tracked object's best frame and crop on disk.
     pub snapshots: SnapshotsConfig,
+    /// `[http]`: the web page, the JSON API and `/metrics`.
+    pub http: crate::http::HttpConfig,
 }
 
 /// `[snapshots]`: each tracked object's best frame and crop on disk (written by
@@ -511,6 +513,7 @@ const SECTIONS: &[&str] = &[
     "events",
     "frames",
     "snapshots",
+    "http",
 ];
 
 impl Config {
@@ -567,6 +570,7 @@ impl Config {
                 "events" => check_section::<crate::events::EventsConfig>(key, value, &mut problems),
                 "frames" => check_section::<FramesConfig>(key, value, &mut problems),
                 "snapshots" => check_section::<SnapshotsConfig>(key, value, &mut problems),
+                "http" => check_section::<crate::http::HttpConfig>(key, value, &mut problems),
                 // Tagged by `kind`: its keys only make sense together.
                 "source" => {
                     if let Err(e) = value.clone().try_into::<crate::source::SourceConfig>() {
@@ -604,6 +608,7 @@ impl Config {
         p.extend(self.events.validate());
         p.extend(self.frames.validate());
         p.extend(self.snapshots.validate());
+        p.extend(self.http.validate());
         if self.model.name.trim().is_empty() {
             p.push("[model].name is empty; give a built-in model name (e.g. mobilenetv2) or a manifest path".into());
         }

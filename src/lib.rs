@@ -54,6 +54,10 @@
 //!   writes them, `watch` reads them (leniently: another version may have written them), and a
 //!   test holds docs/mqtt.md to them. A leaf: it imports nothing of the crate but `Label`.
 //! - [`watch`]: `adaptd watch`, a live terminal view of a device built from its MQTT topics.
+//! - [`http`]: what the web server needs that knows nothing of the daemon: `[http]`, who may
+//!   use it (argon2 passwords, tokens, sessions, CSRF) and the page, embedded; the routes are
+//!   `daemon::web`.
+//! - [`logtail`]: the last log lines in memory, for the web page's Status view.
 //! - [`npy`]: NumPy `.npy` files, so embeddings leave adaptd in the ecosystem's format.
 //! - [`bounded`]: reading untrusted files whole with a size cap checked first.
 //! - [`durable`]: crash-safe file replacement (temp file, fsync, rename, directory fsync).
@@ -66,7 +70,7 @@
 //!
 //! Layers, one way: runtime (tract / onnxruntime and [`runtime::backbone`]) <- vision, audio
 //! <- source <- daemon (its pipeline inside) <- cli; [`track`] sits on vision. [`wire`], [`label`], [`model`],
-//! [`durable`], [`bounded`], [`rng`] and [`backoff`] are leaves anyone may use; the daemon never imports the CLI and
+//! [`durable`], [`bounded`], [`rng`], [`backoff`], [`http`] and [`logtail`] are leaves anyone may use; the daemon never imports the CLI and
 //! takes a parsed `Config`. Beside that chain: [`store`] <- [`adapt`] (training reads samples),
 //! [`mqtt`] (the connection, on [`wire`]), [`consensus`]; [`config`] gathers every room's
 //! settings and sits just under the daemon; [`watch`] reads MQTT and never the daemon.
@@ -99,7 +103,9 @@ pub mod consensus;
 pub mod daemon;
 pub mod durable;
 pub mod events;
+pub mod http;
 pub mod label;
+pub mod logtail;
 pub mod model;
 pub mod mqtt;
 pub mod npy;

@@ -21,6 +21,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rng", &[]),
     ("durable", &[]),
     ("bounded", &[]),
+    ("logtail", &[]),
+    // The web server's parts that know nothing of the daemon: [http], access, the page.
+    ("http", &[]),
     ("consensus", &[]),
     ("model", &[]),
     ("npy", &["durable"]),
@@ -65,6 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "audio",
             "label",
             "events",
+            "http",
         ],
     ),
     // The service and the terminal view.
@@ -89,6 +93,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "vision",
             "wire",
             "events",
+            "http",
+            "logtail",
         ],
     ),
     ("watch", &["mqtt", "wire", "backoff", "label", "rng"]),
@@ -117,6 +123,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "watch",
             "wire",
             "events",
+            "http",
+            "logtail",
         ],
     ),
 ];

@@ -18,7 +18,8 @@
 //! costs: the daemon's per-object logic ([`crate::daemon::objects`]: good crops only, a few
 //! attempts per object) on the same boxes through the crop model, against the detector alone,
 //! and what the old way (the crop model on every box of a sub-labelled class in every frame)
-//! would have cost, counted on the same frames.
+//! would have cost, counted on the same frames. With `--fp-class` (default person) it measures
+//! a false-positive filter in service for that class the same way ([`super::bench_objects`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ use anyhow::Context as _;
 use image::{imageops, RgbImage};
 use serde::Serialize;
 
+use super::bench_objects::{train_filter, Kind, ObjectWork, Raw};
 use super::Context;
 use crate::track::metrics::{evaluate, FrameBoxes, Scores};
 use crate::track::{Observation, Tracker, TrackerConfig};
@@ -68,6 +70,10 @@ pub struct TrackBenchArgs {
     /// The classes the sub-label model applies to.
     #[arg(long, value_delimiter = ',', default_value = "person")]
     applies_to: Vec<String>,
+    /// A class to measure a false-positive filter on (a head on the crop model's embeddings,
+    /// trained before the run on the scene's pictures); `""`: not measured.
+    #[arg(long, default_value = "person")]
+    fp_class: String,
     /// For working on the tracker: a JSON file of every frame's detections. Written after a
     /// run through the detector when it does not exist; when it does, the frames' detections
     /// come from it instead of the detector (seconds instead of half a minute), and the
@@ -86,6 +92,8 @@ const H: u32 = 480;
 /// One object of the scene: its picture and its lane.
 struct Actor {
     id: u64,
+    /// The detector class it is (what a filter for that class is trained on).
+    class: &'static str,
     picture: RgbImage,
     /// Lane: from (x0, y0) to (x1, y1), top-left corner, back and forth.
     from: (f32, f32),
@@ -140,6 +148,7 @@ fn actors(dir: &Path) -> anyhow::Result<(RgbImage, Vec<Actor>)> {
     let list = vec![
         Actor {
             id: 1,
+            class: "cat",
             picture: cat,
             from: (10.0, 60.0),
             to: (420.0, 90.0),
@@ -148,6 +157,7 @@ fn actors(dir: &Path) -> anyhow::Result<(RgbImage, Vec<Actor>)> {
         },
         Actor {
             id: 2,
+            class: "person",
             picture: person,
             from: (250.0, 10.0),
             to: (230.0, 320.0),
@@ -156,6 +166,7 @@ fn actors(dir: &Path) -> anyhow::Result<(RgbImage, Vec<Actor>)> {
         },
         Actor {
             id: 3,
+            class: "cat",
             picture: mirrored,
             from: (420.0, 150.0),
             to: (10.0, 120.0),
@@ -164,6 +175,18 @@ fn actors(dir: &Path) -> anyhow::Result<(RgbImage, Vec<Actor>)> {
         },
     ];
     Ok((background, list))
+}
+
+/// The picture of the scene's first object of `class`.
+fn actor_picture<'a>(actors: &'a [Actor], class: &str) -> anyhow::Result<&'a RgbImage> {
+    actors
+        .iter()
+        .find(|a| a.class == class)
+        .map(|a| &a.picture)
+        .with_context(|| {
+            let classes: Vec<&str> = actors.iter().map(|a| a.class).collect();
+            format!("--fp-class {class:?}: the scene has no such object; it has {classes:?}")
+        })
 }
 
 /// The frame at `t`, and each actor's box with the share of it that is visible.
@@ -269,16 +292,57 @@ struct Report {
     tracker_us_median: f64,
     /// Mean detector time per frame, ms (the reference of the sub-label ratio).
     detector_ms_mean: f64,
-    /// Mean time per frame of the per-object sub-label work (crop judging and crop-model
-    /// runs), ms; `None` without a sub-label model.
-    sublabel_ms_mean: Option<f64>,
-    /// (detector + sub-label work) / detector, per frame, means.
-    sublabel_ratio: Option<f64>,
+    /// What naming objects costs on top of the detector; `None` without a sub-label model.
+    sublabels: Option<WorkCost>,
+    /// What a false-positive filter in service costs; `None` without `--fp-class`.
+    fp_filter: Option<WorkCost>,
+}
+
+/// The cost of one kind of per-object work, per frame, against the detector alone.
+#[derive(Debug, Clone, Serialize)]
+struct WorkCost {
+    /// Mean time per frame of the work (crop judging and crop-model runs), ms.
+    ms_mean: f64,
+    /// (detector + the work) / detector, per frame, means.
+    ratio: f64,
     /// Crop-model runs made, and those the per-box way would have made.
     crop_runs: u64,
     crop_runs_every_box: u64,
-    /// The per-box way's ratio: (detector + every box through the crop model) / detector.
-    every_box_ratio: Option<f64>,
+    /// The per-box way's ratio: (detector + every such box through the crop model) /
+    /// detector, at the median crop-model time measured here.
+    every_box_ratio: f64,
+    /// Objects the filter called false (0 for naming).
+    judged_false: u64,
+}
+
+impl WorkCost {
+    fn of(w: &ObjectWork, det_mean: f64, frames: usize) -> WorkCost {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let ms_mean = mean(&w.frame_ms);
+        // The one-crop run costs the same whatever the box.
+        let crop_median = median(&mut w.crop_ms.clone());
+        let det = det_mean.max(1e-9);
+        WorkCost {
+            ms_mean,
+            ratio: (det_mean + ms_mean) / det,
+            crop_runs: w.runs,
+            crop_runs_every_box: w.every_box,
+            every_box_ratio: (det_mean + w.every_box as f64 * crop_median / frames as f64) / det,
+            judged_false: w.judged_false,
+        }
+    }
+
+    fn line(&self, det_mean: f64) -> String {
+        format!(
+            "{:.1} ms/frame on top of the detector's {det_mean:.1} (mean): {:.2}x the detector \
+             alone; {} crop-model runs where every box would take {} ({:.2}x)",
+            self.ms_mean,
+            self.ratio,
+            self.crop_runs,
+            self.crop_runs_every_box,
+            self.every_box_ratio
+        )
+    }
 }
 
 pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
@@ -332,25 +396,46 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
         let m = ctx.resolve_model(Some(&args.sublabel_model))?;
         Some(crate::vision::VisionModel::load(m, 1)?)
     };
-    let mut objects = crate::daemon::objects::CameraObjects::new(
-        "bench",
-        labels.clone(),
-        &args.applies_to,
-        cfg,
-        50,
-    );
-    let applies: Vec<usize> = args
+    let class_of = |name: &str, flag: &str| {
+        labels
+            .iter()
+            .position(|l| l == name)
+            .with_context(|| format!("{flag}: {} has no class {name:?}", args.model))
+    };
+    let applies = args
         .applies_to
         .iter()
-        .filter_map(|a| labels.iter().position(|l| l == a))
-        .collect();
+        .map(|a| class_of(a, "--applies-to"))
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    // [naming, judging]: each on its own objects, so the two costs are told apart.
+    let mut works = Vec::new();
+    if let Some(cm) = crops_model.as_mut() {
+        works.push(ObjectWork::new(Kind::Naming, labels, applies, cfg));
+        if !args.fp_class.is_empty() {
+            let class = class_of(&args.fp_class, "--fp-class")?;
+            let picture = actor_picture(&actors, &args.fp_class)?;
+            let others: Vec<&RgbImage> = actors
+                .iter()
+                .filter(|a| a.class != args.fp_class)
+                .map(|a| &a.picture)
+                .collect();
+            let filter = train_filter(cm, &args.fp_class, picture, &background, &others)?;
+            works.push(ObjectWork::new(
+                Kind::Judging {
+                    class,
+                    filter: Box::new(filter),
+                },
+                labels,
+                vec![class],
+                cfg,
+            ));
+        }
+    }
     let threshold = ctx
         .config
         .detect
         .for_manifest(&vm.model.manifest)
         .map_or(0.35, |d| d.score_threshold);
-    let (mut sub_ms, mut crop_ms) = (Vec::new(), Vec::new());
-    let (mut crop_runs, mut every_box) = (0u64, 0u64);
     let mut baseline = IouTracker {
         last: Vec::new(),
         next: 1_000_000,
@@ -407,7 +492,7 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         if let Some(cm) = crops_model.as_mut() {
-            let raw: Vec<_> = obs
+            let raw: Vec<Raw> = obs
                 .iter()
                 .map(|o| {
                     (
@@ -417,51 +502,9 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
                     )
                 })
                 .collect();
-            every_box += raw
-                .iter()
-                .filter(|d| d.1 >= threshold && applies.contains(&d.0))
-                .count() as u64;
-            let s0 = Instant::now();
-            let upd = objects.track(t, &raw, threshold);
-            for (d, tid) in raw.iter().zip(&upd.ids) {
-                let Some(tid) = *tid else { continue };
-                let Some(q) = objects
-                    .offer(
-                        tid,
-                        d.0,
-                        crate::daemon::objects::At {
-                            frame_id: n as u64,
-                            t,
-                        },
-                        &frame,
-                        d.2,
-                        crate::daemon::objects::Heads {
-                            name: Some(1),
-                            fp: None,
-                        },
-                    )
-                    .filter(|o| o.name)
-                else {
-                    continue;
-                };
-                let c0 = Instant::now();
-                let e = cm
-                    .analyze(
-                        &[&crate::daemon::pipeline::crop(&frame, d.2)],
-                        &AnalyzeOptions {
-                            top_k: 0,
-                            detect: None,
-                        },
-                    )?
-                    .pop()
-                    .and_then(|a| a.embedding)
-                    .unwrap_or_default();
-                crop_ms.push(c0.elapsed().as_secs_f64() * 1e3);
-                crop_runs += 1;
-                objects.record(tid, None, q.quality, t, e);
+            for w in works.iter_mut() {
+                w.frame(cm, &frame, n as u64, t, &raw, threshold)?;
             }
-            objects.events(n as u64, &upd);
-            sub_ms.push(s0.elapsed().as_secs_f64() * 1e3);
         }
         let t1 = Instant::now();
         let update = tracker.update(t, &obs);
@@ -515,13 +558,10 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let det_mean = mean(&det_ms);
-    let sublabel_ms_mean = crops_model.as_ref().map(|_| mean(&sub_ms));
-    // The per-box way: every such box through the crop model, at the median crop cost
-    // measured here (the one-crop run costs the same whatever box it is).
-    let crop_median = median(&mut crop_ms.clone());
-    let every_box_ratio = crops_model.as_ref().map(|_| {
-        (det_mean + every_box as f64 * crop_median / args.frames.max(1) as f64) / det_mean
-    });
+    let costs: Vec<WorkCost> = works
+        .iter()
+        .map(|w| WorkCost::of(w, det_mean, args.frames.max(1)))
+        .collect();
     let tracker_scores = evaluate(&ours, 0.5);
     let iou_scores = evaluate(&theirs, 0.5);
     let report = Report {
@@ -536,11 +576,8 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
         detector_ms_median: median(&mut det_ms),
         tracker_us_median: median(&mut trk_us),
         detector_ms_mean: det_mean,
-        sublabel_ms_mean,
-        sublabel_ratio: sublabel_ms_mean.map(|s| (det_mean + s) / det_mean),
-        crop_runs,
-        crop_runs_every_box: every_box,
-        every_box_ratio,
+        sublabels: costs.first().cloned(),
+        fp_filter: costs.get(1).cloned(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -565,23 +602,21 @@ pub fn run(ctx: &Context, args: &TrackBenchArgs) -> anyhow::Result<ExitCode> {
             report.idf1_ratio,
             report.detector_ms_median,
         );
-        if let (Some(s), Some(r), Some(every)) = (
-            report.sublabel_ms_mean,
-            report.sublabel_ratio,
-            report.every_box_ratio,
-        ) {
+        if let Some(c) = &report.sublabels {
             println!(
-                "sub-labels ({} on {}): {:.1} ms/frame on top of the detector's {:.1} (mean): \
-                 {:.2}x the detector alone; {} crop-model runs where every box would take {} \
-                 ({:.2}x)",
+                "sub-labels ({} on {}): {}",
                 args.sublabel_model,
                 args.applies_to.join(","),
-                s,
-                report.detector_ms_mean,
-                r,
-                report.crop_runs,
-                report.crop_runs_every_box,
-                every
+                c.line(report.detector_ms_mean)
+            );
+        }
+        if let Some(c) = &report.fp_filter {
+            println!(
+                "false-positive filter ({} on {}; {} judged false): {}",
+                args.sublabel_model,
+                args.fp_class,
+                c.judged_false,
+                c.line(report.detector_ms_mean)
             );
         }
     }

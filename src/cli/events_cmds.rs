@@ -67,6 +67,7 @@ pub fn run(ctx: &Context, args: &EventsArgs) -> anyhow::Result<ExitCode> {
                 sub_label: sub_label.clone(),
                 after: since_hours.map(|h| now - h * 3600.0),
                 before: None,
+                zone: None,
                 limit: *limit,
             })?;
             match format {

@@ -8,6 +8,7 @@ mod adapt_cmds;
 mod bench_cmds;
 #[cfg(feature = "rtsp")]
 mod bench_h264;
+mod bench_objects;
 mod bench_track;
 mod events_cmds;
 mod vision_cmds;
@@ -119,6 +120,9 @@ enum Command {
     BenchTrack(bench_track::TrackBenchArgs),
     /// Tracked objects the daemon stored: list, show.
     Events(events_cmds::EventsArgs),
+    /// Read a password from standard input and print the `[http].password_hash` line for it
+    /// (argon2id), for a web page reachable beyond this device.
+    HttpPassword,
     /// Labeled samples: add, import, list, rm, export.
     Samples {
         #[command(flatten)]
@@ -241,6 +245,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::BenchH264(args) => bench_h264::run(&args),
         Command::BenchTrack(args) => bench_track::run(&ctx, &args),
         Command::Events(args) => events_cmds::run(&ctx, &args),
+        Command::HttpPassword => http_password(),
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),
         Command::Train { target, args } => adapt_cmds::train(&ctx, &target, &args),
         Command::Eval { target, data, json } => adapt_cmds::eval(&ctx, &target, &data, json),
@@ -378,17 +383,46 @@ fn watch(ctx: &Context, args: WatchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `adaptd http-password`: the first line of standard input, hashed.
+fn http_password() -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (it is shown as you type; end with Enter):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.chars().count() < 8 {
+        return Err(UsageError("the password must have at least 8 characters".into()).into());
+    }
+    let hash = crate::http::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("password_hash = \"{hash}\"");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // stderr at the chosen level; the in-memory tail (the web page's Status) at info whatever
+    // that level is.
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(crate::logtail::layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
         .try_init();
 }
 

@@ -230,8 +230,11 @@ impl Control {
                 }
             },
             Incoming::Sample { camera, label } => {
+                let source = SampleSource::Mqtt {
+                    topic: msg.topic.clone(),
+                };
                 match self
-                    .add_sample(&msg.topic, camera.as_deref(), &label, msg.payload)
+                    .add_sample(&msg.topic, source, camera.as_deref(), &label, msg.payload)
                     .await
                 {
                     Ok(result) => Reply::ok(None, "sample", result),
@@ -536,6 +539,7 @@ impl Control {
             sub_label: filter.sub_label,
             after: filter.after,
             before: filter.before,
+            zone: None,
             limit: filter.limit as usize,
         };
         let events = blocking(move || match crate::events::EventStore::open_read(&path) {
@@ -551,9 +555,13 @@ impl Control {
 
     /// `samples/<label>` or `<camera>/samples/<label>`: decode (an image, or a WAV clip for a
     /// speaker model, under the configured limits), embed, store.
-    async fn add_sample(
+    ///
+    /// `name` names the payload in errors (the topic, a file name); `source` is what the
+    /// sample records of its origin.
+    pub(super) async fn add_sample(
         &self,
-        topic: &str,
+        name: &str,
+        source: SampleSource,
         camera: Option<&str>,
         label: &str,
         payload: Vec<u8>,
@@ -577,7 +585,7 @@ impl Control {
             },
         };
         let (limits, wav_limits, audio) = (self.limits, self.wav_limits, learner.is_audio);
-        let name = topic.to_owned();
+        let name = name.to_owned();
         let (input, thumb) = blocking(move || {
             if audio {
                 let clip = crate::audio::decode_16k(&payload, &name, &wav_limits)
@@ -599,9 +607,6 @@ impl Control {
             })
             .await?
             .map_err(|e| ControlError::Sample(e.to_string()))?;
-        let source = SampleSource::Mqtt {
-            topic: topic.to_owned(),
-        };
         let stored = blocking(move || {
             learner
                 .store_sample(label.as_str(), embedding, thumb, source)

@@ -459,7 +459,7 @@ fn publish(stream: &StreamHandle, result: &FrameResult, ctx: &WorkerContext) {
     }
     for change in &result.objects {
         if change.kind == crate::wire::EventKind::New {
-            ctx.telemetry.event(&stream.name, &change.after.label);
+            ctx.telemetry.object(&stream.name, &change.after.label);
         }
         if let Ok(json) = serde_json::to_vec(change) {
             let topic = topics.camera_objects(&stream.name);

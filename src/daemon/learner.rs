@@ -140,6 +140,34 @@ impl Learner {
         Ok(n)
     }
 
+    /// Deletes sample `id`; whether it existed. Blocking.
+    pub fn remove_sample(&self, id: i64) -> Result<bool, WorkspaceError> {
+        let mut ws = lock(&self.workspace);
+        let removed = ws.store.remove(id).map_err(WorkspaceError::from)?;
+        self.refresh_counts(&ws);
+        Ok(removed)
+    }
+
+    /// Files sample `id` under `label` instead: stored again (same embedding, thumbnail and
+    /// source) and the old one removed, so it takes the new label's split and caps. The new
+    /// sample's outcome, or `None` when `id` does not exist. Blocking.
+    pub fn relabel_sample(
+        &self,
+        id: i64,
+        label: &str,
+    ) -> Result<Option<AddOutcome>, WorkspaceError> {
+        let mut ws = lock(&self.workspace);
+        let Some(old) = ws.store.get(id).map_err(WorkspaceError::from)? else {
+            return Ok(None);
+        };
+        let sample = ws.sample(label, old.embedding, old.thumbnail_jpeg, old.source);
+        let out = ws.add(sample)?;
+        ws.store.remove(id).map_err(WorkspaceError::from)?;
+        self.refresh_counts(&ws);
+        self.new_samples.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(out))
+    }
+
     /// Deploys an earlier head and puts it in service. Blocking.
     pub fn rollback(&self, target: RollbackTarget) -> Result<Rollback, RollbackError> {
         let ws = lock(&self.workspace);

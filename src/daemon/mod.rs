@@ -15,7 +15,7 @@
 //! - [`learner`]: one per embedding model: its sample store, head registry and head in
 //!   service.
 //! - [`trainer`]: the training actor (a request channel, snapshots, its own cancel flag).
-//! - [`telemetry`]: the one metrics registry, read by `stats` and (later) `/metrics`.
+//! - [`telemetry`]: the one metrics registry, read by `stats` and `/metrics`.
 //! - [`control`]: the control plane: typed commands applied to the owners above, through a
 //!   bounded queue and a fixed set of handler tasks; [`report`] builds `state` and `stats`.
 //! - [`load`]: startup (models loaded once per model, learners once per embedding model);
@@ -24,9 +24,10 @@
 //!   [`annotate`]: detections drawn on snapshots; [`stats`]: rate and latency meters.
 //! - [`snapshots`]: each tracked object's best frame (captioned) and clean crop on disk;
 //!   [`snapshot_writer`] the thread that writes them and publishes `<camera>/<label>/snapshot`.
+//! - [`web`]: the web page, the JSON API and `/metrics` (axum), on the control plane.
 //!
 //! Within the daemon imports go one way: stats, telemetry, notice, pipeline, listen,
-//! annotate <- streams, learner <- infer, trainer <- control, report <- load, run. The daemon
+//! annotate <- streams, learner <- infer, trainer <- control, report <- web <- load, run. The daemon
 //! never imports the CLI: it takes a parsed [`crate::config::Config`] and
 //! [`crate::model::ModelDirs`].
 
@@ -52,6 +53,7 @@ pub mod stats;
 pub mod streams;
 pub mod telemetry;
 pub mod trainer;
+pub mod web;
 
 pub use run::{run_blocking, serve, Outcome, ServeOptions};
 

@@ -3,8 +3,9 @@
 //!
 //! The hand-over is a bounded queue; when the card is so slow that it fills, a change is
 //! dropped, counted, and logged (the next change of the same object rewrites the whole row,
-//! so a dropped `update` costs nothing once another comes). Retention runs every
-//! [`PRUNE_EVERY`] writes and at start.
+//! so a dropped `update` costs nothing once another comes). Retention by age runs every
+//! [`PRUNE_EVERY`] writes and at start; the `max_events` cap whenever an insert takes the
+//! store over it, so the store never holds more than the cap.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,12 +83,23 @@ impl Recorder {
 fn write_loop(store: EventStore, cfg: EventsConfig, rx: Receiver<TrackedObject>) {
     let mut writes = 0u64;
     let mut failing = false;
+    // Rows in the store, kept up to date with every insert, so `max_events` holds at all
+    // times: the cap runs as soon as an insert takes the store over it (one row out, one in).
+    let mut rows = store.count().unwrap_or(0);
     while let Ok(object) = rx.recv() {
         match store.upsert(&object) {
-            Ok(()) => {
+            Ok(inserted) => {
                 if failing {
                     info!("the event store is writable again");
                     failing = false;
+                }
+                rows += u64::from(inserted);
+                if rows > u64::from(cfg.max_events) {
+                    if let Err(e) = store.cap(cfg.max_events) {
+                        warn!("event retention failed: {e}");
+                    }
+                    // Recounted: a person may have dropped events meanwhile.
+                    rows = store.count().unwrap_or(0);
                 }
             }
             Err(e) if !failing => {

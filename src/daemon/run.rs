@@ -246,6 +246,15 @@ pub async fn serve(
             learner: plan.learner.clone(),
             replay,
             score_threshold,
+            zones: spec
+                .scene
+                .zones
+                .iter()
+                .map(|z| crate::wire::ZoneShape {
+                    name: z.name.clone(),
+                    points: z.points.clone(),
+                })
+                .collect(),
         };
         match plan.lane {
             LanePlan::Vision(pipeline) => {
@@ -412,6 +421,20 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let handlers_stop = CancellationToken::new();
     let dispatcher = Dispatcher::start(control.clone(), &tracker, handlers_stop.clone());
+    // The web page: a second door to the same control plane. One that cannot start (a bad
+    // token file) is logged; the cameras run on.
+    let web_stop = CancellationToken::new();
+    if let Err(e) = super::web::start(
+        control.clone(),
+        &config.http,
+        state_dir.clone(),
+        web_stop.clone(),
+        &tracker,
+    )
+    .await
+    {
+        error!("no web page: {e}");
+    }
 
     let names: Vec<&str> = control.streams.iter().map(|s| s.name.as_str()).collect();
     info!(streams = ?names, "adaptd running");
@@ -502,6 +525,8 @@ pub async fn serve(
 
     // Shutdown: frames stop first, then work in hand finishes, then MQTT says `stopped`.
     notifier.stopping();
+    // Live viewers' streams end now; requests in flight are answered.
+    web_stop.cancel();
     stop.stop();
     control.trainer.cancel();
     workers_stop.cancel();

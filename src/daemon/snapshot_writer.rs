@@ -5,8 +5,9 @@
 //! fit crop, then a clearly better one); the writer saves the annotated frame and the clean
 //! crop, publishes the annotated JPEG retained on `<camera>/<label>/snapshot`, keeps it in
 //! memory for republishing after a reconnect, and tells the pipeline which ids are on disk
-//! (their next message says `has_snapshot`). Retention runs at start and every
-//! [`PRUNE_EVERY`].
+//! (their next message says `has_snapshot`). Retention runs at start, every [`PRUNE_EVERY`]
+//! (age) and whenever a save takes the folder over `[snapshots].max_mb` (size), so the size
+//! cap holds at all times, not only after the next pass.
 //!
 //! It stops on [`SnapshotWriter::close`] or when every handle is dropped.
 //!
@@ -148,6 +149,13 @@ fn prune(store: &SnapshotStore) {
     }
 }
 
+fn on_disk(store: &SnapshotStore) -> u64 {
+    store.total_bytes().unwrap_or_else(|e| {
+        warn!("cannot measure the snapshots on disk: {e}");
+        0
+    })
+}
+
 fn write_loop(
     store: SnapshotStore,
     publisher: Publisher,
@@ -155,6 +163,10 @@ fn write_loop(
     shared: Arc<Mutex<Shared>>,
 ) {
     prune(&store);
+    // Bytes on disk, kept up to date with every save, so the size cap holds between the
+    // periodic passes: a pass runs as soon as a save takes the total over it.
+    let limit = store.config().max_mb.saturating_mul(1024 * 1024);
+    let mut bytes = on_disk(&store);
     let mut failing = false;
     let mut last_prune = std::time::Instant::now();
     loop {
@@ -181,6 +193,17 @@ fn write_loop(
                 if failing {
                     info!("snapshots are written again");
                     failing = false;
+                }
+                // A replaced snapshot counts twice here: a pass then comes early, and resets
+                // the count from the disk.
+                let clean = store
+                    .path(&job.camera, &job.id, true)
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map_or(0, |m| m.len());
+                bytes = bytes.saturating_add(jpeg.len() as u64 + clean);
+                if bytes > limit {
+                    prune(&store);
+                    bytes = on_disk(&store);
                 }
                 let jpeg = Arc::new(jpeg);
                 let topic = publisher

@@ -212,16 +212,32 @@ impl SnapshotStore {
 
     /// Path of an existing snapshot (`clean` = the crop), None when absent or id/camera unsafe.
     pub fn path(&self, camera: &str, id: &str, clean: bool) -> Option<PathBuf> {
+        Self::file_in(&self.dir, camera, id, clean)
+    }
+
+    /// [`SnapshotStore::path`] for readers that hold no store (the web page, beside the
+    /// writer thread that owns it): `dir` is [`SnapshotStore::dir_in`] of the state dir.
+    pub fn file_in(dir: &Path, camera: &str, id: &str, clean: bool) -> Option<PathBuf> {
         if check_name("camera", camera).is_err() || check_id(id).is_err() {
             return None;
         }
         let suffix = if clean { CLEAN_SUFFIX } else { "" };
-        let p = self.dir.join(camera).join(format!("{id}{suffix}.jpg"));
+        let p = dir.join(camera).join(format!("{id}{suffix}.jpg"));
         // symlink_metadata: a link planted in the dir is not ours to hand out.
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() => Some(p),
             _ => None,
         }
+    }
+
+    /// Deletes an object's two files (when a person drops its event); how many there were.
+    pub fn remove_in(dir: &Path, camera: &str, id: &str) -> Result<usize, SnapshotError> {
+        let files: Vec<(PathBuf, u64)> = [false, true]
+            .into_iter()
+            .filter_map(|clean| Self::file_in(dir, camera, id, clean))
+            .map(|p| (p, 0))
+            .collect();
+        remove_all(&files)
     }
 
     /// Deletes snapshots older than retain_days (by mtime), then the oldest until the total is

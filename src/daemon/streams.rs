@@ -58,6 +58,8 @@ pub struct StreamHandle {
     /// The retained `<camera>/<zone>/<label>` counts (the worker writes, the main loop reads
     /// to republish after a reconnect).
     pub counts: CountLedger,
+    /// Its zones, for viewers.
+    zones: Vec<wire::ZoneShape>,
 }
 
 /// The fixed part of a [`StreamHandle`].
@@ -77,6 +79,8 @@ pub struct StreamInfo {
     pub replay: bool,
     /// The detector's score threshold at start (`None`: not a detector).
     pub score_threshold: Option<f32>,
+    /// Its zones, for viewers (`state`).
+    pub zones: Vec<wire::ZoneShape>,
 }
 
 impl StreamHandle {
@@ -101,6 +105,7 @@ impl StreamHandle {
             latest: ArcSwapOption::empty(),
             label: ArcSwapOption::empty(),
             counts: CountLedger::default(),
+            zones: i.zones,
         }
     }
 
@@ -190,6 +195,7 @@ impl StreamHandle {
             label: self.label(),
             score_threshold: self.score_threshold(),
             unknown_threshold: self.learner.unknown_threshold(),
+            zones: self.zones.clone(),
         }
     }
 }

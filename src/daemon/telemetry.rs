@@ -12,6 +12,7 @@
 //! they sit beside the registry in [`StreamMeters`], one per stream.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,19 @@ pub struct EventLabels {
     pub label: String,
 }
 
+/// Labels of per-learner series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LearnerLabels {
+    pub model: String,
+}
+
+/// Labels of per-learner, per-label series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SampleLabels {
+    pub model: String,
+    pub label: String,
+}
+
 /// Labels of training counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrainLabels {
@@ -70,7 +84,19 @@ pub struct Telemetry {
     inference_seconds: Family<ModelLabels, Histogram>,
     events: Family<EventLabels, Counter>,
     training_runs: Family<TrainLabels, Counter>,
+    training_seconds: Family<LearnerLabels, Histogram>,
     mqtt_connected: Gauge,
+    // Read, not counted: brought up to date by `/metrics` before it encodes
+    // ([`Telemetry::sync_source`] and the setters after it).
+    frames_read: Family<StreamLabels, Counter>,
+    decode_errors: Family<StreamLabels, Counter>,
+    fps: Family<StreamLabels, Gauge<f64, AtomicU64>>,
+    objects: Family<EventLabels, Counter>,
+    samples: Family<SampleLabels, Gauge>,
+    head_accuracy: Family<LearnerLabels, Gauge<f64, AtomicU64>>,
+    head_macro_f1: Family<LearnerLabels, Gauge<f64, AtomicU64>>,
+    mqtt_reconnects: Counter,
+    resident: Gauge,
     meters: Mutex<BTreeMap<String, StreamMeters>>,
     started: Instant,
 }
@@ -92,6 +118,69 @@ impl Telemetry {
         let events = Family::<EventLabels, Counter>::default();
         let training_runs = Family::<TrainLabels, Counter>::default();
         let mqtt_connected = Gauge::default();
+        let training_seconds = Family::<LearnerLabels, Histogram>::new_with_constructor(
+            histogram as fn() -> Histogram,
+        );
+        let frames_read = Family::<StreamLabels, Counter>::default();
+        let decode_errors = Family::<StreamLabels, Counter>::default();
+        let fps = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
+        let objects = Family::<EventLabels, Counter>::default();
+        let samples = Family::<SampleLabels, Gauge>::default();
+        let head_accuracy = Family::<LearnerLabels, Gauge<f64, AtomicU64>>::default();
+        let head_macro_f1 = Family::<LearnerLabels, Gauge<f64, AtomicU64>>::default();
+        let mqtt_reconnects = Counter::default();
+        let resident = Gauge::default();
+        registry.register(
+            "frames_read",
+            "Frames (or files) the source delivered",
+            frames_read.clone(),
+        );
+        registry.register(
+            "decode_errors",
+            "Frames or files the source could not decode and skipped",
+            decode_errors.clone(),
+        );
+        registry.register(
+            "fps",
+            "Frames processed per second over the last 10 s",
+            fps.clone(),
+        );
+        registry.register(
+            "objects",
+            "Tracked objects announced (new), per camera and label",
+            objects.clone(),
+        );
+        registry.register(
+            "samples",
+            "Labeled samples stored, per learner and label",
+            samples.clone(),
+        );
+        registry.register(
+            "training_seconds",
+            "Time to train a head",
+            training_seconds.clone(),
+        );
+        registry.register(
+            "head_accuracy",
+            "Held-out accuracy of the head in service",
+            head_accuracy.clone(),
+        );
+        registry.register(
+            "head_macro_f1",
+            "Held-out macro-F1 of the head in service",
+            head_macro_f1.clone(),
+        );
+        registry.register(
+            "mqtt_reconnects",
+            "Times the MQTT link had to connect again",
+            mqtt_reconnects.clone(),
+        );
+        registry.register_with_unit(
+            "resident_memory",
+            "Resident memory of the daemon",
+            prometheus_client::registry::Unit::Bytes,
+            resident.clone(),
+        );
         registry.register(
             "frames_processed",
             "Frames (or utterances) run through the model",
@@ -141,7 +230,17 @@ impl Telemetry {
             inference_seconds,
             events,
             training_runs,
+            training_seconds,
             mqtt_connected,
+            frames_read,
+            decode_errors,
+            fps,
+            objects,
+            samples,
+            head_accuracy,
+            head_macro_f1,
+            mqtt_reconnects,
+            resident,
             meters: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
         })
@@ -195,11 +294,10 @@ impl Telemetry {
 
     /// Brings `frames_dropped` up to `total`, the source slot's own count (it only grows).
     pub fn sync_dropped(&self, camera: &str, total: u64) {
-        let c = self.frames_dropped.get_or_create(&Self::stream(camera));
-        let now = c.get();
-        if total > now {
-            c.inc_by(total - now);
-        }
+        catch_up(
+            &self.frames_dropped.get_or_create(&Self::stream(camera)),
+            total,
+        );
     }
 
     pub fn event(&self, camera: &str, label: &str) {
@@ -218,6 +316,72 @@ impl Telemetry {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// A training run of `model` took `took` (whatever its outcome).
+    pub fn training_time(&self, model: &str, took: Duration) {
+        self.training_seconds
+            .get_or_create(&LearnerLabels {
+                model: model.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A tracked object of `label` was announced on `camera`.
+    pub fn object(&self, camera: &str, label: &str) {
+        self.objects
+            .get_or_create(&EventLabels {
+                camera: camera.to_owned(),
+                label: label.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Brings the source's counters (which the source keeps) into the registry.
+    pub fn sync_source(&self, camera: &str, frames: u64, decode_errors: u64) {
+        let labels = Self::stream(camera);
+        catch_up(&self.frames_read.get_or_create(&labels), frames);
+        catch_up(&self.decode_errors.get_or_create(&labels), decode_errors);
+    }
+
+    pub fn set_fps(&self, camera: &str, fps: f64) {
+        self.fps.get_or_create(&Self::stream(camera)).set(fps);
+    }
+
+    /// A learner's sample counts and the held-out scores of its head in service.
+    pub fn set_learner(
+        &self,
+        model: &str,
+        counts: &BTreeMap<String, usize>,
+        accuracy: Option<f64>,
+        macro_f1: Option<f64>,
+    ) {
+        for (label, n) in counts {
+            self.samples
+                .get_or_create(&SampleLabels {
+                    model: model.to_owned(),
+                    label: label.clone(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        let l = LearnerLabels {
+            model: model.to_owned(),
+        };
+        if let Some(a) = accuracy {
+            self.head_accuracy.get_or_create(&l).set(a);
+        }
+        if let Some(f) = macro_f1 {
+            self.head_macro_f1.get_or_create(&l).set(f);
+        }
+    }
+
+    /// Brings the reconnect counter up to the link's own count.
+    pub fn sync_mqtt(&self, reconnects: u64) {
+        catch_up(&self.mqtt_reconnects, reconnects);
+    }
+
+    pub fn set_resident(&self, bytes: u64) {
+        self.resident.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn set_mqtt_connected(&self, up: bool) {
@@ -258,6 +422,15 @@ impl Telemetry {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Raises a counter to `total`, a count kept elsewhere that only grows (a counter never goes
+/// back, so a restarted source's smaller count leaves it where it is).
+fn catch_up(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -155,6 +156,8 @@ fn run_one(ctx: &TrainerContext, req: &TrainRequest, cancel: &AtomicBool) {
                 "rejected"
             };
             ctx.telemetry.training_run(&model, kind);
+            ctx.telemetry
+                .training_time(&model, Duration::from_millis(o.report.train_time_ms));
             publish(ctx, &super::report::training_finished(model, &o));
         }
         Err(e) => {

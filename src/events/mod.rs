@@ -95,6 +95,8 @@ pub struct Query {
     pub after: Option<f64>,
     /// Objects that started before this (unix seconds).
     pub before: Option<f64>,
+    /// Objects that were in this zone at some point.
+    pub zone: Option<String>,
     pub limit: usize,
 }
 
@@ -193,33 +195,55 @@ impl EventStore {
         }
     }
 
-    /// Writes an object's current state (inserted or replaced).
-    pub fn upsert(&self, o: &TrackedObject) -> Result<(), EventStoreError> {
+    /// Writes an object's current state (inserted or replaced); true when it was new.
+    pub fn upsert(&self, o: &TrackedObject) -> Result<bool, EventStoreError> {
         let body = serde_json::to_string(o).map_err(|e| EventStoreError::Corrupt {
             path: self.path.clone(),
             id: o.id.clone(),
             detail: e.to_string(),
         })?;
+        let sub_label = o.sub_label.as_ref().map(|s| s.0.as_str());
+        let updated = self
+            .conn
+            .prepare_cached(
+                "UPDATE events SET label = ?2, sub_label = ?3, end_time = ?4, body = ?5
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![o.id, o.label, sub_label, o.end_time, body]))
+            .map_err(sql(&self.path, "writing an event"))?;
+        if updated > 0 {
+            return Ok(false);
+        }
         self.conn
             .prepare_cached(
                 "INSERT INTO events (id, camera, label, sub_label, start_time, end_time, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (id) DO UPDATE SET label = ?3, sub_label = ?4, end_time = ?6,
-                     body = ?7",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     o.id,
                     o.camera,
                     o.label,
-                    o.sub_label.as_ref().map(|s| s.0.as_str()),
+                    sub_label,
                     o.start_time,
                     o.end_time,
                     body
                 ])
             })
             .map_err(sql(&self.path, "writing an event"))?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Drops the oldest objects over `max_events` (the cap alone; [`EventStore::prune`] also
+    /// applies the age rule); the number removed.
+    pub fn cap(&self, max_events: u32) -> Result<usize, EventStoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM events WHERE id IN
+                     (SELECT id FROM events ORDER BY start_time DESC LIMIT -1 OFFSET ?1)",
+                params![max_events],
+            )
+            .map_err(sql(&self.path, "pruning events over max_events"))
     }
 
     /// Deletes what retention says must go; returns the number of rows removed.
@@ -232,14 +256,7 @@ impl EventStore {
                 params![cutoff],
             )
             .map_err(sql(&self.path, "pruning old events"))?;
-        let over = self
-            .conn
-            .execute(
-                "DELETE FROM events WHERE id IN
-                     (SELECT id FROM events ORDER BY start_time DESC LIMIT -1 OFFSET ?1)",
-                params![cfg.max_events],
-            )
-            .map_err(sql(&self.path, "pruning events over max_events"))?;
+        let over = self.cap(cfg.max_events)?;
         Ok(old + over)
     }
 
@@ -252,6 +269,8 @@ impl EventStore {
                  WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR label = ?2)
                    AND (?3 IS NULL OR sub_label = ?3)
                    AND (?4 IS NULL OR start_time >= ?4) AND (?5 IS NULL OR start_time < ?5)
+                   AND (?7 IS NULL OR EXISTS
+                        (SELECT 1 FROM json_each(body, '$.entered_zones') WHERE value = ?7))
                  ORDER BY start_time DESC LIMIT ?6",
             )
             .map_err(sql(&self.path, "listing events"))?;
@@ -263,7 +282,8 @@ impl EventStore {
                     q.sub_label,
                     q.after,
                     q.before,
-                    q.limit.min(i64::MAX as usize) as i64
+                    q.limit.min(i64::MAX as usize) as i64,
+                    q.zone
                 ],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             )
@@ -284,6 +304,15 @@ impl EventStore {
             .optional()
             .map_err(sql(&self.path, "reading an event"))?;
         body.map(|b| self.decode(id.to_owned(), &b)).transpose()
+    }
+
+    /// Drops one stored object; whether it was there. (An object still being tracked comes
+    /// back with its next change.)
+    pub fn remove(&self, id: &str) -> Result<bool, EventStoreError> {
+        self.conn
+            .execute("DELETE FROM events WHERE id = ?1", [id])
+            .map(|n| n > 0)
+            .map_err(sql(&self.path, "removing an event"))
     }
 
     /// Rows stored.
@@ -367,6 +396,21 @@ mod tests {
             })
             .unwrap();
         assert_eq!(front.len(), 1);
+        let mut zoned = object("z", "front", 300.0, None);
+        zoned.entered_zones = vec!["driveway".into(), "porch".into()];
+        s.upsert(&zoned).unwrap();
+        let porch = |s: &EventStore| {
+            s.list(&Query {
+                zone: Some("porch".into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(porch(&s), vec![zoned]);
+        assert!(s.remove("z").unwrap());
+        assert!(!s.remove("z").unwrap(), "already gone");
+        assert!(porch(&s).is_empty());
         drop(s);
         // A reader beside the writer (the CLI beside the daemon), after a reopen.
         let r = EventStore::open_read(&path).unwrap();

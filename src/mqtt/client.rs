@@ -76,7 +76,7 @@ use rumqttc::{
     NetworkOptions, Outgoing, Packet, Publish, QoS, StateError, SubscribeFilter,
     SubscribeReasonCode, Transport,
 };
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -200,7 +200,22 @@ struct LinkState {
     received_dropped: AtomicU64,
     oversized: AtomicU64,
     retained_ignored: AtomicU64,
+    /// Every message offered to [`Publisher`], for in-process readers (the web page's live
+    /// stream): see [`Publisher::mirror`].
+    mirror: broadcast::Sender<Arc<Mirrored>>,
 }
+
+/// A message the daemon published (or tried to: the mirror sees it whether or not the broker
+/// is reachable).
+#[derive(Debug)]
+pub struct Mirrored {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Messages a mirror reader may fall behind by before it skips (a slow viewer loses messages,
+/// the daemon never waits for it).
+const MIRROR_CAPACITY: usize = 256;
 
 impl LinkState {
     fn new() -> LinkState {
@@ -217,6 +232,7 @@ impl LinkState {
             received_dropped: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
             retained_ignored: AtomicU64::new(0),
+            mirror: broadcast::channel(MIRROR_CAPACITY).0,
         }
     }
 
@@ -273,6 +289,23 @@ impl Publisher {
     }
 
     /// [`Self::check`], counting a refused message as dropped.
+    /// A reader of every message offered to this publisher (and its clones) from now on,
+    /// whether or not the broker takes it. With no reader, offering costs one atomic load.
+    pub fn mirror(&self) -> broadcast::Receiver<Arc<Mirrored>> {
+        self.shared.mirror.subscribe()
+    }
+
+    fn offer_mirror(&self, topic: &str, payload: &[u8]) {
+        let m = &self.shared.mirror;
+        if m.receiver_count() > 0 {
+            // No receiver left between the check and the send is fine: the message is dropped.
+            let _ = m.send(Arc::new(Mirrored {
+                topic: topic.to_owned(),
+                payload: payload.to_vec(),
+            }));
+        }
+    }
+
     fn admit(&self, topic: &str, payload_len: usize) -> Result<(), MqttError> {
         self.check(topic, payload_len).inspect_err(|_| {
             LinkState::bump(&self.shared.dropped);
@@ -313,6 +346,7 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), MqttError> {
         let payload = payload.into();
+        self.offer_mirror(topic, &payload);
         self.admit(topic, payload.len())?;
         match self.client.try_publish(topic, self.qos, retain, payload) {
             Ok(()) => {
@@ -342,6 +376,7 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), MqttError> {
         let payload = payload.into();
+        self.offer_mirror(topic, &payload);
         self.admit(topic, payload.len())?;
         let sent = tokio::time::timeout(
             PUBLISH_TIMEOUT,

@@ -44,7 +44,7 @@ pub mod topics;
 #[cfg(test)]
 mod broker_tests;
 
-pub use client::{LinkEvent, LinkStats, MqttLink, Publisher};
+pub use client::{LinkEvent, LinkStats, Mirrored, MqttLink, Publisher};
 pub use commands::{Command, CommandError, Label, Rejected, Reply, Request};
 pub use config::{MqttConfig, MqttError};
 pub use topics::{Incoming, Topics};

@@ -116,6 +116,7 @@ pub(super) fn source_columns(s: &SampleSource) -> (&'static str, Option<&str>) {
         SampleSource::CameraFrame => ("camera_frame", None),
         SampleSource::Microphone => ("microphone", None),
         SampleSource::DetectionCrop { class } => ("detection_crop", Some(class)),
+        SampleSource::Web { name } => ("web", Some(name)),
     }
 }
 
@@ -131,6 +132,7 @@ pub(super) fn parse_source(
         ("camera_frame", None) => Ok(SampleSource::CameraFrame),
         ("microphone", None) => Ok(SampleSource::Microphone),
         ("detection_crop", Some(class)) => Ok(SampleSource::DetectionCrop { class }),
+        ("web", Some(name)) => Ok(SampleSource::Web { name }),
         (kind, detail) => Err(StoreError::CorruptSample {
             path: path.to_path_buf(),
             id,

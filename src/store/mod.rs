@@ -245,6 +245,29 @@ impl SampleStore {
         Ok(raw.into_iter().map(|(m, ())| m).collect())
     }
 
+    /// Metadata of up to `limit` samples, newest first, older than id `before` when given,
+    /// optionally of one label: a gallery's pages.
+    pub fn list_recent(
+        &self,
+        label: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<SampleMeta>, StoreError> {
+        if let Some(label) = label {
+            validate_label(label)?;
+        }
+        let raw = self.query_meta(
+            &format!(
+                "SELECT {META_COLUMNS} FROM samples \
+                 WHERE (?1 IS NULL OR label = ?1) AND (?2 IS NULL OR id < ?2) \
+                 ORDER BY id DESC LIMIT ?3"
+            ),
+            params![label, before, to_i64(limit)],
+            |_| Ok(()),
+        )?;
+        Ok(raw.into_iter().map(|(m, ())| m).collect())
+    }
+
     /// The whole sample, or `None` if no sample has this id.
     pub fn get(&self, id: i64) -> Result<Option<Sample>, StoreError> {
         let mut rows = self.query_meta(

@@ -110,6 +110,9 @@ fn round_trip_of_every_field() {
         },
         SampleSource::CameraFrame,
         SampleSource::Microphone,
+        SampleSource::Web {
+            name: "alice.jpg".into(),
+        },
         SampleSource::DetectionCrop {
             class: "person".into(),
         },

@@ -45,6 +45,10 @@ pub enum SampleSource {
     DetectionCrop {
         class: String,
     },
+    /// Uploaded or named on the web page: `name` is the file's name or the event it came from.
+    Web {
+        name: String,
+    },
 }
 
 /// Train or holdout, fixed at insert.

@@ -68,7 +68,7 @@ pub use reply::{
 };
 pub use state::{
     Availability, AvailabilityError, CameraState, DeviceState, EngineState, LearnerState,
-    SourceState,
+    SourceState, ZoneShape,
 };
 pub use stats::{CameraStats, Stats};
 pub use training::Training;

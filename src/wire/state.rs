@@ -164,6 +164,23 @@ pub struct CameraState {
     /// unknown_threshold`); `null` without a head.
     #[serde(deserialize_with = "lenient")]
     pub unknown_threshold: Option<f32>,
+    /// A detector camera's zones (config order), for drawing them over its frames; left out
+    /// when it has none.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient"
+    )]
+    pub zones: Vec<ZoneShape>,
+}
+
+/// A zone as a viewer draws it: its name and polygon, in coordinates normalised to the frame
+/// (0..1, origin top left).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ZoneShape {
+    pub name: String,
+    pub points: Vec<[f32; 2]>,
 }
 
 impl Default for CameraState {
@@ -184,6 +201,7 @@ impl Default for CameraState {
             label: None,
             score_threshold: None,
             unknown_threshold: None,
+            zones: Vec::new(),
         }
     }
 }
@@ -278,6 +296,7 @@ mod tests {
             label: None,
             score_threshold: Some(0.35),
             unknown_threshold: None,
+            zones: Vec::new(),
         }
     }
 
@@ -297,6 +316,18 @@ mod tests {
             ..front()
         };
         assert!(wire_json(&inner).get("camera").is_none());
+        // Zones, when it has some, for drawing.
+        let zoned = CameraState {
+            zones: vec![ZoneShape {
+                name: "driveway".into(),
+                points: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0]],
+            }],
+            ..front()
+        };
+        let mut expected = wire_json(&front());
+        expected["zones"] =
+            json!([{"name": "driveway", "points": [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0]]}]);
+        round_trip(&zoned, expected);
     }
 
     #[test]
