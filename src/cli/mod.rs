@@ -414,15 +414,21 @@ fn init_logging(verbose: u8) {
     use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // stderr at the chosen level; the in-memory tail (the web page's Status) at info whatever
-    // that level is.
+    // stderr at the chosen level; the in-memory tail (the web page's Status) at info for our
+    // own lines (warnings for the libraries') whatever that level is.
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_filter(filter),
         )
-        .with(crate::logtail::layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .with(
+            crate::logtail::layer().with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("adaptd", tracing::Level::INFO)
+                    .with_default(tracing::Level::WARN),
+            ),
+        )
         .try_init();
 }
 

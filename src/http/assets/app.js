@@ -1242,7 +1242,14 @@ function headEl(l, hd, camera, reply, key, open) {
 }
 
 function perClassTable(rows, rep) {
-  const tr = rep.samples_per_class_train || {}, ho = rep.samples_per_class_holdout || {};
+  // The report's per-class counts are arrays in the order of its classes.
+  const byClass = (counts) => {
+    const out = {};
+    if (Array.isArray(counts) && Array.isArray(rep.classes)) rep.classes.forEach((c, i) => { out[c] = counts[i]; });
+    else if (counts && typeof counts === "object") Object.assign(out, counts);
+    return out;
+  };
+  const tr = byClass(rep.samples_per_class_train), ho = byClass(rep.samples_per_class_holdout);
   const hasCounts = Object.keys(tr).length || Object.keys(ho).length;
   return h("table", { class: "per-class" },
     h("thead", null, h("tr", null, h("th", { scope: "col" }, "class"), h("th", { scope: "col" }, "precision"), h("th", { scope: "col" }, "recall"),
