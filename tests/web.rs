@@ -145,6 +145,7 @@ fn the_page_shows_live_frames_and_teaches_the_device_in_a_real_browser() {
         "samples.png",
         "training.png",
         "status.png",
+        "live-phone.png",
     ] {
         let bytes = std::fs::metadata(shots.join(page)).map_or(0, |m| m.len());
         assert!(bytes > 10_000, "screenshot {page} is {bytes} bytes");
@@ -292,6 +293,93 @@ fn beyond_loopback_the_page_needs_a_password_and_the_browser_logs_in() {
         .as_str()
         .unwrap_or_default();
     assert!(error.contains("wrong password"), "{report}");
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+}
+
+#[test]
+fn voices_are_enrolled_on_the_speakers_page_by_upload_and_by_recording() {
+    let chromium = browser_ready();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wav = tmp.path().join("alice.wav");
+    let said = Command::new("flite")
+        .args([
+            "-voice",
+            "slt",
+            "-t",
+            "The train to the city leaves every hour.",
+            "-o",
+        ])
+        .arg(&wav)
+        .status()
+        .expect("run flite (apt-get install flite)");
+    assert!(said.success(), "flite");
+    // A microphone that has said nothing yet (an empty recording): the learner is there.
+    let pcm = tmp.path().join("hall.raw");
+    std::fs::write(&pcm, []).expect("write pcm");
+    let broker = TestBroker::start();
+    let http_port = free_port();
+    let cfg = tmp.path().join("adaptd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {state:?}\n\
+             [model]\nname = \"resemblyzer-ge2e\"\n\
+             [train]\nhead = \"centroid\"\ninterval_secs = 0\nmin_new_samples = 0\n\
+             [[microphones]]\nname = \"hall\"\n\
+             source = {{ kind = \"audio\", path = {pcm:?}, sample_rate = 16000 }}\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"testweb\"\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            state = tmp.path().join("state"),
+            port = broker.port(),
+        ),
+    )
+    .expect("write config");
+    let mut bus = Bus::subscribe(broker.port(), BASE, &["available"]);
+    let mut daemon = start_daemon(&cfg);
+    bus.wait_for("available", "`online`", |p| p == "online");
+    wait_listening(http_port, Duration::from_secs(30));
+    let shots = std::env::var_os("ADAPTD_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("shots"));
+    let report = browser(&[
+        "--url",
+        &format!("http://127.0.0.1:{http_port}"),
+        "--camera",
+        "hall",
+        "--shots",
+        &shots.to_string_lossy(),
+        "--chromium",
+        &chromium.to_string_lossy(),
+        "--speakers-wav",
+        &wav.to_string_lossy(),
+    ]);
+    assert!(report["speakers"]["uploaded"].is_string(), "{report}");
+    // Both voices are stored samples of the speaker model.
+    let listed = adaptd()
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "samples",
+            "list",
+            "--model",
+            "resemblyzer-ge2e",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("adaptd samples list");
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let samples = json(&stdout(&listed));
+    for voice in ["alice", "bob"] {
+        let n = samples["labels"]
+            .as_array()
+            .expect("labels")
+            .iter()
+            .filter(|l| l["label"] == voice)
+            .count();
+        assert_eq!(n, 1, "{voice} enrolled from the page: {samples}");
+    }
     let _ = daemon.0.kill();
     let _ = daemon.0.wait();
 }

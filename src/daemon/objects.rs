@@ -31,6 +31,13 @@ const STATIONARY_AFTER_S: f64 = 2.0;
 const FP_WAIT_S: f64 = 1.0;
 /// Verdicts of a false-positive filter asked per object: enough to outvote one odd crop.
 const FP_ATTEMPTS: u32 = 3;
+/// Longest side of an ended object's kept crop. Ended objects are kept by count
+/// (`[frames].keep_ended_objects`), so their memory must not scale with the camera's
+/// resolution: 50 crops of a person filling a 1080p frame are 90 MB at full size (a soak
+/// measured the step), 15 MB at this size, which still serves what they are kept for (a
+/// label command embeds them at the crop model's 224 x 224, a sample keeps a 160-pixel
+/// thumbnail).
+const ENDED_CROP_SIDE: u32 = 320;
 
 /// Which frame a detection was seen in, and when (unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -587,7 +594,8 @@ impl CameraObjects {
                 });
                 last = Some(now);
             }
-            if let Some(best) = live.best {
+            if let Some(mut best) = live.best {
+                best.crop = shrunk(best.crop, ENDED_CROP_SIDE);
                 self.ended.push_back(Ended {
                     id: live.id,
                     best,
@@ -602,7 +610,8 @@ impl CameraObjects {
         out
     }
 
-    /// The best crop of a live or recently ended object.
+    /// The best crop of a live or recently ended object (an ended one's at most
+    /// [`ENDED_CROP_SIDE`] on its longest side).
     pub fn best_crop(&self, id: &str) -> Option<&BestCrop> {
         self.live
             .values()
@@ -727,6 +736,26 @@ fn major_change(a: &TrackedObject, b: &TrackedObject) -> bool {
 /// A change worth a rate-limited update: the box moved off where it was, or a better score.
 fn minor_change(a: &TrackedObject, b: &TrackedObject) -> bool {
     b.top_score >= a.top_score + 0.05 || bbox(a.bbox).iou(&bbox(b.bbox)) < 0.5
+}
+
+/// `img` with its longest side at most `side` (aspect kept; never enlarged).
+fn shrunk(img: Arc<RgbImage>, side: u32) -> Arc<RgbImage> {
+    let (w, h) = img.dimensions();
+    let long = w.max(h);
+    if long <= side || w == 0 || h == 0 {
+        return img;
+    }
+    let scale = f64::from(side) / f64::from(long);
+    let (nw, nh) = (
+        ((f64::from(w) * scale).round() as u32).max(1),
+        ((f64::from(h) * scale).round() as u32).max(1),
+    );
+    Arc::new(image::imageops::resize(
+        &*img,
+        nw,
+        nh,
+        image::imageops::FilterType::Triangle,
+    ))
 }
 
 #[cfg(test)]
@@ -892,6 +921,19 @@ mod tests {
         let ids: Vec<String> = ids.into_iter().flatten().collect();
         assert!(o.best_crop(&ids[0]).is_none(), "the oldest ended crop went");
         assert!(o.best_crop(ids.last().expect("ids")).is_some());
+    }
+
+    #[test]
+    fn ended_crops_are_kept_small_whatever_the_resolution() {
+        let big = Arc::new(RgbImage::new(1200, 800));
+        let small = shrunk(big, ENDED_CROP_SIDE);
+        assert_eq!(small.dimensions(), (ENDED_CROP_SIDE, 213));
+        let tiny = Arc::new(RgbImage::new(40, 90));
+        assert_eq!(shrunk(tiny.clone(), ENDED_CROP_SIDE).dimensions(), (40, 90));
+        assert!(
+            Arc::ptr_eq(&shrunk(tiny.clone(), ENDED_CROP_SIDE), &tiny),
+            "not copied"
+        );
     }
 
     /// Runs `frames` frames of one cup at `x`, starting at `t0`, asking the filter (version 1)

@@ -167,7 +167,7 @@ def train_and_roll_back(page, model, shots):
 
 
 def other_pages(page, shots):
-    for route in ("speakers", "status"):
+    for route in ("status",):
         page.goto(ARGS.url + f"/#{route}")
         page.wait_for_timeout(1500)
         page.screenshot(path=str(shots / f"{route}.png"), full_page=True)
@@ -252,6 +252,42 @@ def login_flow(browser, password):
     return {"wrong_password_error": error}
 
 
+def speakers(browser, camera, wav, shots):
+    """A microphone's Speakers view: a voice enrolled from a WAV upload, another recorded in
+    the browser (chromium's fake microphone), each stored (the page shows the reply)."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800},
+                              permissions=["microphone"])
+    page = ctx.new_page()
+    page.goto(ARGS.url + "/#speakers")
+    sec = f'section.speakers[data-camera="{camera}"]'
+    page.wait_for_selector(sec, timeout=WAIT_MS)
+    page.fill(f"{sec} input.enrol-label", "alice")
+    page.set_input_files(f"{sec} input.enrol-file", wav)
+    page.click(f"{sec} button.enrol-submit")
+    page.wait_for_selector(f"{sec} ul.enrol-results li.ok", timeout=WAIT_MS)
+    uploaded = page.text_content(f"{sec} ul.enrol-results li.ok")
+    page.fill(f"{sec} input.enrol-label", "bob")
+    page.click(f"{sec} button.record")
+    page.wait_for_timeout(2500)
+    page.click(f"{sec} button.record")  # stop early: sends what was recorded
+    try:
+        wait_js(page, "sel => [...document.querySelectorAll(sel + ' ul.enrol-results li')]"
+                ".some(li => /^bob-/.test(li.textContent) && !li.classList.contains('pending'))",
+                sec, what="the recording's reply")
+    except SystemExit:
+        fail("no reply to the recording; the page shows: " + json.dumps(page.eval_on_selector(
+            sec, "e => e.textContent")))
+    recorded = page.eval_on_selector_all(
+        f"{sec} ul.enrol-results li", "els => els.map(e => e.className + ': ' + e.textContent)")
+    if not any(r.startswith("ok") for r in recorded):
+        fail(f"the recorded voice was not stored: {recorded}")
+    wait_js(page, "sel => /bob/.test(document.querySelector(sel).textContent)", sec,
+            what="the recorded voice among the enrolled ones")
+    page.screenshot(path=str(Path(shots) / "speakers.png"), full_page=True)
+    ctx.close()
+    return {"uploaded": uploaded, "recorded": recorded}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -260,6 +296,7 @@ def main():
     ap.add_argument("--shots", required=True)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--password", help="only the login flow, against a daemon with this password")
+    ap.add_argument("--speakers-wav", help="only the Speakers view: enrol this WAV, record one")
     global ARGS
     ARGS = ap.parse_args()
     shots = Path(ARGS.shots)
@@ -267,7 +304,13 @@ def main():
     out = {}
     errors = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=ARGS.chromium, args=CHROMIUM_ARGS)
+        fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+        browser = p.chromium.launch(executable_path=ARGS.chromium,
+                                    args=CHROMIUM_ARGS + (fake_mic if ARGS.speakers_wav else []))
+        if ARGS.speakers_wav:
+            print(json.dumps({"speakers": speakers(browser, ARGS.camera, ARGS.speakers_wav,
+                                                   ARGS.shots)}))
+            return
         if ARGS.password:
             print(json.dumps({"login": login_flow(browser, ARGS.password)}))
             return
