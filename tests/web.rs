@@ -214,6 +214,46 @@ fn the_page_shows_live_frames_and_teaches_the_device_in_a_real_browser() {
         "the page's sample is in the next training run: {meta}"
     );
 
+    // The relabel and the delete clicked on the Samples page: no bob left, one carol.
+    let listed = adaptd()
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "samples",
+            "list",
+            "--model",
+            "mobilenetv2",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("adaptd samples list");
+    let samples = json(&stdout(&listed));
+    let count = |label: &str| {
+        samples["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["label"] == label)
+            .map_or(0, |l| {
+                l["train"].as_u64().unwrap_or(0) + l["holdout"].as_u64().unwrap_or(0)
+            })
+    };
+    assert_eq!((count("bob"), count("carol")), (0, 1), "{samples}");
+    // The event dropped on the page is gone from the store.
+    let dropped = report["dropped"]["dropped"].as_str().expect("dropped id");
+    let shown = adaptd()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["events", "show", dropped])
+        .output()
+        .expect("adaptd events show");
+    assert!(
+        !shown.status.success() && stderr(&shown).contains("no stored object"),
+        "{}",
+        stdout(&shown)
+    );
+
     // The rollback clicked on the page put head 1 back in service, as MQTT says.
     bus.retained_where("front/state", "head_version 1", |s| s["head_version"] == 1);
 

@@ -90,6 +90,7 @@ pub struct Telemetry {
     // ([`Telemetry::sync_source`] and the setters after it).
     frames_read: Family<StreamLabels, Counter>,
     decode_errors: Family<StreamLabels, Counter>,
+    decode_seconds: Family<StreamLabels, Counter<f64, AtomicU64>>,
     fps: Family<StreamLabels, Gauge<f64, AtomicU64>>,
     objects: Family<EventLabels, Counter>,
     samples: Family<SampleLabels, Gauge>,
@@ -123,6 +124,7 @@ impl Telemetry {
         );
         let frames_read = Family::<StreamLabels, Counter>::default();
         let decode_errors = Family::<StreamLabels, Counter>::default();
+        let decode_seconds = Family::<StreamLabels, Counter<f64, AtomicU64>>::default();
         let fps = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
         let objects = Family::<EventLabels, Counter>::default();
         let samples = Family::<SampleLabels, Gauge>::default();
@@ -139,6 +141,11 @@ impl Telemetry {
             "decode_errors",
             "Frames or files the source could not decode and skipped",
             decode_errors.clone(),
+        );
+        registry.register(
+            "decode_seconds",
+            "Time the source spent decoding frames (JPEG, PNG, H.264); over frames_read, the mean",
+            decode_seconds.clone(),
         );
         registry.register(
             "fps",
@@ -234,6 +241,7 @@ impl Telemetry {
             mqtt_connected,
             frames_read,
             decode_errors,
+            decode_seconds,
             fps,
             objects,
             samples,
@@ -338,10 +346,15 @@ impl Telemetry {
     }
 
     /// Brings the source's counters (which the source keeps) into the registry.
-    pub fn sync_source(&self, camera: &str, frames: u64, decode_errors: u64) {
+    pub fn sync_source(&self, camera: &str, frames: u64, decode_errors: u64, decode_s: f64) {
         let labels = Self::stream(camera);
         catch_up(&self.frames_read.get_or_create(&labels), frames);
         catch_up(&self.decode_errors.get_or_create(&labels), decode_errors);
+        let d = self.decode_seconds.get_or_create(&labels);
+        let now = d.get();
+        if decode_s > now {
+            d.inc_by(decode_s - now);
+        }
     }
 
     pub fn set_fps(&self, camera: &str, fps: f64) {

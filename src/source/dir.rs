@@ -133,7 +133,10 @@ impl Source for DirSource {
             self.next += 1;
             // decode_file checks the size before reading: a stray 4 GB video in the folder is
             // refused, not loaded.
-            match decode_file(&path, &self.limits) {
+            let started = Instant::now();
+            let decoded = decode_file(&path, &self.limits);
+            self.stats.decoded(started.elapsed());
+            match decoded {
                 Ok(image) => {
                     self.pass_ok += 1;
                     // Decode first, then wait: the frame goes out on time even when decoding

@@ -499,7 +499,10 @@ impl Source for MjpegSource {
                 }
             }
             let label = format!("{} frame #{}", self.name, self.read);
-            match decode_mjpeg_frame(&jpeg, &label, &self.limits) {
+            let started = std::time::Instant::now();
+            let decoded = decode_mjpeg_frame(&jpeg, &label, &self.limits);
+            self.stats.decoded(started.elapsed());
+            match decoded {
                 Ok(image) => {
                     let frame = Frame::now(self.seq, image, self.name.clone());
                     self.seq += 1;

@@ -21,6 +21,8 @@ pub struct SourceStats {
     resyncs: AtomicU64,
     garbage_bytes: AtomicU64,
     reconnects: AtomicU64,
+    /// Time spent decoding delivered and skipped frames (JPEG, PNG, H.264), nanoseconds.
+    decode_ns: AtomicU64,
     state: Mutex<SourceState>,
     last_skip: Mutex<Option<String>>,
     negotiated: Mutex<Option<String>>,
@@ -35,6 +37,7 @@ impl Default for SourceStats {
             resyncs: AtomicU64::new(0),
             garbage_bytes: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            decode_ns: AtomicU64::new(0),
             state: Mutex::new(SourceState::Starting),
             last_skip: Mutex::new(None),
             negotiated: Mutex::new(None),
@@ -111,6 +114,18 @@ impl SourceStats {
     pub(crate) fn decode_error(&self, why: String) -> u64 {
         *lock(&self.last_skip) = Some(why);
         self.decode_errors.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds the time one decode took (whether it succeeded or not).
+    pub(crate) fn decoded(&self, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.decode_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Seconds spent decoding since start (`/metrics`: divided by the frames read, the mean
+    /// decode time).
+    pub fn decode_seconds(&self) -> f64 {
+        self.decode_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
 
     pub(crate) fn rate_dropped(&self) {

@@ -333,6 +333,7 @@ impl Source for V4l2Camera {
                 continue;
             }
             let data = &buf[..used];
+            let started = std::time::Instant::now();
             let image = match self.granted {
                 PixelFormat::Mjpeg => {
                     let name = format!("{} frame #{}", self.device, meta.sequence);
@@ -341,6 +342,7 @@ impl Source for V4l2Camera {
                 PixelFormat::Yuyv => yuyv_to_rgb(data, self.width, self.height, self.stride)
                     .map_err(|e| format!("{} frame #{}: {e}", self.device, meta.sequence)),
             };
+            self.stats.decoded(started.elapsed());
             match image {
                 Ok(image) => {
                     let frame = Frame {

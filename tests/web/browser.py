@@ -10,6 +10,7 @@ What it does, in order, each step failing with a message that says what was expe
 2. Events: an event of a person with a snapshot is named `alice` on the page; the reply shows.
 3. Samples: a file that is not a picture is uploaded; its error shows on the page.
 4. Training: "train now", a new head appears in service; then "roll back" to head 1.
+   Then a sample is relabeled and another deleted, and the named event is dropped.
 5. Access: a POST without a session, and one without the CSRF token, are refused (403); the
    same with both goes through.
 6. /metrics parses with prometheus_client's OpenMetrics parser (strict: the format we
@@ -166,6 +167,35 @@ def train_and_roll_back(page, model, shots):
     return {"trained": trained, "rollback_reply": page.text_content(f"{learner} div.reply.ok")}
 
 
+def edit_samples(page):
+    """Relabels one `bob` sample to `carol` and deletes the other, on the Samples page."""
+    page.goto(ARGS.url + "/#samples")
+    group = f'section.learner[data-model="{ARGS.model}"] div.label-group[data-label="bob"]'
+    page.wait_for_selector(f"{group} div.sample", timeout=WAIT_MS)
+    ids = page.eval_on_selector_all(f"{group} div.sample", "els => els.map(e => e.dataset.id)")
+    if len(ids) != 2:
+        fail(f"expected the two bob samples on the samples page, found {ids}")
+    page.once("dialog", lambda d: d.accept("carol"))
+    page.click(f'{group} div.sample[data-id="{ids[0]}"] button.relabel')
+    page.wait_for_selector(f'div.label-group[data-label="carol"] div.sample', timeout=WAIT_MS)
+    page.once("dialog", lambda d: d.accept())
+    page.click(f'{group} div.sample[data-id="{ids[1]}"] button.delete')
+    wait_js(page, "sel => !document.querySelector(sel + ' div.sample')", group,
+            what="the deleted sample to leave the page")
+    return {"relabeled": ids[0], "deleted": ids[1]}
+
+
+def drop_event(page, event_id):
+    """Drops the event named earlier, on the Events page."""
+    page.goto(ARGS.url + "/#events")
+    sel = f'div.event[data-id="{event_id}"]'
+    page.wait_for_selector(sel, timeout=WAIT_MS)
+    page.once("dialog", lambda d: d.accept())
+    page.click(f"{sel} button.drop")
+    wait_js(page, "s => !document.querySelector(s)", sel, what="the dropped event to go")
+    return {"dropped": event_id}
+
+
 def other_pages(page, shots):
     for route in ("status",):
         page.goto(ARGS.url + f"/#{route}")
@@ -206,6 +236,7 @@ def metrics():
         _, raw, _ = get(ARGS.url + "/metrics")
         families = {f.name: f for f in text_string_to_metric_families(raw.decode())}
         for want in ("adaptd_frames_processed", "adaptd_inference_seconds", "adaptd_fps",
+                     "adaptd_frames_read", "adaptd_decode_seconds", "adaptd_objects",
                      "adaptd_samples", "adaptd_training_runs", "adaptd_mqtt_connected",
                      "adaptd_resident_memory_bytes"):
             if want not in families:
@@ -321,6 +352,8 @@ def main():
         out["named"] = name_event(page, shots)
         out["upload"] = bad_upload(page, ARGS.camera, shots)
         out["training"] = train_and_roll_back(page, ARGS.model, shots)
+        out["samples"] = edit_samples(page)
+        out["dropped"] = drop_event(page, out["named"]["event"])
         other_pages(page, shots)
         # The live page on a phone's screen.
         phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)

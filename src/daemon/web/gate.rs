@@ -172,10 +172,24 @@ pub async fn login(
         return ApiError::bad("that password is longer than 1024 bytes").into_response();
     }
     let ip = peer.ip();
-    let wait = web.access.login_delay(ip);
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
+    // Wait out the brake without holding the turn (a guesser's wait must not block the
+    // owner's login), then check it again with the turn: guesses sent in parallel each see
+    // the failures of the ones checked before them.
+    let mut waited = std::time::Duration::ZERO;
+    let _turn = loop {
+        let wait = web.access.login_delay(ip);
+        if wait > waited {
+            tokio::time::sleep(wait - waited).await;
+            waited = wait;
+        }
+        let Ok(turn) = web.logins.acquire().await else {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping")
+                .into_response();
+        };
+        if web.access.login_delay(ip) <= waited {
+            break turn;
+        }
+    };
     let checker = web.clone();
     let outcome = tokio::task::spawn_blocking(move || checker.access.login(ip, &password)).await;
     match outcome {

@@ -48,6 +48,9 @@ pub struct Web {
     pub session_ttl: Duration,
     pub frames: live::FrameCache,
     pub shutdown: CancellationToken,
+    /// One password check at a time: argon2 is meant to be expensive, so a flood of logins
+    /// (parallel, from many addresses) queues here instead of taking every core.
+    pub logins: tokio::sync::Semaphore,
 }
 
 /// Why the server could not start.
@@ -235,6 +238,7 @@ pub async fn start(
         session_ttl: Duration::from_secs_f64(cfg.session_hours * 3600.0),
         frames: live::FrameCache::default(),
         shutdown: shutdown.clone(),
+        logins: tokio::sync::Semaphore::new(1),
     });
     let max_upload = cfg.max_upload_mb as usize * 1024 * 1024;
     let app = router(web, max_upload).into_make_service_with_connect_info::<SocketAddr>();

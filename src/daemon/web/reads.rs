@@ -439,7 +439,12 @@ pub async fn metrics(State(web): State<Arc<Web>>) -> Result<Response, ApiError> 
     let t = &c.telemetry;
     for s in &c.streams {
         let snap = s.source_stats.snapshot();
-        t.sync_source(&s.name, snap.frames, snap.decode_errors);
+        t.sync_source(
+            &s.name,
+            snap.frames,
+            snap.decode_errors,
+            s.source_stats.decode_seconds(),
+        );
         t.set_fps(&s.name, t.rates(&s.name).fps);
     }
     for (model, counts, accuracy, macro_f1) in &heads {

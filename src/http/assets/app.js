@@ -164,6 +164,14 @@ function describe(data) {
   return keys.length ? "ok: " + JSON.stringify(rest) : "ok";
 }
 
+// Where a sample came from, in words: {"kind": "web", "name": "alice.jpg"} -> "web: alice.jpg".
+function sourceText(src) {
+  if (!src) return "?";
+  if (typeof src === "string") return src;
+  const detail = src.name || src.topic || src.path || src.class || "";
+  return (src.kind || "?").replace(/_/g, " ") + (detail ? ": " + detail : "");
+}
+
 function setReply(el, cls, text) {
   if (!el) return;
   el.className = "reply " + cls;
@@ -1047,7 +1055,7 @@ function sampleEl(sec, s) {
   const pic = s.thumbnail_url
     ? h("img", { src: s.thumbnail_url, alt: `sample ${s.id}: ${s.label}`, loading: "lazy" })
     : h("div", { class: "voice" }, h("span", { class: "voice-icon", "aria-hidden": "true" }, "♪"), h("span", null, "voice sample"));
-  const meta = h("div", { class: "meta" }, `#${s.id} · ${s.split || "?"} · ${s.source || "?"}`, h("br"), fmtDate(s.created_unix_ms));
+  const meta = h("div", { class: "meta" }, `#${s.id} · ${s.split || "?"} · ${sourceText(s.source)}`, h("br"), fmtDate(s.created_unix_ms));
   const relabel = h("button", { type: "button", class: "relabel" }, "Relabel");
   const del = h("button", { type: "button", class: "delete danger" }, "Delete");
   relabel.addEventListener("click", async () => {
@@ -1108,7 +1116,7 @@ async function uploadFiles(files, label, camera, ul) {
     const li = h("li", { class: "pending" }, h("span", { class: "file" }, f.name || "recording.wav"), ": ", msg);
     ul.append(li);
     try {
-      const d = await api("POST", `/api/samples/${enc(label)}?camera=${enc(camera)}`, undefined, { raw: f, type: fileType(f) });
+      const d = await api("POST", `/api/samples/${enc(label)}?camera=${enc(camera)}&name=${enc(f.name || "recording.wav")}`, undefined, { raw: f, type: fileType(f) });
       li.className = "ok";
       msg.textContent = describe(d);
       ok++;

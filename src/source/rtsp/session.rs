@@ -261,11 +261,13 @@ impl Source for RtspSource {
                 continue;
             };
             let demand = &self.demand;
+            let started = Instant::now();
             let decoded = playing
                 .decoder
                 .decode(frame.data(), &self.settings.limits, || {
                     demand.wants(Instant::now())
                 });
+            self.stats.decoded(started.elapsed());
             match decoded {
                 Ok(Decoded::Picture(image)) => {
                     playing.bad_in_a_row = 0;
