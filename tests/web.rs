@@ -99,7 +99,7 @@ fn the_page_shows_live_frames_and_teaches_the_device_in_a_real_browser() {
         tmp.path(),
         &frames,
         broker.port(),
-        &format!("listen = \"127.0.0.1:{http_port}\""),
+        &format!("listen = \"127.0.0.1:{http_port}\"\nmax_upload_mb = 1"),
     );
     let mut daemon = start_daemon(&cfg);
     bus.wait_for("available", "`online`", |p| p == "online");

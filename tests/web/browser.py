@@ -228,7 +228,16 @@ def access():
     status, body = post(url + "/api/cmd/status", headers={"Cookie": cookie, "X-CSRF-Token": csrf})
     if status != 200 or body.get("ok") is not True:
         fail(f"a POST with session and token got {status}: {body}")
-    return {"csrf": "enforced"}
+    # Bodies over the limits: 413, with a JSON error that names the limit.
+    auth = {"Cookie": cookie, "X-CSRF-Token": csrf}
+    status, body = post(url + "/api/cmd/status", body=b" " * 300_000, headers=auth)
+    if status != 413 or body.get("ok") is not False:
+        fail(f"a 300 kB command got {status}: {body}")
+    status, body = post(url + f"/api/samples/alice?camera={ARGS.camera}&name=huge.jpg",
+                        body=b"\xff" * (1_100_000), headers={**auth, "Content-Type": "image/jpeg"})
+    if status != 413 or "max_upload_mb" not in body.get("error", ""):
+        fail(f"an upload over [http].max_upload_mb = 1 got {status}: {body}")
+    return {"csrf": "enforced", "limits": "enforced"}
 
 
 def metrics():

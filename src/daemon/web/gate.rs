@@ -70,9 +70,33 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
     next.run(req).await
 }
 
-/// Headers on every answer: no sniffing, no framing by other sites, scripts and styles only
-/// from the page itself (the page inlines nothing).
-pub async fn security_headers(mut res: Response) -> Response {
+/// Every answer leaves here: an error that axum itself wrote as plain text (a malformed JSON
+/// body, a path segment that is not a number, a body over the limit) becomes the API's JSON
+/// error, so a client parses every error the same way; and every answer gets the security
+/// headers: no sniffing, no framing by other sites, scripts and styles only from the page
+/// itself (the page inlines nothing).
+pub async fn finish(res: Response) -> Response {
+    let failed = res.status().is_client_error() || res.status().is_server_error();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let mut res = if failed && !json {
+        let status = res.status();
+        let text = axum::body::to_bytes(res.into_body(), 64 * 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .unwrap_or_default();
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        };
+        ApiError::new(status, message).into_response()
+    } else {
+        res
+    };
     let h = res.headers_mut();
     let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
         h.insert(

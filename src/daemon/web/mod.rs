@@ -51,6 +51,8 @@ pub struct Web {
     /// One password check at a time: argon2 is meant to be expensive, so a flood of logins
     /// (parallel, from many addresses) queues here instead of taking every core.
     pub logins: tokio::sync::Semaphore,
+    /// `[http].max_upload_mb`, bytes: read by the upload route itself, so the error says so.
+    pub max_upload: usize,
 }
 
 /// Why the server could not start.
@@ -155,11 +157,9 @@ pub fn access(cfg: &HttpConfig) -> Result<Access, WebError> {
     ))
 }
 
-/// The routes.
-fn router(web: Arc<Web>, max_upload: usize) -> Router {
-    let uploads = Router::new()
-        .route("/api/samples/{label}", post(writes::upload))
-        .layer(DefaultBodyLimit::max(max_upload));
+/// The routes. Bodies are capped at 256 KiB (commands, labels, logins), except uploads, which
+/// read their own body up to `[http].max_upload_mb`.
+fn router(web: Arc<Web>) -> Router {
     Router::new()
         .route("/", get(gate::asset))
         .route("/app.js", get(gate::asset))
@@ -196,14 +196,14 @@ fn router(web: Arc<Web>, max_upload: usize) -> Router {
         .route("/api/status", get(reads::status))
         .route("/api/cmd/{verb}", post(writes::command))
         .route("/metrics", get(reads::metrics))
-        .merge(uploads)
         .layer(DefaultBodyLimit::max(256 * 1024))
+        .route("/api/samples/{label}", post(writes::upload))
         .fallback(gate::not_found)
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),
             gate::guard,
         ))
-        .layer(axum::middleware::map_response(gate::security_headers))
+        .layer(axum::middleware::map_response(gate::finish))
         .with_state(web)
 }
 
@@ -239,9 +239,9 @@ pub async fn start(
         frames: live::FrameCache::default(),
         shutdown: shutdown.clone(),
         logins: tokio::sync::Semaphore::new(1),
+        max_upload: cfg.max_upload_mb as usize * 1024 * 1024,
     });
-    let max_upload = cfg.max_upload_mb as usize * 1024 * 1024;
-    let app = router(web, max_upload).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(web).into_make_service_with_connect_info::<SocketAddr>();
     info!("web page on http://{bound}/");
     tracker.spawn(async move {
         let served = axum::serve(listener, app)

@@ -66,8 +66,22 @@ pub async fn upload(
     Path(label): Path<String>,
     Query(p): Query<UploadParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, web.max_upload).await else {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Reply::error(
+                None,
+                Some("sample"),
+                format!(
+                    "{}: the file is larger than the {} MiB upload limit ([http].max_upload_mb)",
+                    p.name.as_deref().unwrap_or("upload"),
+                    web.max_upload / (1024 * 1024)
+                ),
+            ),
+        );
+    };
     let name = p
         .name
         .filter(|n| !n.trim().is_empty())
