@@ -109,25 +109,26 @@ fn utc_now() -> String {
     utc(secs)
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (the civil-from-days algorithm of H. Hinnant).
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
+    let [y, m, d, hh, mm, ss] = civil(i64::try_from(secs).unwrap_or(i64::MAX));
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// Unix seconds as UTC `[year, month, day, hour, minute, second]` (the civil-from-days
+/// algorithm of H. Hinnant: no time crate needed). Also what `adaptd events` prints.
+pub fn civil(secs: i64) -> [i64; 6] {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
+    let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    [y, m, d, rem / 3600, rem % 3600 / 60, rem % 60]
 }
 
 #[cfg(test)]

@@ -19,6 +19,25 @@ use common::*;
 
 const BASE: &str = "adaptd/testweb";
 
+/// Stored samples of `label` in `model`'s learner, as `adaptd samples list` counts them.
+fn stored(cfg: &Path, model: &str, label: &str) -> u64 {
+    let listed = adaptd()
+        .arg("--config")
+        .arg(cfg)
+        .args(["samples", "list", "--model", model, "--format", "json"])
+        .output()
+        .expect("adaptd samples list");
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let samples = json(&stdout(&listed));
+    samples["labels"]
+        .as_array()
+        .expect("the samples' labels")
+        .iter()
+        .filter(|l| l["label"] == label)
+        .map(|l| l["train"].as_u64().unwrap_or(0) + l["holdout"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// Waits until something accepts connections on `port`.
 fn wait_listening(port: u16, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -152,30 +171,11 @@ fn the_page_shows_live_frames_and_teaches_the_device_in_a_real_browser() {
     }
 
     // The event named on the page is a stored sample of `alice`, filed from that event.
-    let listed = adaptd()
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "samples",
-            "list",
-            "--model",
-            "mobilenetv2",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("adaptd samples list");
-    assert!(listed.status.success(), "{}", stderr(&listed));
-    let samples = json(&stdout(&listed));
-    let alice = samples["labels"]
-        .as_array()
-        .expect("the samples' labels")
-        .iter()
-        .find(|l| l["label"] == "alice")
-        .map_or(0, |l| {
-            l["train"].as_u64().unwrap_or(0) + l["holdout"].as_u64().unwrap_or(0)
-        });
-    assert_eq!(alice, 2, "one over MQTT, one named on the page: {samples}");
+    assert_eq!(
+        stored(&cfg, "mobilenetv2", "alice"),
+        2,
+        "one over MQTT, one named on the page"
+    );
 
     // The head trained from the page learned from both.
     let trained = report["training"]["trained"]
@@ -215,31 +215,8 @@ fn the_page_shows_live_frames_and_teaches_the_device_in_a_real_browser() {
     );
 
     // The relabel and the delete clicked on the Samples page: no bob left, one carol.
-    let listed = adaptd()
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "samples",
-            "list",
-            "--model",
-            "mobilenetv2",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("adaptd samples list");
-    let samples = json(&stdout(&listed));
-    let count = |label: &str| {
-        samples["labels"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["label"] == label)
-            .map_or(0, |l| {
-                l["train"].as_u64().unwrap_or(0) + l["holdout"].as_u64().unwrap_or(0)
-            })
-    };
-    assert_eq!((count("bob"), count("carol")), (0, 1), "{samples}");
+    assert_eq!(stored(&cfg, "mobilenetv2", "bob"), 0);
+    assert_eq!(stored(&cfg, "mobilenetv2", "carol"), 1);
     // The event dropped on the page is gone from the store.
     let dropped = report["dropped"]["dropped"].as_str().expect("dropped id");
     let shown = adaptd()
@@ -396,29 +373,12 @@ fn voices_are_enrolled_on_the_speakers_page_by_upload_and_by_recording() {
     ]);
     assert!(report["speakers"]["uploaded"].is_string(), "{report}");
     // Both voices are stored samples of the speaker model.
-    let listed = adaptd()
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "samples",
-            "list",
-            "--model",
-            "resemblyzer-ge2e",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("adaptd samples list");
-    assert!(listed.status.success(), "{}", stderr(&listed));
-    let samples = json(&stdout(&listed));
     for voice in ["alice", "bob"] {
-        let n = samples["labels"]
-            .as_array()
-            .expect("labels")
-            .iter()
-            .filter(|l| l["label"] == voice)
-            .count();
-        assert_eq!(n, 1, "{voice} enrolled from the page: {samples}");
+        assert_eq!(
+            stored(&cfg, "resemblyzer-ge2e", voice),
+            1,
+            "{voice} enrolled from the page"
+        );
     }
     let _ = daemon.0.kill();
     let _ = daemon.0.wait();
