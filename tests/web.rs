@@ -315,7 +315,7 @@ fn beyond_loopback_the_page_needs_a_password_and_the_browser_logs_in() {
 }
 
 #[test]
-fn voices_are_enrolled_on_the_speakers_page_by_upload_and_by_recording() {
+fn voices_are_enrolled_on_the_speakers_page_and_the_page_says_who_spoke() {
     let chromium = browser_ready();
     let tmp = tempfile::tempdir().expect("tempdir");
     let wav = tmp.path().join("alice.wav");
@@ -331,9 +331,34 @@ fn voices_are_enrolled_on_the_speakers_page_by_upload_and_by_recording() {
         .status()
         .expect("run flite (apt-get install flite)");
     assert!(said.success(), "flite");
-    // A microphone that has said nothing yet (an empty recording): the learner is there.
-    let pcm = tmp.path().join("hall.raw");
-    std::fs::write(&pcm, []).expect("write pcm");
+    // The microphone: a FIFO the daemon reads raw 16 kHz PCM from, silent until the page has
+    // enrolled the voices; then the browser script says alice's sentence into it.
+    let fifo = tmp.path().join("hall.pcm");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo");
+    let said_pcm = tmp.path().join("alice.raw");
+    let converted = Command::new("sox")
+        .arg(&wav)
+        .args([
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+        ])
+        .arg(&said_pcm)
+        .status()
+        .expect("run sox (apt-get install sox)");
+    assert!(converted.success(), "sox");
+    let pcm = fifo.clone();
     let broker = TestBroker::start();
     let http_port = free_port();
     let cfg = tmp.path().join("adaptd.toml");
@@ -370,8 +395,14 @@ fn voices_are_enrolled_on_the_speakers_page_by_upload_and_by_recording() {
         &chromium.to_string_lossy(),
         "--speakers-wav",
         &wav.to_string_lossy(),
+        "--speak-fifo",
+        &fifo.to_string_lossy(),
+        "--speak-pcm",
+        &said_pcm.to_string_lossy(),
     ]);
     assert!(report["speakers"]["uploaded"].is_string(), "{report}");
+    let recent = report["speakers"]["recent"].to_string();
+    assert!(recent.contains("alice"), "who spoke, on the page: {recent}");
     // Both voices are stored samples of the speaker model.
     for voice in ["alice", "bob"] {
         assert_eq!(

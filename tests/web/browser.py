@@ -323,9 +323,48 @@ def speakers(browser, camera, wav, shots):
         fail(f"the recorded voice was not stored: {recorded}")
     wait_js(page, "sel => /bob/.test(document.querySelector(sel).textContent)", sec,
             what="the recorded voice among the enrolled ones")
+    out = {"uploaded": uploaded, "recorded": recorded}
+    fifo = None
+    if ARGS.speak_fifo:
+        out["recent"], fifo = speak(page, sec)
+    page.wait_for_timeout(500)
     page.screenshot(path=str(Path(shots) / "speakers.png"), full_page=True)
     ctx.close()
-    return {"uploaded": uploaded, "recorded": recorded}
+    if fifo:
+        # Closing the microphone ends its stream, and with it (its only stream) the daemon.
+        fifo.close()
+    return out
+
+
+def speak(page, sec):
+    """Trains the voices' head over the API, then says alice's sentence into the
+    microphone (a FIFO the daemon reads raw PCM from): the page lists who spoke."""
+    _, raw, headers = get(ARGS.url + "/api/session")
+    auth = {"Cookie": headers.get("Set-Cookie", "").split(";")[0],
+            "X-CSRF-Token": json.loads(raw)["csrf"]}
+    status, body = post(ARGS.url + "/api/cmd/train", body=b'{"force": true}', headers=auth)
+    if status != 200:
+        fail(f"train over the API got {status}: {body}")
+    deadline = time.time() + WAIT_MS / 1000
+    while time.time() < deadline:
+        _, state, _ = get(ARGS.url + "/api/state")
+        if any(l.get("head_version") for l in json.loads(state)["learners"].values()):
+            break
+        time.sleep(0.5)
+    else:
+        fail("no head in service after training the voices")
+    pcm = Path(ARGS.speak_pcm).read_bytes()
+    # Kept open (the caller closes it): a microphone whose writer goes away has ended.
+    fifo = open(ARGS.speak_fifo, "wb")  # noqa: SIM115
+    # The sentence, then a second of silence so the voice gate closes the utterance.
+    fifo.write(pcm + b"\0\0" * 16000)
+    fifo.flush()
+    wait_js(page, "sel => [...document.querySelectorAll(sel + ' ul.recent-speakers li')]"
+            ".some(li => /alice/.test(li.textContent))", sec,
+            what="alice among the recent speakers")
+    recent = page.eval_on_selector_all(f"{sec} ul.recent-speakers li",
+                                       "els => els.map(e => e.textContent)")
+    return recent, fifo
 
 
 def main():
@@ -337,6 +376,8 @@ def main():
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--password", help="only the login flow, against a daemon with this password")
     ap.add_argument("--speakers-wav", help="only the Speakers view: enrol this WAV, record one")
+    ap.add_argument("--speak-fifo", help="with --speakers-wav: the microphone's FIFO...")
+    ap.add_argument("--speak-pcm", help="...and the raw 16 kHz PCM to say into it")
     global ARGS
     ARGS = ap.parse_args()
     shots = Path(ARGS.shots)
