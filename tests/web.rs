@@ -170,6 +170,15 @@ fn the_page_shows_live_frames_and_teaches_the_device_in_a_real_browser() {
         assert!(bytes > 10_000, "screenshot {page} is {bytes} bytes");
     }
 
+    // "False positive" clicked on another event shows the daemon's answer on it.
+    let fp = report["named"]["false_positive_reply"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !fp.is_empty(),
+        "no false-positive reply on the page: {report}"
+    );
+
     // The event named on the page is a stored sample of `alice`, filed from that event.
     assert_eq!(
         stored(&cfg, "mobilenetv2", "alice"),
@@ -389,6 +398,8 @@ fn voices_are_enrolled_on_the_speakers_page_and_the_page_says_who_spoke() {
         &format!("http://127.0.0.1:{http_port}"),
         "--camera",
         "hall",
+        "--model",
+        "resemblyzer-ge2e",
         "--shots",
         &shots.to_string_lossy(),
         "--chromium",

@@ -402,7 +402,13 @@ pub fn samples(ctx: &Context, target: &Target, cmd: &SamplesCmd) -> anyhow::Resu
                 let label_dir = dir.join(&row.meta.label);
                 std::fs::create_dir_all(&label_dir)
                     .with_context(|| format!("creating {}", label_dir.display()))?;
-                let path = label_dir.join(format!("{}.jpg", row.meta.id));
+                // A voice sample keeps a WAV clip where a picture keeps its JPEG.
+                let ext = if jpeg.starts_with(b"RIFF") {
+                    "wav"
+                } else {
+                    "jpg"
+                };
+                let path = label_dir.join(format!("{}.{ext}", row.meta.id));
                 crate::durable::write_atomic(&path, &jpeg)
                     .with_context(|| format!("writing {}", path.display()))?;
                 n += 1;

@@ -76,7 +76,8 @@ pub struct NewSample {
     pub backbone: BackboneId,
     pub source: SampleSource,
     pub created_unix_ms: i64,
-    /// Opaque to the store (a JPEG in practice); what re-embedding after a backbone upgrade
+    /// Opaque to the store: a JPEG thumbnail of a picture, or the first seconds of a voice as a
+    /// WAV clip (what the web page shows or plays); what re-embedding after a backbone upgrade
     /// works from. Samples without one can only be removed when the backbone changes.
     pub thumbnail_jpeg: Option<Vec<u8>>,
 }

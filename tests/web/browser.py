@@ -128,7 +128,21 @@ def name_event(page, shots):
         text = page.eval_on_selector(f'div.event[data-id="{event_id}"] div.reply',
                                      "e => e.className + ': ' + e.textContent")
         fail(f"naming event {event_id} gave no ok reply: {text}")
-    return {"event": event_id, "reply": page.text_content(reply)}
+    named = page.text_content(reply)
+    # "False positive" on another event: the daemon's answer is shown on it (ok while the
+    # object is still tracked, an error that says why once it has ended).
+    other = next((e for e in page.query_selector_all("div.event")
+                  if e.get_attribute("data-id") != event_id), None)
+    fp_reply = None
+    if other:
+        oid = other.get_attribute("data-id")
+        other.query_selector("button.false-positive").click()
+        sel = f'div.event[data-id="{oid}"] div.reply'
+        wait_js(page, "s => { const r = document.querySelector(s); return r && "
+                "(r.classList.contains('ok') || r.classList.contains('error')) && r.textContent; }",
+                sel, what="the false-positive reply on the page")
+        fp_reply = page.text_content(sel)
+    return {"event": event_id, "reply": named, "false_positive_reply": fp_reply}
 
 
 def bad_upload(page, camera, shots):
@@ -324,6 +338,20 @@ def speakers(browser, camera, wav, shots):
     wait_js(page, "sel => /bob/.test(document.querySelector(sel).textContent)", sec,
             what="the recorded voice among the enrolled ones")
     out = {"uploaded": uploaded, "recorded": recorded}
+    # Each voice keeps a clip to listen to: served as WAV, with a player on the Samples page.
+    _, raw, _ = get(ARGS.url + f"/api/samples?model={ARGS.model}")
+    clips = [s_["clip_url"] for s_ in json.loads(raw)["samples"] if s_.get("clip_url")]
+    if len(clips) != 2:
+        fail(f"expected a clip_url on both voice samples: {raw[:500]!r}")
+    status, wav, headers = get(ARGS.url + clips[0])
+    if status != 200 or not wav.startswith(b"RIFF") or headers.get("Content-Type") != "audio/wav":
+        fail(f"{clips[0]} is not a WAV: {status} {headers.get('Content-Type')} {wav[:12]!r}")
+    out["clip_bytes"] = len(wav)
+    page.goto(ARGS.url + "/#samples")
+    page.wait_for_selector(f'section.learner[data-model="{ARGS.model}"] div.sample audio.clip',
+                           timeout=WAIT_MS)
+    page.goto(ARGS.url + "/#speakers")
+    page.wait_for_selector(sec, timeout=WAIT_MS)
     fifo = None
     if ARGS.speak_fifo:
         out["recent"], fifo = speak(page, sec)

@@ -187,6 +187,7 @@ fn router(web: Arc<Web>) -> Router {
             "/api/samples/{model}/{id}/thumbnail.jpg",
             get(reads::thumbnail),
         )
+        .route("/api/samples/{model}/{id}/clip.wav", get(reads::clip))
         .route("/api/samples/{model}/{id}/relabel", post(writes::relabel))
         .route(
             "/api/samples/{model}/{id}",

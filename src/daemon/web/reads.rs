@@ -281,13 +281,21 @@ pub async fn samples(
                 .with_workspace(|ws| ws.store.list_recent(label.as_deref(), before, limit))
                 .map_err(|e| ApiError::bad(e.to_string()))?;
             for m in list {
-                let thumbnail_url = m
-                    .thumbnail_bytes
-                    .map(|_| format!("/api/samples/{}/{}/thumbnail.jpg", l.model, m.id));
+                // A voice learner's samples keep a clip, a vision learner's a picture.
+                let url = |what: &str| {
+                    m.thumbnail_bytes
+                        .map(|_| format!("/api/samples/{}/{}/{what}", l.model, m.id))
+                };
+                let (thumbnail_url, clip_url) = if l.is_audio {
+                    (None, url("clip.wav"))
+                } else {
+                    (url("thumbnail.jpg"), None)
+                };
                 rows.push(json!({
                     "id": m.id, "model": l.model, "label": m.label,
                     "source": m.source, "split": m.split.as_str(),
                     "created_unix_ms": m.created_unix_ms, "thumbnail_url": thumbnail_url,
+                    "clip_url": clip_url,
                 }));
             }
         }
@@ -297,23 +305,45 @@ pub async fn samples(
     to_json(&json!({ "models": models, "samples": rows }))
 }
 
+/// The picture or clip sample `id` of `model` keeps, if it is a `riff` (WAV) one or not.
+async fn sample_blob(web: &Web, model: String, id: i64, riff: bool) -> Result<Vec<u8>, ApiError> {
+    let l = learner(web, &model)?;
+    blocking(move || {
+        let sample = l
+            .with_workspace(|ws| ws.store.get(id))
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::not_found(format!("no sample {id} in `{model}`")))?;
+        let what = if riff { "clip" } else { "thumbnail" };
+        sample
+            .thumbnail_jpeg
+            .filter(|b| b.starts_with(b"RIFF") == riff)
+            .ok_or_else(|| ApiError::not_found(format!("sample {id} of `{model}` has no {what}")))
+    })
+    .await
+}
+
 /// `GET /api/samples/<model>/<id>/thumbnail.jpg`.
 pub async fn thumbnail(
     State(web): State<Arc<Web>>,
     Path((model, id)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let l = learner(&web, &model)?;
-    let bytes = blocking(move || {
-        let sample = l
-            .with_workspace(|ws| ws.store.get(id))
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .ok_or_else(|| ApiError::not_found(format!("no sample {id} in `{model}`")))?;
-        sample
-            .thumbnail_jpeg
-            .ok_or_else(|| ApiError::not_found(format!("sample {id} has no thumbnail (a voice)")))
-    })
-    .await?;
-    Ok(jpeg(bytes))
+    Ok(jpeg(sample_blob(&web, model, id, false).await?))
+}
+
+/// `GET /api/samples/<model>/<id>/clip.wav`: a voice sample's first seconds.
+pub async fn clip(
+    State(web): State<Arc<Web>>,
+    Path((model, id)): Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    let wav = sample_blob(&web, model, id, true).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "audio/wav"),
+            (header::CACHE_CONTROL, "private, max-age=60"),
+        ],
+        wav,
+    )
+        .into_response())
 }
 
 /// `GET /api/training`.

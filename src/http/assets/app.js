@@ -1054,7 +1054,8 @@ function sampleEl(sec, s) {
   el._s = s;
   const pic = s.thumbnail_url
     ? h("img", { src: s.thumbnail_url, alt: `sample ${s.id}: ${s.label}`, loading: "lazy" })
-    : h("div", { class: "voice" }, h("span", { class: "voice-icon", "aria-hidden": "true" }, "♪"), h("span", null, "voice sample"));
+    : h("div", { class: "voice" }, h("span", { class: "voice-icon", "aria-hidden": "true" }, "♪"), h("span", null, "voice sample"),
+        s.clip_url ? h("audio", { class: "clip", controls: true, preload: "none", src: s.clip_url, "aria-label": `voice sample ${s.id}: ${s.label}` }) : null);
   const meta = h("div", { class: "meta" }, `#${s.id} · ${s.split || "?"} · ${sourceText(s.source)}`, h("br"), fmtDate(s.created_unix_ms));
   const relabel = h("button", { type: "button", class: "relabel" }, "Relabel");
   const del = h("button", { type: "button", class: "delete danger" }, "Delete");
