@@ -39,7 +39,9 @@ pub struct Learner {
     workspace: Mutex<Workspace>,
     pub slot: HeadSlot,
     counts: Mutex<BTreeMap<String, usize>>,
-    head_macro_f1: Mutex<Option<f64>>,
+    /// Held-out (accuracy, macro-F1) of the head in service, read from its report when it
+    /// was put in service (for `state` and `/metrics`, which must not read the registry).
+    head_scores: Mutex<Option<(f64, f64)>>,
     /// `set unknown_threshold`: overrides the threshold of every head put in service.
     unknown_threshold: Mutex<Option<f32>>,
     /// Samples added since the last training run started.
@@ -67,7 +69,7 @@ impl Learner {
             workspace: Mutex::new(ws),
             slot: HeadSlot::default(),
             counts: Mutex::new(BTreeMap::new()),
-            head_macro_f1: Mutex::new(None),
+            head_scores: Mutex::new(None),
             unknown_threshold: Mutex::new(None),
             new_samples: AtomicU64::new(0),
             last_train: Mutex::new(Instant::now()),
@@ -103,7 +105,8 @@ impl Learner {
                 warn!("the unknown_threshold set earlier ({t}) does not apply: {e}");
             }
         }
-        *lock(&self.head_macro_f1) = Some(meta.report.metrics.macro_f1);
+        let m = &meta.report.metrics;
+        *lock(&self.head_scores) = Some((m.accuracy, m.macro_f1));
         self.slot
             .store(Some(Arc::new(ServingHead { version, head })));
         Ok(())
@@ -238,7 +241,11 @@ impl Learner {
     }
 
     pub fn head_macro_f1(&self) -> Option<f64> {
-        *lock(&self.head_macro_f1)
+        lock(&self.head_scores).map(|(_, f1)| f1)
+    }
+
+    pub fn head_accuracy(&self) -> Option<f64> {
+        lock(&self.head_scores).map(|(acc, _)| acc)
     }
 
     pub fn is_training(&self) -> bool {

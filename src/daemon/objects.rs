@@ -738,24 +738,10 @@ fn minor_change(a: &TrackedObject, b: &TrackedObject) -> bool {
     b.top_score >= a.top_score + 0.05 || bbox(a.bbox).iou(&bbox(b.bbox)) < 0.5
 }
 
-/// `img` with its longest side at most `side` (aspect kept; never enlarged).
+/// `img` with its longest side at most `side` (aspect kept; never enlarged, never copied when
+/// it fits).
 fn shrunk(img: Arc<RgbImage>, side: u32) -> Arc<RgbImage> {
-    let (w, h) = img.dimensions();
-    let long = w.max(h);
-    if long <= side || w == 0 || h == 0 {
-        return img;
-    }
-    let scale = f64::from(side) / f64::from(long);
-    let (nw, nh) = (
-        ((f64::from(w) * scale).round() as u32).max(1),
-        ((f64::from(h) * scale).round() as u32).max(1),
-    );
-    Arc::new(image::imageops::resize(
-        &*img,
-        nw,
-        nh,
-        image::imageops::FilterType::Triangle,
-    ))
+    crate::vision::image_io::fit_within(&img, side).map_or(img, Arc::new)
 }
 
 #[cfg(test)]

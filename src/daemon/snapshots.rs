@@ -346,16 +346,16 @@ impl SnapshotStore {
     /// pixels to the result's.
     fn shrunk(&self, frame: &RgbImage) -> (RgbImage, (f32, f32)) {
         let (w, h) = frame.dimensions();
-        let longest = w.max(h);
-        match self.cfg.max_side {
-            Some(m) if m > 0 && longest > m => {
-                let f = f64::from(m) / f64::from(longest);
-                let nw = ((f64::from(w) * f).round() as u32).clamp(1, m);
-                let nh = ((f64::from(h) * f).round() as u32).clamp(1, m);
-                let img = imageops::resize(frame, nw, nh, imageops::FilterType::Triangle);
+        match self
+            .cfg
+            .max_side
+            .and_then(|m| crate::vision::image_io::fit_within(frame, m))
+        {
+            Some(img) => {
+                let (nw, nh) = img.dimensions();
                 (img, (nw as f32 / w as f32, nh as f32 / h as f32))
             }
-            _ => (frame.clone(), (1.0, 1.0)),
+            None => (frame.clone(), (1.0, 1.0)),
         }
     }
 

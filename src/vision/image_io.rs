@@ -169,6 +169,25 @@ pub const THUMBNAIL_SHORT_SIDE: u32 = 256;
 
 /// A JPEG thumbnail (shorter side at most [`THUMBNAIL_SHORT_SIDE`]) so a sample can be
 /// re-embedded when the backbone changes.
+/// `img` shrunk so its longest side is `max_side` (aspect kept, Triangle filter), or `None`
+/// when it already fits (never enlarged): snapshots and kept crops are bounded this way.
+pub fn fit_within(img: &RgbImage, max_side: u32) -> Option<RgbImage> {
+    let (w, h) = img.dimensions();
+    let longest = w.max(h);
+    if max_side == 0 || longest <= max_side {
+        return None;
+    }
+    let f = f64::from(max_side) / f64::from(longest);
+    let nw = ((f64::from(w) * f).round() as u32).clamp(1, max_side);
+    let nh = ((f64::from(h) * f).round() as u32).clamp(1, max_side);
+    Some(image::imageops::resize(
+        img,
+        nw,
+        nh,
+        image::imageops::FilterType::Triangle,
+    ))
+}
+
 pub fn thumbnail_jpeg(img: &RgbImage) -> Result<Vec<u8>, ImageError> {
     let (w, h) = img.dimensions();
     let short = w.min(h).max(1);

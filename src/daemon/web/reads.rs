@@ -43,6 +43,18 @@ pub struct EventsParams {
     limit: Option<usize>,
 }
 
+/// A listing's `limit`: `default` when absent, else 1 to `max`.
+fn limit(given: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = given.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad(format!(
+            "limit = {limit} is out of range; allowed: 1 to {max}"
+        )))
+    }
+}
+
 /// An empty filter field is no filter (what an HTML form sends for a blank input).
 fn given(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
@@ -89,12 +101,7 @@ pub async fn events(
     State(web): State<Arc<Web>>,
     Query(p): Query<EventsParams>,
 ) -> Result<Response, ApiError> {
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad(format!(
-            "limit = {limit} is out of range; allowed: 1 to 1000"
-        )));
-    }
+    let limit = limit(p.limit, 50, 1000)?;
     if p.after.is_some_and(|a| !a.is_finite()) || p.before.is_some_and(|b| !b.is_finite()) {
         return Err(ApiError::bad("after and before are unix seconds"));
     }
@@ -261,12 +268,7 @@ pub async fn samples(
     State(web): State<Arc<Web>>,
     Query(p): Query<SamplesParams>,
 ) -> Result<Response, ApiError> {
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad(format!(
-            "limit = {limit} is out of range; allowed: 1 to 500"
-        )));
-    }
+    let limit = limit(p.limit, 100, 500)?;
     let learners: Vec<Arc<Learner>> = match given(p.model) {
         Some(m) => vec![learner(&web, &m)?],
         None => web.control.learners.clone(),
@@ -447,24 +449,8 @@ pub async fn status(State(web): State<Arc<Web>>) -> Result<Response, ApiError> {
 }
 
 /// `GET /metrics`: the registry, with the gauges that are read rather than counted brought
-/// up to date first.
+/// up to date first (all from memory: a scrape touches no store or file).
 pub async fn metrics(State(web): State<Arc<Web>>) -> Result<Response, ApiError> {
-    let w = web.clone();
-    let heads = blocking(move || {
-        Ok(w.control
-            .learners
-            .iter()
-            .map(|l| {
-                let acc = l
-                    .with_workspace(|ws| ws.registry.current())
-                    .ok()
-                    .flatten()
-                    .map(|(_, _, meta)| meta.report.metrics.accuracy);
-                (l.model.clone(), l.counts(), acc, l.head_macro_f1())
-            })
-            .collect::<Vec<_>>())
-    })
-    .await?;
     let c = &web.control;
     let t = &c.telemetry;
     for s in &c.streams {
@@ -477,8 +463,8 @@ pub async fn metrics(State(web): State<Arc<Web>>) -> Result<Response, ApiError> 
         );
         t.set_fps(&s.name, t.rates(&s.name).fps);
     }
-    for (model, counts, accuracy, macro_f1) in &heads {
-        t.set_learner(model, counts, *accuracy, *macro_f1);
+    for l in &c.learners {
+        t.set_learner(&l.model, &l.counts(), l.head_accuracy(), l.head_macro_f1());
     }
     t.sync_mqtt(c.publisher.stats().reconnects);
     t.set_resident(resident_bytes().unwrap_or(0));
