@@ -122,3 +122,49 @@ fn now_s() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::EventKind;
+
+    #[test]
+    fn the_store_never_holds_more_than_max_events_between_retention_passes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = EventStore::path_in(dir.path());
+        let cfg = EventsConfig {
+            max_events: 3,
+            ..EventsConfig::default()
+        };
+        let (recorder, thread) = Recorder::start(path.clone(), cfg).expect("start");
+        for i in 0..8u32 {
+            let after = TrackedObject {
+                id: format!("1700000000.{i:03}-abcdef"),
+                camera: "front".into(),
+                label: "person".into(),
+                start_time: 1_700_000_000.0 + f64::from(i),
+                ..TrackedObject::default()
+            };
+            // A new object and an update of it: only the insert counts against the cap.
+            for kind in [EventKind::New, EventKind::Update] {
+                recorder.record(&ObjectEvent {
+                    kind,
+                    before: None,
+                    after: after.clone(),
+                });
+            }
+        }
+        drop(recorder);
+        thread.join().expect("the writer thread");
+        let store = EventStore::open_read(&path).expect("open");
+        assert_eq!(
+            store.count().expect("count"),
+            3,
+            "8 objects, 16 writes, far under 500"
+        );
+        assert!(
+            store.get("1700000000.007-abcdef").expect("get").is_some(),
+            "the newest stay"
+        );
+    }
+}
