@@ -557,6 +557,9 @@ impl Medium for Vision {
         if forced && !run {
             lane.motion_mut().ran(now);
         }
+        if !run && !forced {
+            lane.still_at(frame.unix_ms);
+        }
         run || forced
     }
 }

@@ -277,6 +277,12 @@ impl CameraObjects {
 
     /// Associates one frame's detections, taken at unix `t` seconds, with the camera's score
     /// threshold `threshold` (new objects need it); per detection, its object's track id.
+    /// The motion gate skipped every frame up to `t` seconds: the objects seen last are
+    /// still there ([`crate::track::Tracker::hold`]).
+    pub fn hold(&mut self, t: f64) {
+        self.tracker.hold(t);
+    }
+
     pub fn track(&mut self, t: f64, dets: &[(usize, f32, [f32; 4])], threshold: f32) -> Update {
         self.tracker
             .set_high_score(self.cfg.high_score.max(threshold));

@@ -104,6 +104,9 @@ pub struct Pipeline {
     sublabel_classes: Vec<String>,
     /// Skips the backbone on still frames; off unless [`Pipeline::with_motion`] turns it on.
     motion: MotionGate,
+    /// Capture time (seconds) of the last frame the gate skipped since the last analysed
+    /// one: the tracker holds its objects through that stillness.
+    still_until: Option<f64>,
     /// Detectors: the tracked objects ([`Pipeline::with_objects`]).
     objects: Option<CameraObjects>,
     /// The recent frames a `label` command may name.
@@ -173,6 +176,7 @@ impl Pipeline {
                 enabled: false,
                 ..MotionConfig::default()
             }),
+            still_until: None,
             objects: None,
             frames: FrameRing::new(0.0, 0),
             fp: None,
@@ -224,6 +228,11 @@ impl Pipeline {
     /// The motion gate, judged on every frame before [`Pipeline::process`].
     pub fn motion_mut(&mut self) -> &mut MotionGate {
         &mut self.motion
+    }
+
+    /// The gate skipped a frame captured at `unix_ms`: nothing moved up to then.
+    pub fn still_at(&mut self, unix_ms: i64) {
+        self.still_until = Some(unix_ms as f64 / 1000.0);
     }
 
     pub fn consensus_mut(&mut self) -> &mut Consensus {
@@ -293,6 +302,9 @@ impl Pipeline {
                         for id in w.take_saved(o.camera()) {
                             o.snapshot_saved(&id);
                         }
+                    }
+                    if let Some(still) = self.still_until.take() {
+                        o.hold(still);
                     }
                     let raw: Vec<_> = dets.iter().map(|d| (d.class, d.score, d.bbox)).collect();
                     let update = o.track(t, &raw, publish_threshold);

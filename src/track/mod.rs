@@ -266,6 +266,26 @@ impl Tracker {
         self.tracks.iter().find(|t| t.id == id)
     }
 
+    /// The scene stood still until `t` seconds: frames came but the motion gate skipped them
+    /// (nothing moved), so what the last analysed frame saw is taken as seen through to `t`.
+    ///
+    /// Why: without it, an object that stops moving (a person on a sofa, a parked car) would
+    /// age out over the skipped frames (`max_lost_s` is seconds, not analysed frames) and come
+    /// back as a new object at the next keep-alive: a `new` and an `end` every keep-alive, its
+    /// name and snapshot lost each time. Objects already lost before the stillness keep
+    /// their clocks (`t - last_seen` still ends them), so nothing lingers because it is dark.
+    pub fn hold(&mut self, t: f64) {
+        let Some(last) = self.last_t.filter(|last| t > *last) else {
+            return;
+        };
+        for tr in &mut self.tracks {
+            if tr.last_seen >= last {
+                tr.last_seen = t;
+            }
+        }
+        self.last_t = Some(t);
+    }
+
     /// Associates one frame's observations, taken at `t` seconds (any epoch, increasing).
     pub fn update(&mut self, t: f64, obs: &[Observation]) -> Update {
         let cfg = self.cfg;
@@ -725,6 +745,40 @@ mod tests {
         t.update(4.0, &[obs(0, 0.9, b)]);
         let u = t.update(4.2, &[obs(0, 0.9, b)]);
         assert!(u.ids[0].is_some_and(|new| new > id));
+    }
+
+    #[test]
+    fn an_object_held_through_a_still_scene_keeps_its_id_and_a_lost_one_still_ends() {
+        let cfg = TrackerConfig {
+            max_lost_s: 2.0,
+            max_occluded_s: 2.0,
+            ..TrackerConfig::default()
+        };
+        let mut t = Tracker::new(cfg);
+        let sitting = obs(0, 0.9, bx(100.0, 100.0, 50.0, 120.0));
+        let walking = obs(0, 0.9, bx(300.0, 100.0, 50.0, 120.0));
+        let mut last = None;
+        for k in 0..5 {
+            last = t.update(k as f64 * 0.1, &[sitting, walking]).ids[0];
+        }
+        let id = last.expect("confirmed");
+        // The walker leaves (motion: this frame is analysed), then the scene is still for 30 s.
+        t.update(0.5, &[sitting]);
+        t.hold(30.5);
+        let u = t.update(30.6, &[sitting]);
+        assert_eq!(u.ids, vec![Some(id)], "the sitter is the same object");
+        assert_eq!(u.ended.len(), 1, "the walker ended: {:?}", u.ended);
+        assert!(u.started.is_empty());
+        // Without a hold, the same 30 s gap ends the sitter too.
+        let mut t2 = Tracker::new(cfg);
+        for k in 0..5 {
+            t2.update(k as f64 * 0.1, &[sitting]);
+        }
+        let u = t2.update(30.0, &[sitting]);
+        assert_eq!(u.ended.len(), 1);
+        // A hold into the past changes nothing.
+        t.hold(1.0);
+        assert_eq!(t.update(30.7, &[sitting]).ids, vec![Some(id)]);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!
 //! What the gate never does: leave the state stale. A keep-alive inference runs every
 //! `keepalive_secs` whatever the motion, and the daemon forces one when a command needs the
-//! current frame (`label`). The cost is one pass over the frame's pixels, sampled every
+//! current frame (`label`). Nor does it end what it stopped looking at: the tracker holds
+//! the objects of the last analysed frame through the skipped ones (`Tracker::hold`), so a
+//! person who sits down stays one object. The cost is one pass over the frame's pixels, sampled every
 //! `STEP` pixels in each direction: well under a millisecond for 640x480.
 
 use std::time::{Duration, Instant};

@@ -256,16 +256,46 @@ impl Bus {
             return self.kept.remove(i).1;
         }
         let deadline = Instant::now() + WAIT;
+        // The last payloads on the topic that did not match, for the failure message: what
+        // did come says more than what did not.
+        let mut seen: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.rx.recv_timeout(left) {
                 Ok((t, p)) if t == full && pred(&p) => return p,
+                Ok((t, p)) if t == full => {
+                    if seen.len() == 6 {
+                        seen.pop_front();
+                    }
+                    let per_frame = t.ends_with("/detections") || t.ends_with("/stats");
+                    seen.push_back(p.chars().take(600).collect());
+                    if !per_frame {
+                        self.kept.push((t, p));
+                    }
+                }
                 // Per-frame messages are only ever awaited fresh: do not hoard them.
                 Ok((t, _)) if t.ends_with("/detections") || t.ends_with("/stats") => {}
                 Ok(m) => self.kept.push(m),
                 Err(_) => break,
             }
         }
-        panic!("no {what} on {full} within {WAIT:?}");
+        let seen: Vec<String> = seen.into_iter().collect();
+        panic!(
+            "no {what} on {full} within {WAIT:?}; the last payloads there:\n{}",
+            seen.join("\n")
+        );
+    }
+
+    /// Every message on `topic` received so far and not yet awaited, oldest first.
+    pub fn drain(&mut self, topic: &str) -> Vec<String> {
+        let full = format!("{}/{topic}", self.base);
+        while let Ok(m) = self.rx.try_recv() {
+            self.kept.push(m);
+        }
+        let (out, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kept)
+            .into_iter()
+            .partition(|(t, _)| *t == full);
+        self.kept = rest;
+        out.into_iter().map(|(_, p)| p).collect()
     }
 
     /// The first `reply` whose JSON satisfies `pred`.
