@@ -119,6 +119,26 @@ pub struct EmbeddingSpec {
     pub normalized: bool,
 }
 
+/// The `[finetune]` table: where the frozen trunk ends and the trainable tail begins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneSpec {
+    /// The tail's input tensor: the trunk's activations there are cached per sample, and
+    /// the ops from it to `[embedding].tensor` are trained with the head
+    /// ([`crate::model::tail`]).
+    pub cut: String,
+    /// The cut tensor's shape for one sample, `[channels, height, width]`.
+    pub cut_shape: [usize; 3],
+}
+
+impl FinetuneSpec {
+    /// `(channels, positions)`: how the tail sees one sample's activations.
+    pub fn cut_dims(&self) -> (usize, usize) {
+        let [c, h, w] = self.cut_shape;
+        (c, h * w)
+    }
+}
+
 /// What an output tensor means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -219,6 +239,8 @@ pub struct Manifest {
     pub quantized: Option<String>,
     pub input: InputSpec,
     pub embedding: Option<EmbeddingSpec>,
+    /// Fine-tuning beyond the head; without it, only heads are trained.
+    pub finetune: Option<FinetuneSpec>,
     #[serde(default)]
     pub outputs: Vec<OutputSpec>,
     pub detect: Option<DetectSpec>,
@@ -308,6 +330,21 @@ impl Manifest {
                 "sha256 must be 64 hex digits (got {:?}); compute it with `sha256sum {}`",
                 self.sha256, self.file
             )));
+        }
+        if let Some(f) = &self.finetune {
+            if self.embedding.is_none() {
+                return Err(bad(
+                    "[finetune] needs an [embedding]: the tail runs from the cut to the embedding"
+                        .into(),
+                ));
+            }
+            if f.cut_shape.contains(&0) {
+                return Err(bad(format!(
+                    "[finetune].cut_shape {:?} must have three non-zero dimensions \
+                     [channels, height, width]",
+                    f.cut_shape
+                )));
+            }
         }
         let shape = &self.input.shape;
         let expected_rank = match self.input.layout {

@@ -5,6 +5,8 @@
 //! normalisation, wrong embedding tensor) rather than an error.
 
 pub mod manifest;
+pub mod onnx_graph;
+pub mod tail;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -20,7 +20,6 @@
 pub mod backbone;
 pub mod depthwise;
 #[cfg(feature = "onnxruntime")]
-mod onnx_graph;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 pub mod tract;

@@ -7,7 +7,7 @@
 //! for a different file later is an error rather than a silent mix-up.
 //!
 //! The model given to onnxruntime is the manifest's file with its graph outputs replaced by
-//! the planned tensors (`runtime::onnx_graph`), so the embedding (an intermediate tensor)
+//! the planned tensors (`model::onnx_graph`), so the embedding (an intermediate tensor)
 //! comes back from the same run as the logits or detector heads, exactly as with tract.
 //! Session settings match `benches/ort_reference.py` (Python onnxruntime): all graph
 //! optimisations, sequential execution, `threads` intra-op threads, one inter-op thread.
@@ -180,7 +180,7 @@ impl OrtEngine {
         let output_names = check_names(req)?;
         let raw = std::fs::read(&path).map_err(|e| load_err(e.to_string()))?;
         let names: Vec<&str> = output_names.iter().map(String::as_str).collect();
-        let bytes: Arc<[u8]> = super::onnx_graph::with_outputs(&raw, &names)
+        let bytes: Arc<[u8]> = crate::model::onnx_graph::with_outputs(&raw, &names)
             .map_err(|e| load_err(format!("cannot re-select the graph outputs: {e}")))?
             .into();
         let session = new_session(&library, &path, &bytes, opts.threads)?;

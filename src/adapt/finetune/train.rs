@@ -1,0 +1,308 @@
+//! The joint Adam loop of the tail and the head (see the module above for the method).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::adapt::head::{argmax, softmax_in_place, standardize_row, Head, HeadKind, HeadParams};
+use crate::adapt::trainer::calibrate_threshold;
+use crate::model::tail::{Tail, TailOp};
+use crate::rng::SplitMix64;
+
+use super::net::Net;
+use super::{
+    memory_estimate, softmax_head, CutSet, FinetuneConfig, FinetuneError, FinetuneReport,
+    TailParams,
+};
+
+const ADAM_BETA1: f32 = 0.9;
+const ADAM_BETA2: f32 = 0.999;
+const ADAM_EPS: f32 = 1e-8;
+/// Relative improvement of the held-out loss that counts as better.
+const MIN_REL_IMPROVEMENT: f32 = 1e-4;
+
+/// Adam's moments for one tensor.
+#[derive(Debug, Clone)]
+struct Moments {
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Moments {
+    fn new(n: usize) -> Moments {
+        Moments {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+
+    /// One bias-corrected Adam step of `p` along `g` (step number `t`, from 1).
+    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, t: i32) {
+        let c1 = 1.0 - ADAM_BETA1.powi(t);
+        let c2 = 1.0 - ADAM_BETA2.powi(t);
+        let a = lr * c2.sqrt() / c1;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(&mut self.m).zip(&mut self.v) {
+            *m = ADAM_BETA1 * *m + (1.0 - ADAM_BETA1) * g;
+            *v = ADAM_BETA2 * *v + (1.0 - ADAM_BETA2) * g * g;
+            *p -= a * *m / (v.sqrt() + ADAM_EPS);
+        }
+    }
+}
+
+/// The head's trainable part over fixed standardisation.
+#[derive(Debug, Clone)]
+struct Linear {
+    k: usize,
+    dim: usize,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Linear {
+    /// Probabilities of one embedding into `probs`, its standardised form into `z`; returns
+    /// the log-sum-exp of the logits.
+    fn forward(&self, e: &[f32], z: &mut [f32], probs: &mut [f32]) -> f32 {
+        standardize_row(e, &self.mean, &self.inv_std, z);
+        for (c, p) in probs.iter_mut().enumerate() {
+            let row = &self.w[c * self.dim..(c + 1) * self.dim];
+            *p = self.b[c] + row.iter().zip(&*z).map(|(a, b)| a * b).sum::<f32>();
+        }
+        softmax_in_place(probs)
+    }
+
+    /// Mean cross-entropy on `set` through `net`.
+    fn loss(&self, net: &Net, set: &CutSet) -> f32 {
+        let mut acts = net.buffers();
+        let (mut z, mut probs) = (vec![0.0; self.dim], vec![0.0; self.k]);
+        let mut total = 0f64;
+        for (x, &y) in set.x.chunks_exact(net.in_len()).zip(&set.y) {
+            net.forward(x, &mut acts);
+            let e = acts.last().map_or(x, |a| a.as_slice());
+            self.forward(e, &mut z, &mut probs);
+            total -= f64::from(probs[y].max(1e-12).ln());
+        }
+        (total / set.len().max(1) as f64) as f32
+    }
+}
+
+/// Trains `tail` and `start` (a head trained head-only on the embeddings of `tail`) together
+/// on `train`, stopping early on `holdout`; returns the best epoch's tail and head (with its
+/// open-set threshold calibrated on `holdout`). `lr_ratio = 0` leaves the tail bit-identical.
+pub fn finetune(
+    tail: &Tail,
+    start: &Head,
+    train: &CutSet,
+    holdout: &CutSet,
+    cfg: &FinetuneConfig,
+    cancel: Option<&AtomicBool>,
+) -> Result<(Tail, Head, FinetuneReport), FinetuneError> {
+    let begun = Instant::now();
+    cfg.validate()?;
+    softmax_head(start)?;
+    train.check("train")?;
+    holdout.check("holdout")?;
+    if holdout.is_empty() {
+        return Err(FinetuneError::NoHoldout);
+    }
+    for (split, set) in [("train", train), ("holdout", holdout)] {
+        if set.classes != start.classes() {
+            return Err(FinetuneError::Shape(format!(
+                "the {split} split's classes {:?} are not the head's {:?}",
+                set.classes,
+                start.classes()
+            )));
+        }
+        if (set.channels, set.positions) != (train.channels, train.positions) {
+            return Err(FinetuneError::Shape(format!(
+                "the {split} split's activations are {} x {}, the train split's {} x {}",
+                set.channels, set.positions, train.channels, train.positions
+            )));
+        }
+    }
+    let cut = (train.channels, train.positions);
+    let dim = start.dim();
+    let mut net = Net::new(tail, cut, dim)?;
+    let memory = memory_estimate(tail, cut, dim, train.len() + holdout.len(), cfg)?;
+    if memory > cfg.max_memory_bytes {
+        return Err(FinetuneError::Memory {
+            needed_mb: memory.div_ceil(1 << 20),
+            limit_mb: cfg.max_memory_bytes >> 20,
+        });
+    }
+    let p = start.params();
+    let k = p.classes.len();
+    let mut head = Linear {
+        k,
+        dim,
+        mean: p.mean.clone(),
+        inv_std: p.std.iter().map(|s| 1.0 / s).collect(),
+        w: p.w1.clone(),
+        b: p.b1.clone(),
+    };
+    let weights = cfg.params == TailParams::All;
+    let pretrained = net.clone();
+    let mut grads = net.zero_grads();
+    let mut tail_moments: Vec<(Moments, Moments)> = grads
+        .iter()
+        .map(|(w, b)| {
+            (
+                Moments::new(if weights { w.len() } else { 0 }),
+                Moments::new(b.len()),
+            )
+        })
+        .collect();
+    let (mut hw_m, mut hb_m) = (Moments::new(head.w.len()), Moments::new(k));
+    let (mut gw, mut gb) = (vec![0.0; head.w.len()], vec![0.0; k]);
+
+    let mut counts = vec![0usize; k];
+    for &y in &train.y {
+        counts[y] += 1;
+    }
+    let class_weight: Vec<f32> = counts
+        .iter()
+        .map(|&c| {
+            if cfg.class_balanced {
+                train.len() as f32 / (k as f32 * c.max(1) as f32)
+            } else {
+                1.0
+            }
+        })
+        .collect();
+
+    let start_loss = head.loss(&net, holdout);
+    let mut best = (start_loss, 0usize, net.clone(), head.clone());
+    let mut since_best = 0;
+    let mut rng = SplitMix64::new(cfg.seed ^ 0x6674_756e_6521);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut acts = net.buffers();
+    let mut scratch = [Vec::new(), Vec::new()];
+    let (mut z, mut probs, mut de, mut dz) =
+        (vec![0.0; dim], vec![0.0; k], vec![0.0; dim], vec![0.0; dim]);
+    let tail_lr = cfg.learning_rate * cfg.lr_ratio;
+    let row = net.in_len();
+    let mut step = 0i32;
+    let mut epochs = 0;
+    let mut cancelled = false;
+    'epochs: for epoch in 1..=cfg.epochs_max {
+        rng.shuffle(&mut order);
+        for batch in order.chunks(cfg.batch_size) {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+                || begun.elapsed() > cfg.time_budget
+            {
+                cancelled = cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+                break 'epochs;
+            }
+            for (dw, db) in &mut grads {
+                dw.fill(0.0);
+                db.fill(0.0);
+            }
+            gw.fill(0.0);
+            gb.fill(0.0);
+            let scale = 1.0 / batch.len() as f32;
+            for &i in batch {
+                let x = &train.x[i * row..(i + 1) * row];
+                let y = train.y[i];
+                net.forward(x, &mut acts);
+                let e = acts.last().map_or(x, |a| a.as_slice());
+                head.forward(e, &mut z, &mut probs);
+                // d(loss)/d(logits) = weight * (p - onehot) / batch.
+                let cw = class_weight[y] * scale;
+                probs.iter_mut().for_each(|p| *p *= cw);
+                probs[y] -= cw;
+                dz.fill(0.0);
+                for (c, &d) in probs.iter().enumerate() {
+                    gb[c] += d;
+                    let wrow = &head.w[c * dim..(c + 1) * dim];
+                    let grow = &mut gw[c * dim..(c + 1) * dim];
+                    for j in 0..dim {
+                        grow[j] += d * z[j];
+                        dz[j] += d * wrow[j];
+                    }
+                }
+                if tail_lr > 0.0 {
+                    for ((d, &g), &s) in de.iter_mut().zip(&dz).zip(&head.inv_std) {
+                        *d = g * s;
+                    }
+                    net.backward(x, &acts, &de, &mut grads, weights, &mut scratch);
+                }
+            }
+            step += 1;
+            for (g, &w) in gw.iter_mut().zip(&head.w) {
+                *g += cfg.weight_decay * w;
+            }
+            hw_m.step(&mut head.w, &gw, cfg.learning_rate, step);
+            hb_m.step(&mut head.b, &gb, cfg.learning_rate, step);
+            if tail_lr > 0.0 {
+                for (li, layer) in net.layers.iter_mut().enumerate() {
+                    let TailOp::Pointwise { w, b, .. } = &mut layer.op else {
+                        continue;
+                    };
+                    let TailOp::Pointwise { w: w0, b: b0, .. } = &pretrained.layers[li].op else {
+                        continue;
+                    };
+                    let (dw, db) = &mut grads[li];
+                    let (mw, mb) = &mut tail_moments[li];
+                    for ((g, &v), &v0) in db.iter_mut().zip(b.iter()).zip(b0) {
+                        *g += cfg.l2sp * (v - v0);
+                    }
+                    mb.step(b, db, tail_lr, step);
+                    if weights {
+                        for ((g, &v), &v0) in dw.iter_mut().zip(w.iter()).zip(w0) {
+                            *g += cfg.l2sp * (v - v0);
+                        }
+                        mw.step(w, dw, tail_lr, step);
+                    }
+                }
+            }
+        }
+        epochs = epoch;
+        let loss = head.loss(&net, holdout);
+        if loss < best.0 * (1.0 - MIN_REL_IMPROVEMENT) {
+            best = (loss, epoch, net.clone(), head.clone());
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.patience {
+                break;
+            }
+        }
+    }
+    let (best_loss, best_epoch, best_net, best_head) = best;
+    let mut out = Head::from_params(HeadParams {
+        classes: p.classes.clone(),
+        kind: HeadKind::Softmax,
+        mean: p.mean.clone(),
+        std: p.std.clone(),
+        w1: best_head.w.clone(),
+        b1: best_head.b.clone(),
+        w2: Vec::new(),
+        b2: Vec::new(),
+        unknown_threshold: 0.0,
+    })?;
+    // The open-set threshold, as the head trainer sets it: from the held-out samples the
+    // fine-tuned model gets right.
+    let emb = best_net.embed(&holdout.x, holdout.len());
+    let probs_all = out.probabilities_batch(&emb, holdout.len())?;
+    let correct: Vec<f32> = probs_all
+        .chunks_exact(k)
+        .zip(&holdout.y)
+        .filter_map(|(p, &y)| {
+            let (top, v) = argmax(p);
+            (top == y).then_some(v)
+        })
+        .collect();
+    out.set_unknown_threshold(calibrate_threshold(&correct, k).0)?;
+    let (nw, nb) = best_net.param_count();
+    let report = FinetuneReport {
+        epochs,
+        best_epoch,
+        start_loss,
+        best_loss,
+        train_time: begun.elapsed(),
+        memory_bytes: memory,
+        trained_values: (if weights { nw + nb } else { nb }, head.w.len() + k),
+        cancelled,
+    };
+    Ok((best_net.to_tail(tail), out, report))
+}
