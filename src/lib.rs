@@ -10,7 +10,10 @@
 //! - [`config`]: the TOML configuration file; strict (unknown keys are errors) and reporting
 //!   every problem at once, each with its key and what is allowed.
 //! - [`model`]: model manifests (what an ONNX file needs: input tensor, normalisation,
-//!   embedding tensor, output meaning), finding model files and checking their sha256.
+//!   embedding tensor, output meaning, fine-tuning cut), finding model files and checking
+//!   their sha256; [`model::onnx_graph`] rewrites a model's protobuf bytes (outputs,
+//!   initializers) and [`model::tail`] reads the trainable tail between the cut and the
+//!   embedding out of the graph.
 //! - [`vision`]: images in, answers out: [`vision::image_io`] decodes untrusted JPEG/PNG
 //!   under size limits, [`vision::preprocess`] resizes and normalises into the input tensor,
 //!   [`vision::classify`] ranks classes,
@@ -28,7 +31,8 @@
 //!   backbone identity, source, thumbnail and train/holdout split; per-label and total caps.
 //! - [`adapt`]: transfer learning on the device: the trainable head (softmax regression or
 //!   MLP, open-set `unknown`), its Adam trainer, metrics, and the versioned head registry
-//!   with its deploy-only-if-not-worse policy.
+//!   with its deploy-only-if-not-worse policy; [`adapt::finetune`] trains the backbone's
+//!   tail with the head on cached cut activations, behind a negative-transfer guard.
 //! - [`consensus`]: N-of-M agreement over frames before a label changes, and the
 //!   `new`/`update`/`end` events that result.
 //! - [`daemon`]: the long-running service: the per-frame pipeline (backbone, head, sub-labels,

@@ -6,6 +6,7 @@
 
 mod adapt_cmds;
 mod bench_cmds;
+mod bench_finetune;
 #[cfg(feature = "rtsp")]
 mod bench_h264;
 mod bench_objects;
@@ -111,6 +112,9 @@ enum Command {
     /// Train a head on given .npy embeddings and report test accuracy and time (for
     /// benches/head_vs_sklearn.py).
     BenchHead(bench_cmds::HeadBenchArgs),
+    /// Fine-tune the backbone's last block with the head on a folder of labeled images and
+    /// compare with head-only training (for benches/finetune.py).
+    BenchFinetune(bench_finetune::FinetuneBenchArgs),
     /// Decode an H.264 file with the RTSP source's decoder and report the cost per frame
     /// (for benches/h264_decode.py).
     #[cfg(feature = "rtsp")]
@@ -244,6 +248,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         #[cfg(feature = "rtsp")]
         Command::BenchH264(args) => bench_h264::run(&args),
         Command::BenchTrack(args) => bench_track::run(&ctx, &args),
+        Command::BenchFinetune(args) => bench_finetune::run(&ctx, &args),
         Command::Events(args) => events_cmds::run(&ctx, &args),
         Command::HttpPassword => http_password(),
         Command::Samples { target, cmd } => adapt_cmds::samples(&ctx, &target, &cmd),

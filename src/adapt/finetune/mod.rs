@@ -17,6 +17,10 @@
 //!   towards zero, so the tail cannot forget what it knew with 20 samples per class.
 //! - **Biases only** (TinyTL, NeurIPS 2020) is the cheap option: no weight gradient (the
 //!   larger GEMM of the backward pass) and a fraction of the optimizer state.
+//! - **Random crops of the cut's feature map** as augmentation: with 20 samples per class
+//!   the head alone fits the training set exactly within an epoch, leaving no gradient for
+//!   the tail; a random 5x5 to 7x7 window of MobileNetV2's 7x7 map (a crop of the input image,
+//!   seen at the cut) keeps the training loss honest at no extra trunk run.
 //! - **Early stopping** on the held-out split's loss, keeping the best epoch's weights.
 //!
 //! Whether a fine-tuned tail is used at all is not decided here: the caller compares its
@@ -66,6 +70,12 @@ pub struct FinetuneConfig {
     pub params: TailParams,
     /// Epochs without a better held-out loss before stopping.
     pub patience: usize,
+    /// Keep the epoch with the best held-out loss (else the last one).
+    pub early_stopping: bool,
+    /// Train on random crops of the cut's (square) feature map, as image training uses
+    /// random crops: a few samples per class are otherwise fitted exactly in one epoch and
+    /// leave the tail no signal. Costs nothing: a crop of the map is a gather.
+    pub crop_augment: bool,
     pub seed: u64,
     /// Class-balanced cross-entropy (as the head trainer).
     pub class_balanced: bool,
@@ -85,6 +95,8 @@ impl Default for FinetuneConfig {
             l2sp: 1e-2,
             params: TailParams::All,
             patience: 5,
+            early_stopping: true,
+            crop_augment: true,
             seed: 0,
             class_balanced: true,
             max_memory_bytes: 150 << 20,
@@ -176,6 +188,9 @@ pub struct FinetuneReport {
     /// Held-out cross-entropy before (the head-only start) and at the best epoch.
     pub start_loss: f32,
     pub best_loss: f32,
+    /// Held-out and training cross-entropy after each epoch.
+    pub holdout_losses: Vec<f32>,
+    pub train_losses: Vec<f32>,
     pub train_time: Duration,
     /// The estimate checked against `max_memory_bytes`.
     pub memory_bytes: u64,
@@ -240,10 +255,83 @@ pub fn embed(
     Ok(net.embed(x, n))
 }
 
+/// Which model the negative-transfer guard keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    FineTuned,
+    HeadOnly,
+}
+
+/// The negative-transfer guard: a fine-tuned tail is served only when its held-out macro-F1
+/// beats both the head-only model trained on the same split and the model in service (when
+/// there is one). A tie keeps head-only: a changed backbone is the larger change (every
+/// stored embedding must be recomputed through it) and needs a reason. Returns the choice
+/// and a sentence for the training report.
+pub fn guard(finetuned: f64, head_only: f64, in_service: Option<f64>) -> (Choice, String) {
+    if finetuned <= head_only {
+        return (
+            Choice::HeadOnly,
+            format!(
+                "kept head-only: the fine-tuned tail's held-out macro-F1 {finetuned:.3} does not \
+                 beat head-only's {head_only:.3} (negative transfer guard)"
+            ),
+        );
+    }
+    if let Some(s) = in_service.filter(|s| finetuned <= *s) {
+        return (
+            Choice::HeadOnly,
+            format!(
+                "kept head-only: the fine-tuned tail's held-out macro-F1 {finetuned:.3} does not \
+                 beat the model in service ({s:.3})"
+            ),
+        );
+    }
+    (
+        Choice::FineTuned,
+        format!(
+            "fine-tuned tail: held-out macro-F1 {finetuned:.3} against head-only {head_only:.3}{}",
+            in_service.map_or(String::new(), |s| format!(" and {s:.3} in service"))
+        ),
+    )
+}
+
 /// Fine-tuning starts from a head of this kind only.
 fn softmax_head(head: &Head) -> Result<(), FinetuneError> {
     match head.kind() {
         crate::adapt::HeadKind::Softmax => Ok(()),
         other => Err(FinetuneError::HeadKind(other.name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_serves_a_fine_tuned_tail_only_when_it_beats_both() {
+        assert_eq!(guard(0.9, 0.8, None).0, Choice::FineTuned);
+        assert_eq!(guard(0.9, 0.8, Some(0.85)).0, Choice::FineTuned);
+        let (c, why) = guard(0.8, 0.8, None);
+        assert_eq!(c, Choice::HeadOnly, "a tie keeps head-only");
+        assert!(why.contains("negative transfer"), "{why}");
+        let (c, why) = guard(0.9, 0.8, Some(0.95));
+        assert_eq!(c, Choice::HeadOnly);
+        assert!(why.contains("in service (0.950)"), "{why}");
+    }
+
+    #[test]
+    fn config_ranges_are_checked() {
+        assert!(FinetuneConfig::default().validate().is_ok());
+        let bad = FinetuneConfig {
+            lr_ratio: 2.0,
+            epochs_max: 0,
+            l2sp: f32::NAN,
+            ..FinetuneConfig::default()
+        };
+        let e = bad.validate().expect_err("bad").to_string();
+        assert!(
+            e.contains("lr_ratio") && e.contains("epochs_max") && e.contains("l2sp"),
+            "{e}"
+        );
     }
 }

@@ -26,6 +26,16 @@ impl Layer {
     }
 }
 
+/// Positions a layer works on when the cut has `p` of its positions: the pool's output and
+/// everything after it has one.
+fn positions(l: &Layer, p: usize) -> usize {
+    if l.p_in == 1 {
+        1
+    } else {
+        p.min(l.p_in)
+    }
+}
+
 /// A tail ready to run on `[channels, positions]` cut activations.
 #[derive(Debug, Clone)]
 pub(crate) struct Net {
@@ -90,17 +100,30 @@ impl Net {
 
     /// Runs one sample, writing every layer's output into `acts[i]` (sized `out_len`).
     pub fn forward(&self, x: &[f32], acts: &mut [Vec<f32>]) {
+        let p = self.layers.first().map_or(1, |l| l.p_in);
+        self.forward_at(x, p, acts);
+    }
+
+    /// [`Net::forward`] on `p` positions (at most the cut's): a crop of the cut's feature
+    /// map, for augmentation. Every op before the pool is per position, so only the counts
+    /// change.
+    pub fn forward_at(&self, x: &[f32], p: usize, acts: &mut [Vec<f32>]) {
         for (i, l) in self.layers.iter().enumerate() {
             let (before, after) = acts.split_at_mut(i);
-            let input: &[f32] = if i == 0 { x } else { &before[i - 1] };
-            let out = &mut after[0];
+            let q = positions(l, p);
+            let input: &[f32] = if i == 0 {
+                x
+            } else {
+                &before[i - 1][..l.c_in * q]
+            };
+            let out = &mut after[0][..l.c_out * if l.p_out == 1 { 1 } else { q }];
             match &l.op {
                 TailOp::Pointwise { w, b, .. } => {
-                    ops::pointwise_forward(w, b, (l.c_out, l.c_in, l.p_in), input, out)
+                    ops::pointwise_forward(w, b, (l.c_out, l.c_in, q), input, out)
                 }
-                TailOp::Clip { lo, hi } => ops::clip_forward(*lo, *hi, input, out),
-                TailOp::GlobalAveragePool => ops::gap_forward((l.c_in, l.p_in), input, out),
-                TailOp::Flatten => out.copy_from_slice(input),
+                TailOp::Clip { lo, hi } => ops::clip_forward(*lo, *hi, &input[..out.len()], out),
+                TailOp::GlobalAveragePool => ops::gap_forward((l.c_in, q), input, out),
+                TailOp::Flatten => out.copy_from_slice(&input[..out.len()]),
             }
         }
     }
@@ -111,11 +134,13 @@ impl Net {
     }
 
     /// Backward from `d_out` (the gradient at the embedding) into `grads` (per layer, `(dw,
-    /// db)`, added to), with the activations of [`Net::forward`]. `weights` false: only
+    /// db)`, added to), with the activations of [`Net::forward_at`] on `p` positions. `weights` false: only
     /// biases get gradients (the weight GEMM is skipped).
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         x: &[f32],
+        p: usize,
         acts: &[Vec<f32>],
         d_out: &[f32],
         grads: &mut [(Vec<f32>, Vec<f32>)],
@@ -133,16 +158,21 @@ impl Net {
         cur.extend_from_slice(d_out);
         for i in (first..self.layers.len()).rev() {
             let l = &self.layers[i];
-            let input: &[f32] = if i == 0 { x } else { &acts[i - 1] };
+            let q = positions(l, p);
+            let input: &[f32] = if i == 0 {
+                x
+            } else {
+                &acts[i - 1][..l.c_in * q]
+            };
             next.clear();
-            next.resize(l.in_len(), 0.0);
+            next.resize(l.c_in * q, 0.0);
             match &l.op {
                 TailOp::Pointwise { w, .. } => {
                     let (dw, db) = &mut grads[i];
                     let dx = (i > first).then_some(next.as_mut_slice());
                     ops::pointwise_backward(
                         w,
-                        (l.c_out, l.c_in, l.p_in),
+                        (l.c_out, l.c_in, q),
                         input,
                         cur,
                         weights.then_some(dw.as_mut_slice()),
@@ -151,7 +181,7 @@ impl Net {
                     );
                 }
                 TailOp::Clip { lo, hi } => ops::clip_backward(*lo, *hi, input, cur, next),
-                TailOp::GlobalAveragePool => ops::gap_backward((l.c_in, l.p_in), cur, next),
+                TailOp::GlobalAveragePool => ops::gap_backward((l.c_in, q), cur, next),
                 TailOp::Flatten => next.copy_from_slice(cur),
             }
             std::mem::swap(cur, next);
@@ -191,5 +221,82 @@ impl Net {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn tail(w: Vec<f32>, b: Vec<f32>) -> Tail {
+        Tail {
+            cut: "cut".into(),
+            embedding: "e".into(),
+            ops: vec![
+                TailOp::Pointwise {
+                    weight: "w".into(),
+                    bias: Some("b".into()),
+                    out_channels: 4,
+                    in_channels: 3,
+                    w,
+                    b,
+                },
+                TailOp::Clip { lo: 0.0, hi: 6.0 },
+                TailOp::GlobalAveragePool,
+                TailOp::Flatten,
+            ],
+        }
+    }
+
+    /// The whole tail's weight and bias gradients, on a crop of 2 of its 4 positions,
+    /// against finite differences of `sum(embedding * g)`.
+    #[test]
+    fn the_nets_gradients_on_a_crop_match_finite_differences() {
+        let mut r = SplitMix64::new(9);
+        let mut rnd = |n: usize, s: f32| -> Vec<f32> {
+            (0..n).map(|_| (r.next_f32() * 2.0 - 1.0) * s).collect()
+        };
+        let (w, b, x, g) = (
+            rnd(12, 1.0),
+            rnd(4, 0.5).iter().map(|v| v + 1.0).collect::<Vec<_>>(),
+            rnd(6, 2.0),
+            rnd(4, 1.0),
+        );
+        let loss = |w: &[f32], b: &[f32]| -> f64 {
+            let net = Net::new(&tail(w.to_vec(), b.to_vec()), (3, 4), 4).expect("net");
+            let mut acts = net.buffers();
+            net.forward_at(&x, 2, &mut acts);
+            acts[3].iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum()
+        };
+        let net = Net::new(&tail(w.clone(), b.clone()), (3, 4), 4).expect("net");
+        let mut acts = net.buffers();
+        net.forward_at(&x, 2, &mut acts);
+        let mut grads = net.zero_grads();
+        let mut scratch = [Vec::new(), Vec::new()];
+        net.backward(&x, 2, &acts, &g, &mut grads, true, &mut scratch);
+        let h = 1e-3f32;
+        for (k, analytic) in grads[0].0.iter().enumerate() {
+            let (mut p, mut m) = (w.clone(), w.clone());
+            p[k] += h;
+            m[k] -= h;
+            let numeric = (loss(&p, &b) - loss(&m, &b)) / (2.0 * f64::from(h));
+            assert!(
+                (numeric - f64::from(*analytic)).abs() < 1e-3,
+                "dw[{k}]: {numeric} vs {analytic}"
+            );
+        }
+        for (k, analytic) in grads[0].1.iter().enumerate() {
+            let (mut p, mut m) = (b.clone(), b.clone());
+            p[k] += h;
+            m[k] -= h;
+            let numeric = (loss(&w, &p) - loss(&w, &m)) / (2.0 * f64::from(h));
+            assert!(
+                (numeric - f64::from(*analytic)).abs() < 1e-3,
+                "db[{k}]: {numeric} vs {analytic}"
+            );
+        }
+        // A tail that does not end in the embedding's length is refused.
+        assert!(Net::new(&tail(w, b), (3, 4), 5).is_err());
     }
 }

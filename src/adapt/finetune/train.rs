@@ -181,9 +181,15 @@ pub fn finetune(
         (vec![0.0; dim], vec![0.0; k], vec![0.0; dim], vec![0.0; dim]);
     let tail_lr = cfg.learning_rate * cfg.lr_ratio;
     let row = net.in_len();
+    // The map's side when it is square (crops need it), e.g. 7 for MobileNetV2's 7x7.
+    let side = (1..=train.positions)
+        .find(|h| h * h == train.positions)
+        .filter(|&h| h >= 3);
+    let mut crop: Vec<f32> = Vec::with_capacity(row);
     let mut step = 0i32;
     let mut epochs = 0;
     let mut cancelled = false;
+    let (mut holdout_losses, mut train_losses) = (Vec::new(), Vec::new());
     'epochs: for epoch in 1..=cfg.epochs_max {
         rng.shuffle(&mut order);
         for batch in order.chunks(cfg.batch_size) {
@@ -201,9 +207,23 @@ pub fn finetune(
             gb.fill(0.0);
             let scale = 1.0 / batch.len() as f32;
             for &i in batch {
-                let x = &train.x[i * row..(i + 1) * row];
+                let full = &train.x[i * row..(i + 1) * row];
                 let y = train.y[i];
-                net.forward(x, &mut acts);
+                let (x, q) = match side.filter(|_| cfg.crop_augment) {
+                    Some(h) => {
+                        let s = h - rng.below(3.min(h));
+                        let (oy, ox) = (rng.below(h - s + 1), rng.below(h - s + 1));
+                        crop.clear();
+                        for ch in full.chunks_exact(h * h) {
+                            for r in oy..oy + s {
+                                crop.extend_from_slice(&ch[r * h + ox..r * h + ox + s]);
+                            }
+                        }
+                        (crop.as_slice(), s * s)
+                    }
+                    None => (full, train.positions),
+                };
+                net.forward_at(x, q, &mut acts);
                 let e = acts.last().map_or(x, |a| a.as_slice());
                 head.forward(e, &mut z, &mut probs);
                 // d(loss)/d(logits) = weight * (p - onehot) / batch.
@@ -224,7 +244,7 @@ pub fn finetune(
                     for ((d, &g), &s) in de.iter_mut().zip(&dz).zip(&head.inv_std) {
                         *d = g * s;
                     }
-                    net.backward(x, &acts, &de, &mut grads, weights, &mut scratch);
+                    net.backward(x, q, &acts, &de, &mut grads, weights, &mut scratch);
                 }
             }
             step += 1;
@@ -258,6 +278,12 @@ pub fn finetune(
         }
         epochs = epoch;
         let loss = head.loss(&net, holdout);
+        holdout_losses.push(loss);
+        train_losses.push(head.loss(&net, train));
+        if !cfg.early_stopping {
+            best = (loss, epoch, net.clone(), head.clone());
+            continue;
+        }
         if loss < best.0 * (1.0 - MIN_REL_IMPROVEMENT) {
             best = (loss, epoch, net.clone(), head.clone());
             since_best = 0;
@@ -299,6 +325,8 @@ pub fn finetune(
         best_epoch,
         start_loss,
         best_loss,
+        holdout_losses,
+        train_losses,
         train_time: begun.elapsed(),
         memory_bytes: memory,
         trained_values: (if weights { nw + nb } else { nb }, head.w.len() + k),
