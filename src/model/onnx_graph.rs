@@ -143,19 +143,33 @@ fn value_info_name(buf: &[u8]) -> Result<Option<&[u8]>, ProtoError> {
         .map(|f| &buf[f.payload.0..f.payload.1]))
 }
 
+/// The one `ModelProto.graph` field of `model`.
+fn the_graph(model: &[u8]) -> Result<Field, ProtoError> {
+    let graphs: Vec<Field> = fields(model)?
+        .into_iter()
+        .filter(|f| f.number == MODEL_GRAPH && f.wire == LEN)
+        .collect();
+    match graphs[..] {
+        [graph] => Ok(graph),
+        _ => Err(ProtoError::GraphCount(graphs.len())),
+    }
+}
+
+/// `model` with its graph field (`graph`) replaced by `new_graph`, every other byte kept.
+fn replace_graph(model: &[u8], graph: &Field, new_graph: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(model.len() + new_graph.len() + 8);
+    out.extend_from_slice(&model[..graph.whole.0]);
+    put_len_field(&mut out, MODEL_GRAPH, new_graph);
+    out.extend_from_slice(&model[graph.whole.1..]);
+    out
+}
+
 /// `model` (a serialised `ModelProto`) with its graph's outputs replaced by `outputs`, in
 /// that order. Outputs the graph already declares keep their declaration (with its type);
 /// the others are declared by name only, which onnxruntime accepts for any tensor the graph
 /// computes. The caller checks first that every name is a tensor of the graph.
 pub fn with_outputs(model: &[u8], outputs: &[&str]) -> Result<Vec<u8>, ProtoError> {
-    let top = fields(model)?;
-    let graphs: Vec<&Field> = top
-        .iter()
-        .filter(|f| f.number == MODEL_GRAPH && f.wire == LEN)
-        .collect();
-    let [graph] = graphs[..] else {
-        return Err(ProtoError::GraphCount(graphs.len()));
-    };
+    let graph = the_graph(model)?;
     let gbuf = &model[graph.payload.0..graph.payload.1];
     let gfields = fields(gbuf)?;
     let mut declared: Vec<(&[u8], &[u8])> = Vec::new();
@@ -180,11 +194,7 @@ pub fn with_outputs(model: &[u8], outputs: &[&str]) -> Result<Vec<u8>, ProtoErro
             }
         }
     }
-    let mut out = Vec::with_capacity(model.len() + new_graph.len() - gbuf.len() + 8);
-    out.extend_from_slice(&model[..graph.whole.0]);
-    put_len_field(&mut out, MODEL_GRAPH, &new_graph);
-    out.extend_from_slice(&model[graph.whole.1..]);
-    Ok(out)
+    Ok(replace_graph(model, &graph, &new_graph))
 }
 
 /// The name, dims and data type of a serialised `TensorProto`.
@@ -220,14 +230,7 @@ fn tensor_header(buf: &[u8]) -> Result<(Vec<u8>, Vec<u64>, u64), ProtoError> {
 /// element count, same dims; stored as little-endian `raw_data`). Every other byte of the
 /// file is kept. Why a byte splice: see the module's documentation.
 pub fn with_initializers(model: &[u8], replace: &[(&str, &[f32])]) -> Result<Vec<u8>, ProtoError> {
-    let top = fields(model)?;
-    let graphs: Vec<&Field> = top
-        .iter()
-        .filter(|f| f.number == MODEL_GRAPH && f.wire == LEN)
-        .collect();
-    let [graph] = graphs[..] else {
-        return Err(ProtoError::GraphCount(graphs.len()));
-    };
+    let graph = the_graph(model)?;
     let gbuf = &model[graph.payload.0..graph.payload.1];
     let mut done = vec![false; replace.len()];
     let mut new_graph = Vec::with_capacity(gbuf.len() + 64);
@@ -280,11 +283,7 @@ pub fn with_initializers(model: &[u8], replace: &[(&str, &[f32])]) -> Result<Vec
     if let Some(k) = done.iter().position(|d| !d) {
         return Err(ProtoError::NoInitializer(replace[k].0.to_owned()));
     }
-    let mut out = Vec::with_capacity(model.len() + new_graph.len() - gbuf.len() + 8);
-    out.extend_from_slice(&model[..graph.whole.0]);
-    put_len_field(&mut out, MODEL_GRAPH, &new_graph);
-    out.extend_from_slice(&model[graph.whole.1..]);
-    Ok(out)
+    Ok(replace_graph(model, &graph, &new_graph))
 }
 
 #[cfg(test)]

@@ -251,8 +251,14 @@ pub fn embed(
     x: &[f32],
 ) -> Result<Vec<f32>, FinetuneError> {
     let net = net::Net::new(tail, cut, dim)?;
-    let n = x.len() / net.in_len().max(1);
-    Ok(net.embed(x, n))
+    let row = net.in_len().max(1);
+    if !x.len().is_multiple_of(row) {
+        return Err(FinetuneError::Shape(format!(
+            "{} activation values are not a whole number of {row}-value samples",
+            x.len()
+        )));
+    }
+    Ok(net.embed(x, x.len() / row))
 }
 
 /// Which model the negative-transfer guard keeps.
@@ -317,6 +323,19 @@ mod tests {
         let (c, why) = guard(0.9, 0.8, Some(0.95));
         assert_eq!(c, Choice::HeadOnly);
         assert!(why.contains("in service (0.950)"), "{why}");
+    }
+
+    #[test]
+    fn embedding_a_partial_sample_is_an_error() {
+        use crate::model::tail::{Tail, TailOp};
+        let tail = Tail {
+            cut: "c".into(),
+            embedding: "e".into(),
+            ops: vec![TailOp::GlobalAveragePool, TailOp::Flatten],
+        };
+        let e = embed(&tail, (2, 3), 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("one sample");
+        assert_eq!(e, [2.0, 5.0]);
+        assert!(embed(&tail, (2, 3), 2, &[1.0; 7]).is_err());
     }
 
     #[test]
