@@ -536,6 +536,19 @@ fn ort_reference(
     serde_json::from_str(line).with_context(|| format!("unexpected reference output: {line}"))
 }
 
+/// `speedup` (baseline time / this time) in words a person reads right: "1.52x faster" or
+/// "2.44x slower", never a ratio below 1 called faster.
+fn speed_words(speedup: f64) -> String {
+    if !(speedup.is_finite() && speedup > 0.0) {
+        return "not measured".into();
+    }
+    if speedup >= 1.0 {
+        format!("{speedup:.2}x faster")
+    } else {
+        format!("{:.2}x slower", 1.0 / speedup)
+    }
+}
+
 fn print_report(r: &ModelReport) {
     println!(
         "== {} on {} (load + optimise {:.0} ms)",
@@ -589,16 +602,24 @@ fn print_report(r: &ModelReport) {
     if let Some(base) = &r.baseline {
         for x in &r.speedup {
             println!(
-                "  vs {base} ({} {}t, interleaved): {:.2} ms against {:.2} ms = {:.2}x faster",
-                x.backend, x.threads, x.model.median_ms, x.baseline.median_ms, x.speedup
+                "  vs {base} ({} {}t, interleaved): {:.2} ms against {:.2} ms = {}",
+                x.backend,
+                x.threads,
+                x.model.median_ms,
+                x.baseline.median_ms,
+                speed_words(x.speedup)
             );
         }
     }
     for x in &r.depthwise {
         println!(
             "  tract, adaptd's depthwise vs tract's ({}t, interleaved): {:.2} ms against {:.2} ms \
-             = {:.2}x faster (auto picks {}'s here)",
-            x.threads, x.model.median_ms, x.baseline.median_ms, x.speedup, r.depthwise_auto
+             = {} (auto picks {}'s here)",
+            x.threads,
+            x.model.median_ms,
+            x.baseline.median_ms,
+            speed_words(x.speedup),
+            r.depthwise_auto
         );
     }
     println!(
@@ -620,6 +641,14 @@ fn print_report(r: &ModelReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_below_one_is_slower_not_faster() {
+        assert_eq!(speed_words(1.52), "1.52x faster");
+        assert_eq!(speed_words(0.41), "2.44x slower");
+        assert_eq!(speed_words(1.0), "1.00x faster");
+        assert_eq!(speed_words(f64::NAN), "not measured");
+    }
 
     #[test]
     fn pairs_are_timed_in_alternating_blocks_after_an_untimed_run() {
