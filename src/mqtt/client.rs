@@ -417,6 +417,9 @@ struct LoopCtx {
     discovery: Option<Discovery>,
     max_packet: usize,
     url: BrokerUrl,
+    /// `[mqtt].url = "embedded"`: the broker is adaptd's own, so "is the broker running?" is
+    /// the wrong question to ask the user.
+    embedded: bool,
     events: mpsc::Sender<LinkEvent>,
     wake: Arc<Notify>,
     /// The few helper tasks that wait for room in a full queue on this task's behalf (it must
@@ -480,6 +483,7 @@ impl MqttLink {
                 .then(|| device_discovery(&topics, SW_VERSION, config.qos, streams)),
             max_packet: config.max_packet_bytes,
             url,
+            embedded: config.is_embedded(),
             events: events_tx,
             wake: wake.clone(),
             helpers: TaskTracker::new(),
@@ -651,7 +655,7 @@ async fn run(mut eventloop: EventLoop, mut ctx: LoopCtx) {
                     warn!(
                         "MQTT: {what} {}: {}; retrying in {:.1} s (failure {failures})",
                         ctx.url,
-                        explain(&error, &ctx.url),
+                        explain(&error, &ctx.url, ctx.embedded),
                         delay.as_secs_f64()
                     );
                 }
@@ -860,9 +864,17 @@ fn oversized(error: &ConnectionError) -> Option<usize> {
     }
 }
 
-/// The error in words a user can act on.
-fn explain(error: &ConnectionError, url: &BrokerUrl) -> String {
+/// The error in words a user can act on (`embedded`: the broker is adaptd's own).
+fn explain(error: &ConnectionError, url: &BrokerUrl, embedded: bool) -> String {
     match error {
+        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && embedded => {
+            format!(
+                "the embedded broker does not accept connections at {}:{}: it did not start \
+                 (see the error logged at start-up: is [mqtt].embedded_bind taken by another \
+                 broker?) or it has stopped",
+                url.host, url.port
+            )
+        }
         ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
             "nothing accepts connections at {}:{} (is the broker running, and is [mqtt].url right?)",
             url.host, url.port
@@ -890,5 +902,28 @@ fn explain(error: &ConnectionError, url: &BrokerUrl) -> String {
             "the broker stopped answering keep-alive pings".to_owned()
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_to_the_embedded_broker_says_so() {
+        let url = BrokerUrl {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: 1883,
+        };
+        let refused =
+            || ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let own = explain(&refused(), &url, true);
+        assert!(
+            own.contains("embedded broker") && !own.contains("is the broker running"),
+            "{own}"
+        );
+        let other = explain(&refused(), &url, false);
+        assert!(other.contains("is the broker running"), "{other}");
     }
 }
