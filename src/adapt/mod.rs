@@ -11,6 +11,7 @@
 //! - [`head`]: the head itself (inference, open-set decision, safetensors).
 //! - [`dataset`]: what training takes and gives (dataset, configuration, report, errors),
 //!   shared by both fitters.
+//! - `adam`: the Adam update of one tensor, shared by both trainers.
 //! - [`trainer`]: the Adam training loop, evaluation and threshold calibration; dispatches
 //!   centroid heads to [`centroid`].
 //! - [`centroid`]: the nearest-centroid (cosine) head, for enrolment from a few samples.
@@ -19,6 +20,7 @@
 //! - [`registry`]: versioned heads on disk with a deploy policy.
 //! - [`workspace`]: one model's samples and heads together: add, train + deploy, classify.
 
+mod adam;
 pub mod centroid;
 pub mod dataset;
 pub mod finetune;

@@ -34,6 +34,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::adapt::adam::Moments;
 use crate::adapt::head::{
     argmax, linear_backward, linear_forward, linear_input_grad, softmax_in_place, standardize_row,
     Head, HeadKind, HeadParams, STD_FLOOR_ABSOLUTE, STD_FLOOR_RELATIVE,
@@ -55,11 +56,6 @@ const CONVERGED_TOL: f32 = 1e-5;
 
 /// Rows evaluated together on the validation split.
 const EVAL_BLOCK: usize = 64;
-
-/// Adam's moment decay rates and epsilon (the usual values).
-const ADAM_BETA1: f32 = 0.9;
-const ADAM_BETA2: f32 = 0.999;
-const ADAM_EPS: f32 = 1e-8;
 
 /// Evaluates `head` on `data` with closed-set (argmax) predictions.
 ///
@@ -739,11 +735,10 @@ impl Model {
     }
 }
 
-/// Adam optimiser state (Kingma & Ba), with bias-corrected moments and L2
+/// Adam optimiser state (Kingma & Ba): the moments of each of [`Params::parts`], with L2
 /// weight decay added to the gradient of decayed tensors.
 struct Adam {
-    m: Params,
-    v: Params,
+    moments: [Moments; 4],
     t: i32,
     lr: f32,
     wd: f32,
@@ -752,8 +747,7 @@ struct Adam {
 impl Adam {
     fn new(p: &Params, lr: f32, wd: f32) -> Adam {
         Adam {
-            m: p.zeros_like(),
-            v: p.zeros_like(),
+            moments: p.parts().map(|t| Moments::new(t.len())),
             t: 0,
             lr,
             wd,
@@ -762,24 +756,15 @@ impl Adam {
 
     fn step(&mut self, p: &mut Params, g: &Params) {
         self.t = self.t.saturating_add(1);
-        let bc1 = 1.0 - ADAM_BETA1.powi(self.t);
-        let bc2 = 1.0 - ADAM_BETA2.powi(self.t);
-        let step = self.lr / bc1;
-        let inv_bc2 = 1.0 / bc2;
         let tensors = p
             .parts_mut()
             .into_iter()
             .zip(g.parts())
-            .zip(self.m.parts_mut().into_iter().zip(self.v.parts_mut()))
+            .zip(self.moments.iter_mut())
             .zip(DECAYED);
-        for (((p, g), (m, v)), decayed) in tensors {
+        for (((p, g), m), decayed) in tensors {
             let wd = if decayed { self.wd } else { 0.0 };
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = g + wd * *p;
-                *m = ADAM_BETA1 * *m + (1.0 - ADAM_BETA1) * g;
-                *v = ADAM_BETA2 * *v + (1.0 - ADAM_BETA2) * g * g;
-                *p -= step * *m / ((*v * inv_bc2).sqrt() + ADAM_EPS);
-            }
+            m.step(p, g, self.lr, self.t, wd);
         }
     }
 }

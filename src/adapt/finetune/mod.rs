@@ -231,7 +231,11 @@ pub fn memory_estimate(
     samples: usize,
     cfg: &FinetuneConfig,
 ) -> Result<u64, FinetuneError> {
-    let net = net::Net::new(tail, cut, dim)?;
+    Ok(estimate(&net::Net::new(tail, cut, dim)?, samples, cfg))
+}
+
+/// [`memory_estimate`] of a checked tail.
+fn estimate(net: &net::Net, samples: usize, cfg: &FinetuneConfig) -> u64 {
     let acts: usize = net.layers.iter().map(net::Layer::out_len).sum();
     let (nw, nb) = net.param_count();
     let trained = match cfg.params {
@@ -239,7 +243,7 @@ pub fn memory_estimate(
         TailParams::Biases => nb,
     };
     let floats = samples * net.in_len() + cfg.batch_size * acts + 4 * trained + nw + nb;
-    Ok(floats as u64 * 4)
+    floats as u64 * 4
 }
 
 /// The embeddings of `n` cut activations through `tail` (for evaluation and for training

@@ -275,27 +275,22 @@ mod tests {
         let mut grads = net.zero_grads();
         let mut scratch = [Vec::new(), Vec::new()];
         net.backward(&x, 2, &acts, &g, &mut grads, true, &mut scratch);
-        let h = 1e-3f32;
-        for (k, analytic) in grads[0].0.iter().enumerate() {
-            let (mut p, mut m) = (w.clone(), w.clone());
-            p[k] += h;
-            m[k] -= h;
-            let numeric = (loss(&p, &b) - loss(&m, &b)) / (2.0 * f64::from(h));
-            assert!(
-                (numeric - f64::from(*analytic)).abs() < 1e-3,
-                "dw[{k}]: {numeric} vs {analytic}"
-            );
-        }
-        for (k, analytic) in grads[0].1.iter().enumerate() {
-            let (mut p, mut m) = (b.clone(), b.clone());
-            p[k] += h;
-            m[k] -= h;
-            let numeric = (loss(&w, &p) - loss(&w, &m)) / (2.0 * f64::from(h));
-            assert!(
-                (numeric - f64::from(*analytic)).abs() < 1e-3,
-                "db[{k}]: {numeric} vs {analytic}"
-            );
-        }
+        // Central differences of one parameter tensor, `at`, against its analytic gradient.
+        let check = |name: &str, at: &[f32], analytic: &[f32], f: &dyn Fn(&[f32]) -> f64| {
+            let h = 1e-3f32;
+            for (k, a) in analytic.iter().enumerate() {
+                let (mut p, mut m) = (at.to_vec(), at.to_vec());
+                p[k] += h;
+                m[k] -= h;
+                let numeric = (f(&p) - f(&m)) / (2.0 * f64::from(h));
+                assert!(
+                    (numeric - f64::from(*a)).abs() < 1e-3,
+                    "{name}[{k}]: {numeric} vs {a}"
+                );
+            }
+        };
+        check("dw", &w, &grads[0].0, &|p| loss(p, &b));
+        check("db", &b, &grads[0].1, &|p| loss(&w, p));
         // A tail that does not end in the embedding's length is refused.
         assert!(Net::new(&tail(w, b), (3, 4), 5).is_err());
     }

@@ -3,50 +3,20 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::adapt::head::{argmax, softmax_in_place, standardize_row, Head, HeadKind, HeadParams};
+use crate::adapt::adam::Moments;
+use crate::adapt::head::{
+    argmax, linear_backward, linear_forward, linear_input_grad, softmax_in_place, standardize_row,
+    Head, HeadKind, HeadParams,
+};
 use crate::adapt::trainer::calibrate_threshold;
 use crate::model::tail::{Tail, TailOp};
 use crate::rng::SplitMix64;
 
 use super::net::Net;
-use super::{
-    memory_estimate, softmax_head, CutSet, FinetuneConfig, FinetuneError, FinetuneReport,
-    TailParams,
-};
+use super::{softmax_head, CutSet, FinetuneConfig, FinetuneError, FinetuneReport, TailParams};
 
-const ADAM_BETA1: f32 = 0.9;
-const ADAM_BETA2: f32 = 0.999;
-const ADAM_EPS: f32 = 1e-8;
 /// Relative improvement of the held-out loss that counts as better.
 const MIN_REL_IMPROVEMENT: f32 = 1e-4;
-
-/// Adam's moments for one tensor.
-#[derive(Debug, Clone)]
-struct Moments {
-    m: Vec<f32>,
-    v: Vec<f32>,
-}
-
-impl Moments {
-    fn new(n: usize) -> Moments {
-        Moments {
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-        }
-    }
-
-    /// One bias-corrected Adam step of `p` along `g` (step number `t`, from 1).
-    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, t: i32) {
-        let c1 = 1.0 - ADAM_BETA1.powi(t);
-        let c2 = 1.0 - ADAM_BETA2.powi(t);
-        let a = lr * c2.sqrt() / c1;
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(&mut self.m).zip(&mut self.v) {
-            *m = ADAM_BETA1 * *m + (1.0 - ADAM_BETA1) * g;
-            *v = ADAM_BETA2 * *v + (1.0 - ADAM_BETA2) * g * g;
-            *p -= a * *m / (v.sqrt() + ADAM_EPS);
-        }
-    }
-}
 
 /// The head's trainable part over fixed standardisation.
 #[derive(Debug, Clone)]
@@ -64,10 +34,7 @@ impl Linear {
     /// the log-sum-exp of the logits.
     fn forward(&self, e: &[f32], z: &mut [f32], probs: &mut [f32]) -> f32 {
         standardize_row(e, &self.mean, &self.inv_std, z);
-        for (c, p) in probs.iter_mut().enumerate() {
-            let row = &self.w[c * self.dim..(c + 1) * self.dim];
-            *p = self.b[c] + row.iter().zip(&*z).map(|(a, b)| a * b).sum::<f32>();
-        }
+        linear_forward(&self.w, &self.b, z, self.dim, probs);
         softmax_in_place(probs)
     }
 
@@ -123,7 +90,7 @@ pub fn finetune(
     let cut = (train.channels, train.positions);
     let dim = start.dim();
     let mut net = Net::new(tail, cut, dim)?;
-    let memory = memory_estimate(tail, cut, dim, train.len() + holdout.len(), cfg)?;
+    let memory = super::estimate(&net, train.len() + holdout.len(), cfg);
     if memory > cfg.max_memory_bytes {
         return Err(FinetuneError::Memory {
             needed_mb: memory.div_ceil(1 << 20),
@@ -230,16 +197,8 @@ pub fn finetune(
                 let cw = class_weight[y] * scale;
                 probs.iter_mut().for_each(|p| *p *= cw);
                 probs[y] -= cw;
-                dz.fill(0.0);
-                for (c, &d) in probs.iter().enumerate() {
-                    gb[c] += d;
-                    let wrow = &head.w[c * dim..(c + 1) * dim];
-                    let grow = &mut gw[c * dim..(c + 1) * dim];
-                    for j in 0..dim {
-                        grow[j] += d * z[j];
-                        dz[j] += d * wrow[j];
-                    }
-                }
+                linear_backward(&mut gw, &mut gb, &probs, &z, dim);
+                linear_input_grad(&mut dz, &probs, &head.w, dim, k);
                 if tail_lr > 0.0 {
                     for ((d, &g), &s) in de.iter_mut().zip(&dz).zip(&head.inv_std) {
                         *d = g * s;
@@ -248,11 +207,8 @@ pub fn finetune(
                 }
             }
             step += 1;
-            for (g, &w) in gw.iter_mut().zip(&head.w) {
-                *g += cfg.weight_decay * w;
-            }
-            hw_m.step(&mut head.w, &gw, cfg.learning_rate, step);
-            hb_m.step(&mut head.b, &gb, cfg.learning_rate, step);
+            hw_m.step(&mut head.w, &gw, cfg.learning_rate, step, cfg.weight_decay);
+            hb_m.step(&mut head.b, &gb, cfg.learning_rate, step, 0.0);
             if tail_lr > 0.0 {
                 for (li, layer) in net.layers.iter_mut().enumerate() {
                     let TailOp::Pointwise { w, b, .. } = &mut layer.op else {
@@ -266,12 +222,12 @@ pub fn finetune(
                     for ((g, &v), &v0) in db.iter_mut().zip(b.iter()).zip(b0) {
                         *g += cfg.l2sp * (v - v0);
                     }
-                    mb.step(b, db, tail_lr, step);
+                    mb.step(b, db, tail_lr, step, 0.0);
                     if weights {
                         for ((g, &v), &v0) in dw.iter_mut().zip(w.iter()).zip(w0) {
                             *g += cfg.l2sp * (v - v0);
                         }
-                        mw.step(w, dw, tail_lr, step);
+                        mw.step(w, dw, tail_lr, step, 0.0);
                     }
                 }
             }
